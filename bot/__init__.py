@@ -1,0 +1,1 @@
+"""The Slack side: commands, views, notifications, the outbox, jobs and the server."""

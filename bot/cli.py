@@ -1,0 +1,66 @@
+"""The `d1bot` command line: serve, demo, sandbox, migrate, check."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="d1bot", description="Slack app for Thales D1 card production and shipping."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the server (Slack, D1 notifications, jobs)")
+    serve.add_argument("--host", default=None, help="bind address (default: HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default: PORT or 3000)")
+    serve.add_argument(
+        "--no-migrate", action="store_true", help="do not apply database migrations at start"
+    )
+
+    demo = sub.add_parser("demo", help="run everything locally: D1 sandbox, Slack stand-in, bot")
+    demo.add_argument("--no-input", action="store_true", help="run the scenario and exit")
+    demo.add_argument("--data-dir", default=None, help="where the demo database goes")
+    demo.add_argument("--seed", type=int, default=7, help="scenario seed")
+    demo.add_argument("--speed", type=float, default=None, help="sandbox clock acceleration")
+
+    sandbox = sub.add_parser("sandbox", help="run the D1 sandbox (a local D1)")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8700)
+    sandbox.add_argument("--callback-url", default=None, help="where to send notifications")
+    sandbox.add_argument("--seed", type=int, default=1)
+
+    sub.add_parser("migrate", help="apply database migrations (DATABASE_URL)")
+    sub.add_parser("check", help="validate the settings and print a report")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        from bot.main import serve
+
+        return serve(host=args.host, port=args.port, migrate=not args.no_migrate)
+    if args.command == "demo":
+        from bot.demo import run_demo
+
+        return run_demo(args)
+    if args.command == "sandbox":
+        from d1.sandbox.cli import run_sandbox
+
+        return run_sandbox(args)
+    if args.command == "migrate":
+        from bot.main import migrate
+
+        return migrate()
+    if args.command == "check":
+        from bot.main import check
+
+        return check()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,580 @@
+"""D1's payloads as pydantic models, and the D1 semantics the rest of the product relies on.
+
+camelCase on the wire, snake_case in Python. D1 says to treat unknown fields, unknown enum values
+and unknown operations as forward-compatible, so every model ignores unknown fields and every
+D1 "enum" is a plain string here; the known values are listed as constants for readability.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import date, datetime, timezone
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    field_validator,
+)
+from pydantic.alias_generators import to_camel
+
+# --------------------------------------------------------------------------- known values
+
+PRODUCTION_STATUSES: tuple[str, ...] = (
+    "CARD_PROD_REQUESTED",
+    "DATA_PREPARED",
+    "CARD_PROD_READY",
+    "CARD_PROD_ONGOING",
+    "CARD_PROD_DONE",
+    "CARD_SHIPPED",
+    "CARD_PROD_CANCELED",
+    "CARD_PROD_ONHOLD",
+    "DATA_EXCEPTION",
+    "CARD_PROD_EXCEPTION",
+)
+TRACKING_STATUSES: tuple[str, ...] = ("CARD_SHIPPED", "CARD_RETURNED")
+SHIPMENT_STATUSES: tuple[str, ...] = (
+    "PENDING",
+    "INFO_RECEIVED",
+    "IN_TRANSIT",
+    "OUT_FOR_DELIVERY",
+    "FAILED_ATTEMPT",
+    "AVAILABLE_FOR_PICKUP",
+    "EXCEPTION",
+    "EXPIRED",
+    "DELIVERED",
+)
+OPERATION_STATUSES: tuple[str, ...] = ("PENDING", "SUCCESSFUL", "FAILED")
+OPERATIONS: tuple[str, ...] = ("PRODUCE", "STANDALONE_TRACKING", "UPDATE_ORDER")
+TRACKING_TYPES: tuple[str, ...] = ("PRODUCTION", "SHIPMENT", "RETURN")
+
+CARRIER_NAMES: dict[str, str] = {
+    "chronopost-france": "Chronopost France",
+    "dhl": "DHL Express",
+    "dhl-global-mail": "DHL Global Mail",
+    "deutsch-post": "Deutsche Post",
+    "estafeta": "Estafeta",
+    "fedex": "FedEx",
+    "la-poste-colissimo": "La Poste Colissimo",
+    "nacex": "NACEX",
+    "spanish-seur": "SEUR",
+    "singapore-post": "Singapore Post",
+    "spain-correos-es": "Correos de España",
+    "ups": "UPS",
+    "usps": "USPS",
+    "usps-iv-api": "USPS",
+}
+
+PRODUCTION_STATUS_WORDS: dict[str, str] = {
+    "CARD_PROD_REQUESTED": "Production requested",
+    "DATA_PREPARED": "Data prepared",
+    "CARD_PROD_READY": "Ready for production",
+    "CARD_PROD_ONGOING": "In production",
+    "CARD_PROD_DONE": "Produced",
+    "CARD_SHIPPED": "Shipped",
+    "CARD_PROD_CANCELED": "Production cancelled",
+    "CARD_PROD_ONHOLD": "Production on hold",
+    "DATA_EXCEPTION": "Data rejected",
+    "CARD_PROD_EXCEPTION": "Production failed",
+    "CARD_RETURNED": "Returned to sender",
+}
+SHIPMENT_STATUS_WORDS: dict[str, str] = {
+    "PENDING": "Awaiting carrier data",
+    "INFO_RECEIVED": "Label created",
+    "IN_TRANSIT": "In transit",
+    "OUT_FOR_DELIVERY": "Out for delivery",
+    "FAILED_ATTEMPT": "Delivery attempt failed",
+    "AVAILABLE_FOR_PICKUP": "Available for pickup",
+    "EXCEPTION": "Shipping exception",
+    "EXPIRED": "Tracking expired",
+    "DELIVERED": "Delivered",
+}
+
+# D1's identifier pattern (operationId, orderId, oldCardId ...); card ids follow it.
+CARD_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+ISSUER_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+# --------------------------------------------------------------------------- base model
+
+
+class D1Model(BaseModel):
+    """Base for D1 payloads: camelCase aliases, unknown fields ignored, both names accepted."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="ignore",
+        frozen=False,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON-ready dict with D1's exact field names and no unset fields."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _aware(value: Any) -> Any:
+    """D1 timestamps are UTC; a naive one is read as UTC rather than rejected."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, Field()]
+
+
+class _Timestamps(D1Model):
+    @field_validator("*", mode="before")
+    @classmethod
+    def _naive_is_utc(cls, value: Any) -> Any:
+        if isinstance(value, str) and len(value) >= 19 and value[10:11] == "T":
+            tail = value[19:]
+            if not any(c in tail for c in "Zz+-"):
+                return value + "Z"
+        return _aware(value)
+
+
+# --------------------------------------------------------------------------- shipment
+
+
+class LastCheckpoint(_Timestamps):
+    checkpoint_time: Timestamp | None = None
+    city: str | None = None
+    country_name: str | None = None
+    message: str | None = None
+
+
+class Shipment(_Timestamps):
+    """`details.shipment` / `productionStatus.shipment`: carrier tracking as D1 normalises it."""
+
+    carrier: str | None = None
+    tracking_number: str | None = None
+    status: str | None = None
+    message: str | None = None
+    tracking_url: str | None = None
+    redirect_url: str | None = None
+    estimated_delivery_date: Timestamp | None = None
+    last_updated_at: Timestamp | None = None
+    delivery_date: Timestamp | None = None
+    signed_by: str | None = None
+    failed_delivery_attempts: str | None = None
+    pickup_date: Timestamp | None = None
+    last_checkpoint: LastCheckpoint | None = None
+
+    @field_validator("failed_delivery_attempts", mode="before")
+    @classmethod
+    def _attempts_as_text(cls, value: Any) -> Any:
+        # The schema says string; carriers' feeds sometimes send a number.
+        return str(value) if isinstance(value, int) else value
+
+    @property
+    def carrier_name(self) -> str | None:
+        if self.carrier is None:
+            return None
+        return CARRIER_NAMES.get(self.carrier, self.carrier)
+
+
+# --------------------------------------------------------------------------- production status
+
+
+class Services(D1Model):
+    card_product_id: str | None = None
+    issuance: str | None = None
+    priority: str | None = None
+    delivery: str | None = None
+    packaging: str | None = None
+    card_carrier: str | None = None
+
+
+class CardPackageDetails(D1Model):
+    plastic: str | None = None
+    artwork_id: str | None = None
+    card_carrier: str | None = None
+    envelope: str | None = None
+    package: str | None = None
+    card_activation_label: str | None = None
+    inserts: list[str] | None = None
+
+
+class Address(D1Model):
+    """A postal address. Personal data: ephemeral replies only, never channels or logs."""
+
+    company_name: str | None = None
+    line1: str | None = None
+    line2: str | None = None
+    line3: str | None = None
+    city: str | None = None
+    state: str | None = None
+    zip_code: str | None = None
+    country_code: str | None = None
+
+
+class ProductionStatus(_Timestamps):
+    """The answer of `GET .../physicalCards/{cardId}/productionStatus`."""
+
+    status: str
+    reason: str | None = None
+    consumer_id: str | None = None
+    issuer_request_id: str | None = None
+    due_date: date | None = None
+    production_request_date: Timestamp | None = None
+    production_date: Timestamp | None = None
+    production_site: str | None = None
+    name: str | None = Field(default=None, repr=False)
+    masked_pan: str | None = None
+    order_id: str | None = None
+    package_id: str | None = None
+    shipment: Shipment | None = None
+    services: Services | None = None
+    input_file_name: str | None = None
+    card_package_details: CardPackageDetails | None = None
+    delivery_address: Address | None = Field(default=None, repr=False)
+
+    @field_validator("due_date", mode="before")
+    @classmethod
+    def _date_only(cls, value: Any) -> Any:
+        if isinstance(value, str) and len(value) > 10 and value[10:11] == "T":
+            return value[:10]
+        return value
+
+    @field_validator("masked_pan")
+    @classmethod
+    def _masked_only(cls, value: str | None) -> str | None:
+        # Defence in depth: whatever D1 sends here, we only ever keep a masked form.
+        return mask_pan(value) if value is not None else None
+
+
+# --------------------------------------------------------------------------- notifications
+
+
+class OperationDetails(_Timestamps):
+    """`details` of a notification operation; PRODUCE and STANDALONE_TRACKING share this shape."""
+
+    status: str | None = None
+    tracking_type: str | None = None
+    production_site: str | None = None
+    reason: str | None = None
+    due_date: date | None = None
+    shipment: Shipment | None = None
+    input_file_name: str | None = None
+    issuer_request_id: str | None = None
+
+    @field_validator("due_date", mode="before")
+    @classmethod
+    def _date_only(cls, value: Any) -> Any:
+        if isinstance(value, str) and len(value) > 10 and value[10:11] == "T":
+            return value[:10]
+        return value
+
+
+class Operation(_Timestamps):
+    """One notification operation, as D1 posts it to the issuer's callback."""
+
+    operation_id: str = Field(min_length=1, max_length=128)
+    operation: str = Field(min_length=1, max_length=64)
+    status: str = Field(min_length=1, max_length=32)
+    card_id: str = Field(min_length=1, max_length=64)
+    start_time: Timestamp | None = None
+    end_time: Timestamp | None = None
+    timestamp: Timestamp | None = None
+    issuer_id: str | None = None
+    details: OperationDetails = Field(default_factory=OperationDetails)
+    error_code: str | None = None
+    error: str | None = None
+    input_file_name: str | None = None
+    issuer_request_id: str | None = None
+
+    @field_validator("card_id")
+    @classmethod
+    def _card_id_format(cls, value: str) -> str:
+        if not CARD_ID_PATTERN.match(value):
+            raise ValueError("cardId does not match D1's identifier format")
+        return value
+
+    @field_validator("details", mode="before")
+    @classmethod
+    def _details_object(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+
+class OperationsEnvelope(D1Model):
+    """The bulk body D1 sends: `{"operations": [...]}`."""
+
+    operations: list[Operation] = Field(min_length=1)
+
+
+# --------------------------------------------------------------------------- tracking hub
+
+
+class ProductionTrackingRequest(D1Model):
+    tracking_type: Literal["PRODUCTION"] = "PRODUCTION"
+    production_site: str = Field(min_length=1, max_length=50)
+
+
+class ShipmentTrackingRequest(D1Model):
+    tracking_type: Literal["SHIPMENT"] = "SHIPMENT"
+    tracking_number: str = Field(pattern=r"^[A-Za-z0-9 _\-\./]{1,64}$")
+    shipment_date: AwareDatetime
+    production_site: str | None = Field(default=None, min_length=1, max_length=50)
+    postal_code: str = Field(min_length=1, max_length=10, pattern=r"^[0-9A-Za-z\- ]{1,10}$")
+    country_code: str = Field(pattern=r"^[A-Z]{2}$")
+
+
+class ReturnTrackingRequest(D1Model):
+    tracking_type: Literal["RETURN"] = "RETURN"
+    production_site: str = Field(min_length=1, max_length=50)
+
+
+TrackRequest = Annotated[
+    ProductionTrackingRequest | ShipmentTrackingRequest | ReturnTrackingRequest,
+    Field(discriminator="tracking_type"),
+]
+track_request_adapter: TypeAdapter[Any] = TypeAdapter(TrackRequest)
+
+
+# --------------------------------------------------------------------------- card order
+
+
+class OrderServices(D1Model):
+    issuance: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    priority: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    delivery: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    packaging: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    card_carrier: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    pin_mailer: bool | None = None
+
+
+class OrderShipment(D1Model):
+    type: str = Field(pattern=r"^(INDIVIDUAL|BULK)$")
+    delivery_address: Address
+    individual_address: Address | None = None
+    group_id: str | None = Field(default=None, min_length=1, max_length=64)
+    order_id: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+class CardOrderRequest(D1Model):
+    """`POST .../operations:production` body (THALES, CENTRAL or INSTANT distribution)."""
+
+    distribution_channel: str = Field(pattern=r"^(THALES|INSTANT|CENTRAL)$")
+    consumer_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    card_product_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,48}$")
+    issuer_request_id: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    services: OrderServices
+    encrypted_data: str = Field(min_length=1, repr=False)
+    payment_application: dict[str, Any] | None = None
+    card_design: dict[str, Any] | None = None
+    card_carrier_config: dict[str, Any] | None = None
+    packaging_config: dict[str, Any] | None = None
+    shipment: OrderShipment | None = None
+    perso_center: str | None = None
+    perso_station: str | None = None
+
+
+class CardOperationResponse(D1Model):
+    operation_id: str
+
+
+# --------------------------------------------------------------------------- errors and tokens
+
+
+class D1ErrorBody(BaseModel):
+    """D1's error body. `error` is for troubleshooting only: never shown to end users."""
+
+    model_config = ConfigDict(extra="ignore")
+    errorCode: str
+    error: str | None = None
+
+
+class TokenResponse(BaseModel):
+    """OAuth 2.0 token answer (both D1's and the one we issue to D1). snake_case on the wire."""
+
+    model_config = ConfigDict(extra="ignore")
+    access_token: str = Field(repr=False)
+    token_type: str = "Bearer"
+    expires_in: int = 900
+    expires_at: int | None = None
+    scope: str | None = None
+
+
+# --------------------------------------------------------------------------- D1 semantics
+
+# Lifecycle rank: how far along a card is. Used to break ties between events with the same
+# event time (the later stage wins). Exceptions rank with the stage they interrupt.
+_PRODUCTION_RANK: dict[str, int] = {
+    "CARD_PROD_REQUESTED": 10,
+    "DATA_PREPARED": 20,
+    "DATA_EXCEPTION": 25,
+    "CARD_PROD_READY": 30,
+    "CARD_PROD_ONHOLD": 35,
+    "CARD_PROD_ONGOING": 40,
+    "CARD_PROD_EXCEPTION": 45,
+    "CARD_PROD_DONE": 50,
+    "CARD_PROD_CANCELED": 55,
+    "CARD_SHIPPED": 60,
+    "CARD_RETURNED": 90,
+}
+_SHIPMENT_RANK: dict[str, int] = {
+    "PENDING": 1,
+    "INFO_RECEIVED": 2,
+    "IN_TRANSIT": 3,
+    "EXPIRED": 3,
+    "OUT_FOR_DELIVERY": 4,
+    "FAILED_ATTEMPT": 5,
+    "EXCEPTION": 5,
+    "AVAILABLE_FOR_PICKUP": 6,
+    "DELIVERED": 7,
+}
+
+PRODUCTION_EXCEPTIONS = frozenset(
+    {"DATA_EXCEPTION", "CARD_PROD_EXCEPTION", "CARD_PROD_ONHOLD", "CARD_PROD_CANCELED"}
+)
+TRACKING_EXCEPTIONS = frozenset({"CARD_RETURNED"})
+SHIPMENT_EXCEPTIONS = frozenset({"EXCEPTION", "FAILED_ATTEMPT", "EXPIRED"})
+FINAL_STATUSES = frozenset({"CARD_PROD_CANCELED", "CARD_RETURNED"})
+FINAL_SHIPMENT_STATUSES = frozenset({"DELIVERED"})
+
+
+def lifecycle_rank(status: str | None, shipment_status: str | None = None) -> int:
+    """How far along the lifecycle a (status, shipment status) pair is; unknown ranks lowest."""
+    base = _PRODUCTION_RANK.get(status or "", 0) * 10
+    return base + _SHIPMENT_RANK.get(shipment_status or "", 0)
+
+
+def is_exception(
+    status: str | None,
+    shipment_status: str | None = None,
+    operation_status: str | None = None,
+    extra_exception_statuses: frozenset[str] = frozenset(),
+) -> bool:
+    """Whether a reported state is alert-worthy (see ARCHITECTURE: exceptions)."""
+    if operation_status == "FAILED":
+        return True
+    if status in PRODUCTION_EXCEPTIONS or status in TRACKING_EXCEPTIONS:
+        return True
+    if shipment_status in SHIPMENT_EXCEPTIONS:
+        return True
+    return bool(extra_exception_statuses & {status, shipment_status})
+
+
+def is_final(status: str | None, shipment_status: str | None = None) -> bool:
+    """A card in a final state will not move again on its own (no reconciliation needed)."""
+    return status in FINAL_STATUSES or shipment_status in FINAL_SHIPMENT_STATUSES
+
+
+def operation_event_time(op: Operation) -> datetime:
+    """When the reported state happened: shipment.lastUpdatedAt for shipment updates, else
+    endTime, else timestamp, else startTime. Never None: falls back to the epoch."""
+    shipment = op.details.shipment
+    if shipment is not None and shipment.last_updated_at is not None:
+        return shipment.last_updated_at
+    for candidate in (op.end_time, op.timestamp, op.start_time):
+        if candidate is not None:
+            return candidate
+    return datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def operation_dedup_key(op: Operation) -> str:
+    """Identity of a reported state: the same operation reporting the same state again is a
+    duplicate; the same operationId with a new step or a new shipment update is not."""
+    shipment = op.details.shipment
+    checkpoint = shipment.last_checkpoint if shipment else None
+    parts = {
+        "operationId": op.operation_id,
+        "operation": op.operation,
+        "status": op.status,
+        "detailsStatus": op.details.status,
+        "trackingType": op.details.tracking_type,
+        "errorCode": op.error_code,
+        "shipment": None
+        if shipment is None
+        else {
+            "status": shipment.status,
+            "message": shipment.message,
+            "trackingNumber": shipment.tracking_number,
+            "lastUpdatedAt": _iso(shipment.last_updated_at),
+            "deliveryDate": _iso(shipment.delivery_date),
+            "failedDeliveryAttempts": shipment.failed_delivery_attempts,
+            "checkpoint": None
+            if checkpoint is None
+            else {
+                "time": _iso(checkpoint.checkpoint_time),
+                "city": checkpoint.city,
+                "message": checkpoint.message,
+            },
+        },
+    }
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(timezone.utc).isoformat()
+
+
+def operation_for_storage(op: Operation) -> dict[str, Any]:
+    """The operation as stored in history: wire names, and nothing sensitive (D1 notifications
+    carry no PAN or address, but a free-text `error` might: it is dropped)."""
+    wire = op.to_wire()
+    wire.pop("error", None)
+    details = wire.get("details") or {}
+    details.pop("deliveryAddress", None)
+    details.pop("name", None)
+    return wire
+
+
+# --------------------------------------------------------------------------- card data helpers
+
+_DIGITS = re.compile(r"\d")
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn checksum that every payment card number passes."""
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = ord(char) - 48
+        if index % 2 == 1:
+            value *= 2
+            if value > 9:
+                value -= 9
+        total += value
+    return total % 10 == 0
+
+
+# 13-19 digits, optionally grouped by single spaces or dashes, not inside a longer digit run.
+PAN_CANDIDATE = re.compile(r"(?<![\d])(?:\d[ -]?){12,18}\d(?![\d])")
+
+
+def find_pans(text: str) -> list[str]:
+    """Substrings of `text` that look like a full PAN (13-19 digits passing Luhn)."""
+    found = []
+    for match in PAN_CANDIDATE.finditer(text):
+        digits = re.sub(r"[ -]", "", match.group(0))
+        if 13 <= len(digits) <= 19 and luhn_valid(digits):
+            found.append(match.group(0))
+    return found
+
+
+def contains_pan(text: str) -> bool:
+    return bool(find_pans(text))
+
+
+def mask_pan(value: str) -> str:
+    """Keep at most the last four digits; everything else becomes '*'."""
+    if len(value) <= 4:
+        return "*" * len(value)
+    digits = [c for c in value]
+    visible_from = len(digits) - 4
+    return "".join(c if i >= visible_from or not c.isdigit() else "*" for i, c in enumerate(digits))
+
+
+def parse_operations(body: Any) -> list[Operation]:
+    """Parse a callback body: `{"operations": [...]}` or a single operation object.
+    Raises pydantic.ValidationError on the first bad field."""
+    if isinstance(body, dict) and "operations" in body:
+        return OperationsEnvelope.model_validate(body).operations
+    return [Operation.model_validate(body)]

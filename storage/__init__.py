@@ -1,0 +1,1 @@
+"""Persistent state: tables, the engine, migrations and the repositories that own all SQL."""

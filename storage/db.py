@@ -1,0 +1,82 @@
+"""The database engine, built from `DATABASE_URL` in the composition root (never at import).
+
+SQLite (the default) runs in WAL mode with a busy timeout, foreign keys on and
+`synchronous=FULL`, so that a 204 to D1 means the data survives a power cut (see
+docs/storage.md for what NORMAL would buy). PostgreSQL is reached through psycopg 3.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+DEFAULT_DATABASE_URL = "sqlite:///./d1bot.db"
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def normalise_url(url: str) -> str:
+    """Accept the usual spellings of a PostgreSQL URL and use the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def make_engine(
+    url: str = DEFAULT_DATABASE_URL,
+    *,
+    synchronous: str = "FULL",
+    busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+    pool_size: int = 5,
+    echo: bool = False,
+) -> Engine:
+    """An engine for `url`, with the SQLite pragmas this product relies on."""
+    url = normalise_url(url)
+    kwargs: dict[str, Any] = {"echo": echo, "future": True}
+    if url.startswith("sqlite"):
+        kwargs["connect_args"] = {
+            "check_same_thread": False,
+            "timeout": busy_timeout_ms / 1000,
+            # We manage transactions ourselves (BEGIN IMMEDIATE for writers).
+            "isolation_level": None,
+        }
+        kwargs["pool_size"] = pool_size
+        kwargs["max_overflow"] = 10
+        kwargs["poolclass"] = sa.pool.QueuePool
+    else:
+        kwargs["pool_size"] = pool_size
+        kwargs["max_overflow"] = 10
+        kwargs["pool_pre_ping"] = True
+    engine = sa.create_engine(url, **kwargs)
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
+    return engine
+
+
+def _configure_sqlite(engine: Engine, *, synchronous: str, busy_timeout_ms: int) -> None:
+    if synchronous.upper() not in {"FULL", "NORMAL", "EXTRA", "OFF"}:
+        raise ValueError(f"unknown SQLite synchronous mode {synchronous!r}")
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        cursor.close()
+
+    # pysqlite's own transaction handling is off (isolation_level=None): emit BEGIN ourselves,
+    # IMMEDIATE so that a writer takes the write lock up front instead of failing on upgrade.
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        connection.exec_driver_sql(f"BEGIN {mode}")

@@ -1,0 +1,286 @@
+"""SQLModel tables: the product's whole persistent state.
+
+Every timestamp is timezone-aware UTC in Python (`UTCDateTime` stores it naive-UTC on SQLite and
+as `timestamptz` on PostgreSQL). JSON columns hold D1 payloads with nothing sensitive in them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A datetime column that always gives back aware UTC datetimes, on SQLite too."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _ts(*, nullable: bool = False, index: bool = False) -> Any:
+    column = sa.Column(UTCDateTime(), nullable=nullable, index=index)
+    if nullable:
+        return Field(default=None, sa_column=column)
+    return Field(default_factory=utcnow, sa_column=column)
+
+
+def _json(*, nullable: bool = True) -> Any:
+    return Field(default=None, sa_column=sa.Column(sa.JSON(), nullable=nullable))
+
+
+# Filters a subscription may have.
+FILTER_ALL = "all"
+FILTER_EXCEPTIONS = "exceptions"
+
+# Outbox states.
+OUTBOX_PENDING = "pending"
+OUTBOX_SENT = "sent"
+OUTBOX_DEAD = "dead"
+
+# Event sources.
+SOURCE_D1 = "d1"
+SOURCE_RECONCILIATION = "reconciliation"
+
+
+class CardRecord(SQLModel, table=True):
+    """A card's current state: the projection of its latest event by event time."""
+
+    __tablename__ = "cards"
+    __table_args__ = (
+        sa.Index("ix_cards_status", "status"),
+        sa.Index("ix_cards_shipment_status", "shipment_status"),
+        sa.Index("ix_cards_state_event_time", "state_event_time"),
+    )
+
+    card_id: str = Field(primary_key=True, max_length=64)
+    issuer_id: str | None = Field(default=None, max_length=64)
+    status: str | None = Field(default=None, max_length=64)  # details.status of the winner
+    operation: str | None = Field(default=None, max_length=64)
+    operation_status: str | None = Field(default=None, max_length=32)
+    shipment_status: str | None = Field(default=None, max_length=64)
+    shipment_message: str | None = Field(default=None, max_length=255)
+    carrier: str | None = Field(default=None, max_length=64)
+    tracking_number: str | None = Field(default=None, max_length=64)
+    estimated_delivery_at: datetime | None = _ts(nullable=True)
+    delivered_at: datetime | None = _ts(nullable=True)
+    shipment: dict[str, Any] | None = _json()  # last shipment snapshot, wire names
+    production_site: str | None = Field(default=None, max_length=64)
+    reason: str | None = Field(default=None, max_length=255)
+    state_rank: int = 0  # d1.models.lifecycle_rank of the current state
+    state_event_time: datetime | None = _ts(nullable=True)  # event time of the current state
+    state_since: datetime | None = _ts(nullable=True)  # when the card entered this status
+    last_shipment_update_at: datetime | None = _ts(nullable=True)
+    last_event_id: int | None = None
+    is_exception: bool = False
+    first_seen_at: datetime = _ts()
+    last_seen_at: datetime = _ts()  # received time of the latest event, in or out of order
+
+
+class EventRecord(SQLModel, table=True):
+    """Every distinct notification operation received (and every reconciliation finding)."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        sa.Index("ix_events_card_time", "card_id", "event_time"),
+        sa.Index("ix_events_received_at", "received_at"),
+        sa.Index("ix_events_exception_received", "is_exception", "received_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    dedup_key: str = Field(max_length=64, sa_column_kwargs={"unique": True})
+    card_id: str = Field(max_length=64)
+    operation_id: str = Field(max_length=128)
+    operation: str = Field(max_length=64)
+    operation_status: str = Field(max_length=32)
+    details_status: str | None = Field(default=None, max_length=64)
+    tracking_type: str | None = Field(default=None, max_length=32)
+    shipment_status: str | None = Field(default=None, max_length=64)
+    shipment_message: str | None = Field(default=None, max_length=255)
+    event_time: datetime = _ts()
+    received_at: datetime = _ts()
+    is_exception: bool = False
+    became_current: bool = False  # False for a late, older event kept only in history
+    source: str = Field(default=SOURCE_D1, max_length=32)
+    payload: dict[str, Any] | None = _json()  # d1.models.operation_for_storage
+
+
+class SubscriptionRecord(SQLModel, table=True):
+    """A channel following a card. Belongs to the channel; survives its creator leaving."""
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (
+        sa.UniqueConstraint("workspace_id", "channel_id", "card_id", name="uq_subscription"),
+        sa.Index("ix_subscriptions_card", "card_id", "filter"),
+        sa.Index("ix_subscriptions_channel", "workspace_id", "channel_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    workspace_id: str = Field(max_length=32)
+    channel_id: str = Field(max_length=32)
+    card_id: str = Field(max_length=64)
+    filter: str = Field(default=FILTER_ALL, max_length=16)
+    created_by: str = Field(max_length=32)
+    created_at: datetime = _ts()
+
+
+class SubscriptionRemovalRecord(SQLModel, table=True):
+    """A subscription that was removed, who removed it and why."""
+
+    __tablename__ = "subscription_removals"
+
+    id: int | None = Field(default=None, primary_key=True)
+    workspace_id: str = Field(max_length=32)
+    channel_id: str = Field(max_length=32)
+    card_id: str = Field(max_length=64)
+    filter: str = Field(max_length=16)
+    created_by: str = Field(max_length=32)
+    created_at: datetime = _ts()
+    removed_by: str = Field(max_length=32)  # a user id, or "system"
+    removed_at: datetime = _ts()
+    reason: str = Field(max_length=255)
+
+
+class ThreadRecord(SQLModel, table=True):
+    """The parent message about a card in a channel; later updates go to its thread."""
+
+    __tablename__ = "threads"
+    __table_args__ = (
+        sa.UniqueConstraint("workspace_id", "channel_id", "card_id", name="uq_thread"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    workspace_id: str = Field(max_length=32)
+    channel_id: str = Field(max_length=32)
+    card_id: str = Field(max_length=64)
+    parent_ts: str = Field(max_length=32)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class OutboxRecord(SQLModel, table=True):
+    """A message waiting to be delivered to Slack; sent by exactly one worker, once."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        sa.Index("ix_outbox_due", "state", "next_attempt_at"),
+        sa.Index("ix_outbox_thread", "thread_key", "id"),
+        sa.Index("ix_outbox_channel", "channel_id", "state"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    workspace_id: str = Field(default="", max_length=32)
+    channel_id: str = Field(max_length=32)
+    kind: str = Field(max_length=32)  # card_event | exception_alert | stuck_alert | digest | ...
+    card_id: str | None = Field(default=None, max_length=64)
+    event_id: int | None = None
+    subscription_id: int | None = None
+    thread_key: str | None = Field(default=None, max_length=160)  # workspace:channel:card
+    payload: dict[str, Any] | None = _json()
+    state: str = Field(default=OUTBOX_PENDING, max_length=16)
+    attempts: int = 0
+    next_attempt_at: datetime = _ts()
+    claimed_by: str | None = Field(default=None, max_length=64)
+    claimed_until: datetime | None = _ts(nullable=True)
+    last_error: str | None = Field(default=None, max_length=255)
+    created_at: datetime = _ts()
+    sent_at: datetime | None = _ts(nullable=True)
+    slack_ts: str | None = Field(default=None, max_length=32)
+
+
+class AuditRecord(SQLModel, table=True):
+    """Every command and button press: who, where, what card, outcome."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (sa.Index("ix_audit_at", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _ts()
+    workspace_id: str | None = Field(default=None, max_length=32)
+    channel_id: str | None = Field(default=None, max_length=32)
+    user_id: str | None = Field(default=None, max_length=32)
+    action: str = Field(max_length=64)
+    card_id: str | None = Field(default=None, max_length=64)
+    outcome: str = Field(max_length=64)
+    detail: str | None = Field(default=None, max_length=255)
+
+
+class AlertAckRecord(SQLModel, table=True):
+    """Who acknowledged an exception alert, and when."""
+
+    __tablename__ = "alert_acks"
+    __table_args__ = (sa.UniqueConstraint("event_id", name="uq_alert_ack_event"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: int
+    card_id: str = Field(max_length=64)
+    acked_by: str = Field(max_length=32)
+    acked_at: datetime = _ts()
+
+
+class JobRunRecord(SQLModel, table=True):
+    """A claimed run of a scheduled job: unique per job and scheduled time, so that with
+    several replicas each run happens once."""
+
+    __tablename__ = "job_runs"
+    __table_args__ = (sa.UniqueConstraint("job_name", "scheduled_for", name="uq_job_run"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_name: str = Field(max_length=128)
+    scheduled_for: datetime = _ts()
+    claimed_by: str = Field(max_length=64)
+    claimed_at: datetime = _ts()
+    finished_at: datetime | None = _ts(nullable=True)
+    outcome: str | None = Field(default=None, max_length=32)
+    detail: str | None = Field(default=None, max_length=255)
+
+
+class DigestScheduleRecord(SQLModel, table=True):
+    """A channel's own daily digest time and timezone."""
+
+    __tablename__ = "digest_schedules"
+    __table_args__ = (sa.UniqueConstraint("workspace_id", "channel_id", name="uq_digest_schedule"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    workspace_id: str = Field(max_length=32)
+    channel_id: str = Field(max_length=32)
+    time_of_day: str = Field(max_length=5)  # HH:MM
+    timezone: str = Field(max_length=64)
+    enabled: bool = True
+    updated_by: str = Field(max_length=32)
+    updated_at: datetime = _ts()
+
+
+class StuckAlertRecord(SQLModel, table=True):
+    """A stuck-card alert already raised for a card in a given state (so it alerts once)."""
+
+    __tablename__ = "stuck_alerts"
+    __table_args__ = (sa.UniqueConstraint("card_id", "rule", "state_key", name="uq_stuck_alert"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    card_id: str = Field(max_length=64)
+    rule: str = Field(max_length=64)
+    state_key: str = Field(max_length=160)  # status|shipment status|state event time
+    raised_at: datetime = _ts()
