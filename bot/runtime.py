@@ -53,7 +53,13 @@ class Runtime:
     background: list[BackgroundTask] = field(default_factory=list)
     # Set when the outbox has new work, so the worker wakes at once instead of polling.
     outbox_wakeup: asyncio.Event | None = None
+    # Called with a card id when intake sees a gap in a card's history (reconciliation asks D1).
+    gap_listeners: list[Callable[[str], None]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+
+    def report_gap(self, card_id: str) -> None:
+        for listener in self.gap_listeners:
+            listener(card_id)
 
     def wake_outbox(self) -> None:
         if self.outbox_wakeup is not None:

@@ -1,0 +1,42 @@
+"""Routing data of interactive buttons: action ids, and the encode/decode pair for values.
+
+One place so that the messages that carry buttons (bot/views.py, bot/messages.py) and the
+listeners that handle them (bot/app.py) cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Buttons of the `/card status` view.
+SUBSCRIBE = "card_subscribe"
+REFRESH = "card_refresh"
+SHARE = "card_share"
+# Buttons of an exception alert.
+ALERT_ACK = "alert_ack"
+ALERT_REFRESH = "alert_refresh"
+ALERT_RETRACK = "alert_retrack"
+# Links (Slack still sends an action when a URL button is clicked: acknowledge and ignore).
+OPEN_TRACKING = "open_tracking"
+
+ALL_ACTIONS = (SUBSCRIBE, REFRESH, SHARE, ALERT_ACK, ALERT_REFRESH, ALERT_RETRACK, OPEN_TRACKING)
+
+
+@dataclass(frozen=True)
+class ActionValue:
+    """What a button refers to: a card, and for alerts the event that raised it."""
+
+    card_id: str
+    event_id: int | None = None
+
+
+def encode_value(value: ActionValue) -> str:
+    return value.card_id if value.event_id is None else f"{value.card_id}|{value.event_id}"
+
+
+def decode_value(raw: str) -> ActionValue:
+    """Inverse of `encode_value`; raises ValueError on anything else."""
+    card_id, _, event = raw.partition("|")
+    if not card_id:
+        raise ValueError("empty action value")
+    return ActionValue(card_id=card_id, event_id=int(event) if event else None)
