@@ -1,0 +1,67 @@
+"""Apply the Alembic migrations to an engine: `d1bot migrate`, `d1bot serve` at start, tests.
+
+Idempotent and cheap when the database is already at head (one small query), because tests
+create many databases and several replicas may start at once. On PostgreSQL an advisory lock
+serialises concurrent upgrades.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Engine
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# An arbitrary constant identifying "d1bot schema migration" among PostgreSQL advisory locks.
+_PG_LOCK_ID = 0x0D1B07
+
+
+def alembic_config() -> Config:
+    """Alembic configured in code: the script directory shipped inside the package."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+@functools.cache
+def _script() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def head_revision() -> str | None:
+    return _script().get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at (None for an empty database)."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the database to `revision` (head by default); a no-op when already there."""
+    if revision == "head" and current_revision(engine) == head_revision():
+        return
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_lock(:id)"), {"id": _PG_LOCK_ID})
+            conn.commit()
+        try:
+            config = alembic_config()
+            config.attributes["connection"] = conn
+            command.upgrade(config, revision)
+            conn.commit()
+        finally:
+            if conn.dialect.name == "postgresql":
+                conn.rollback()
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:id)"), {"id": _PG_LOCK_ID})
+                conn.commit()
+
+
+__all__ = ["alembic_config", "current_revision", "head_revision", "upgrade"]

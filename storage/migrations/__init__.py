@@ -1,0 +1,1 @@
+"""Alembic migrations of the product database (see storage/migrate.py)."""
