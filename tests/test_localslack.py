@@ -1,0 +1,182 @@
+"""The Slack stand-in, driven by the real slack_sdk AsyncWebClient over loopback HTTP."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from bot.localslack import BOT_USER_ID, TEAM_ID, Call, LocalSlack, render_message_text
+
+
+@pytest.fixture
+async def slack():
+    async with LocalSlack() as stand_in:
+        yield stand_in
+
+
+def client_for(slack: LocalSlack) -> AsyncWebClient:
+    return AsyncWebClient(token="xoxb-test", base_url=slack.base_url)
+
+
+async def test_base_url_and_auth_test(slack: LocalSlack) -> None:
+    assert slack.base_url.startswith("http://127.0.0.1:") and slack.base_url.endswith("/api/")
+    answer = await client_for(slack).auth_test()
+    assert answer["user_id"] == BOT_USER_ID and answer["team_id"] == TEAM_ID
+    assert [c.method for c in slack.calls] == ["auth.test"]
+
+
+async def test_missing_or_wrong_token_is_refused(slack: LocalSlack) -> None:
+    with pytest.raises(SlackApiError) as bad:
+        await AsyncWebClient(token="nope", base_url=slack.base_url).auth_test()
+    assert bad.value.response["error"] == "invalid_auth"
+    async with httpx.AsyncClient() as http:
+        answer = (await http.post(slack.base_url + "auth.test")).json()
+    assert answer == {"ok": False, "error": "not_authed"}
+
+
+async def test_post_thread_broadcast_update_and_permalink(slack: LocalSlack) -> None:
+    client = client_for(slack)
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "*parent*"}}]
+    parent = await client.chat_postMessage(channel="C1", text="parent", blocks=blocks)
+    reply = await client.chat_postMessage(
+        channel="C1", text="reply", thread_ts=parent["ts"], reply_broadcast=True
+    )
+    assert reply["ts"] > parent["ts"]
+    await client.chat_update(channel="C1", ts=parent["ts"], text="parent v2", blocks=blocks)
+    link = await client.chat_getPermalink(channel="C1", message_ts=reply["ts"])
+
+    messages = slack.messages(channel="C1")
+    assert [m["text"] for m in messages] == ["parent v2", "reply"]
+    assert messages[0]["blocks"] == blocks and messages[0]["updates"] == 1
+    assert messages[1]["thread_ts"] == parent["ts"] and messages[1]["reply_broadcast"] is True
+    assert slack.thread("C1", parent["ts"]) == [messages[1]]
+    assert f"thread_ts={parent['ts']}" in link["permalink"]
+    post = slack.calls_to("chat.postMessage")[0]
+    assert post.body["blocks"] == blocks and post.channel == "C1" and post.status == 200
+
+
+async def test_reply_to_unknown_thread_and_unknown_message(slack: LocalSlack) -> None:
+    client = client_for(slack)
+    with pytest.raises(SlackApiError) as no_thread:
+        await client.chat_postMessage(channel="C1", text="x", thread_ts="1.000001")
+    assert no_thread.value.response["error"] == "thread_not_found"
+    with pytest.raises(SlackApiError) as no_message:
+        await client.chat_update(channel="C1", ts="1.000001", text="x")
+    assert no_message.value.response["error"] == "message_not_found"
+
+
+async def test_unknown_method(slack: LocalSlack) -> None:
+    with pytest.raises(SlackApiError) as err:
+        await client_for(slack).api_call("reactions.add", json={"channel": "C1"})
+    assert err.value.response["error"] == "unknown_method"
+
+
+async def test_scripted_failures_in_order(slack: LocalSlack) -> None:
+    client = client_for(slack)
+    slack.fail_next("chat.postMessage", status=500, count=2)
+    slack.fail_next("chat.postMessage", status=429, retry_after=2)
+    slack.fail_next("chat.postMessage", error="not_in_channel")
+    seen = []
+    for _ in range(4):
+        with pytest.raises(SlackApiError) as err:
+            await client.chat_postMessage(channel="C1", text="x")
+        seen.append((err.value.response.status_code, err.value.response["error"]))
+    assert seen == [
+        (500, "internal_error"),
+        (500, "internal_error"),
+        (429, "ratelimited"),
+        (200, "not_in_channel"),
+    ]
+    assert slack.calls_to("chat.postMessage")[2].status == 429
+    # The call after the 429 came sooner than its Retry-After allowed: it is recorded as early.
+    assert slack.early_calls == [slack.calls_to("chat.postMessage")[3]]
+    assert (await client.chat_postMessage(channel="C1", text="x"))["ok"]
+    assert len(slack.messages(channel="C1")) == 1
+
+
+async def test_retry_after_header(slack: LocalSlack) -> None:
+    slack.fail_next("chat.postMessage", status=429, retry_after=3)
+    with pytest.raises(SlackApiError) as err:
+        await client_for(slack).chat_postMessage(channel="C1", text="x")
+    assert err.value.response.headers["retry-after"] == "3"
+
+
+async def test_enforced_rate_limit_is_per_channel(slack: LocalSlack) -> None:
+    client = client_for(slack)
+    slack.enforce_rate_limit(per_channel_per_second=1.0)
+    await client.chat_postMessage(channel="C1", text="a")
+    await client.chat_postMessage(channel="C2", text="a")  # another channel: allowed
+    with pytest.raises(SlackApiError) as err:
+        await client.chat_postMessage(channel="C1", text="b")
+    assert err.value.response.status_code == 429
+    assert int(err.value.response.headers["retry-after"]) >= 1
+    assert [m["text"] for m in slack.messages(channel="C1")] == ["a"]
+
+
+async def test_channels_membership_and_archive(slack: LocalSlack) -> None:
+    client = client_for(slack)
+    slack.add_channel("C1", name="cards", members=["U1", "U2"])
+    slack.add_channel("C2", bot_is_member=False)
+    slack.add_channel("C3", is_archived=True)
+    info = await client.conversations_info(channel="C1")
+    assert info["channel"]["name"] == "cards" and info["channel"]["is_member"] is True
+    for channel, error in (("C2", "not_in_channel"), ("C3", "is_archived")):
+        with pytest.raises(SlackApiError) as err:
+            await client.chat_postMessage(channel=channel, text="x")
+        assert err.value.response["error"] == error
+
+
+async def test_usergroups_dm_ephemeral_and_views(slack: LocalSlack) -> None:
+    client = client_for(slack)
+    slack.set_usergroup("S1", ["U1", "U2"])
+    assert (await client.usergroups_users_list(usergroup="S1"))["users"] == ["U1", "U2"]
+    with pytest.raises(SlackApiError):
+        await client.usergroups_users_list(usergroup="S9")
+    dm = await client.conversations_open(users="U1")
+    await client.chat_postMessage(channel=dm["channel"]["id"], text="hello")
+    assert slack.messages(channel="DU1")[0]["text"] == "hello"
+    await client.chat_postEphemeral(channel="C1", user="U1", text="only you")
+    assert slack.ephemerals(channel="C1")[0]["user"] == "U1"
+    await client.views_publish(user_id="U1", view={"type": "home", "blocks": []})
+    assert slack.views["U1"]["type"] == "home"
+
+
+async def test_response_url_sink(slack: LocalSlack) -> None:
+    url = slack.response_url()
+    answer = await AsyncWebhookClient(url).send(text="done", response_type="ephemeral")
+    assert answer.status_code == 200
+    assert slack.responses == [{"text": "done", "response_type": "ephemeral"}]
+    async with httpx.AsyncClient() as http:
+        stranger = await http.post(slack.root_url + "/response/unknown", json={"text": "x"})
+    assert stranger.status_code == 404 and len(slack.responses) == 1
+
+
+async def test_on_call_hook_and_readable_rendering() -> None:
+    seen: list[Call] = []
+    async with LocalSlack(on_call=seen.append) as slack:
+        blocks = [
+            {"type": "header", "text": {"type": "plain_text", "text": "Card c-1"}},
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": "Status: *Shipped*"},
+                "fields": [{"type": "mrkdwn", "text": "*Carrier*\nUPS"}],
+            },
+            {
+                "type": "actions",
+                "elements": [
+                    {"type": "button", "text": {"type": "plain_text", "text": "Acknowledge"}}
+                ],
+            },
+        ]
+        parent = await client_for(slack).chat_postMessage(channel="C1", text="x", blocks=blocks)
+        await client_for(slack).chat_postMessage(
+            channel="C1", text="in thread", thread_ts=parent["ts"]
+        )
+    text = render_message_text(seen[0])
+    assert "chat.postMessage -> C1" in text and "== Card c-1 ==" in text
+    assert "Status: *Shipped*" in text and "- *Carrier* UPS" in text and "[Acknowledge]" in text
+    assert f"thread {parent['ts']}" in render_message_text(seen[1])
+    assert "in thread" in render_message_text(seen[1])
