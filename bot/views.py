@@ -1,0 +1,386 @@
+"""Block Kit replies of the `/card` command and its buttons: pure, built with slack_sdk models
+(their `to_dict()` checks Slack's limits).
+
+Two status views exist on purpose: the personal one (ephemeral, to the agent who asked) may show
+the cardholder's name and delivery address; the shared one (posted to a channel) never does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ContextBlock,
+    DividerBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    SectionBlock,
+)
+
+from bot import actions
+from d1.models import (
+    PRODUCTION_STATUS_WORDS,
+    SHIPMENT_STATUS_WORDS,
+    Address,
+    ProductionStatus,
+    Shipment,
+)
+
+MAX_FIELDS = 10  # Slack's limit of fields in one section
+MAX_LIST_ROWS = 40  # a channel with more subscriptions gets a "... and N more" line
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the bot answers: fallback text plus blocks (as slack_sdk models)."""
+
+    text: str
+    blocks: Sequence[Block] = field(default_factory=tuple)
+
+    def block_dicts(self) -> list[dict[str, Any]]:
+        return [b.to_dict() for b in self.blocks]
+
+    def respond_kwargs(self, **extra: Any) -> dict[str, Any]:
+        """Keyword arguments for Bolt's `respond()` / `chat.postMessage`."""
+        kwargs: dict[str, Any] = {"text": self.text, **extra}
+        if self.blocks:
+            kwargs["blocks"] = self.block_dicts()
+        return kwargs
+
+
+@dataclass(frozen=True)
+class ChannelSubscriptionRow:
+    """One line of `/card list`: a subscription and its card's current status."""
+
+    card_id: str
+    filter: str
+    created_by: str
+    created_at: datetime
+    status: str | None = None
+    shipment_status: str | None = None
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def escape(text: str) -> str:
+    """Slack's mrkdwn escaping of the three control characters."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_date(value: datetime, *, with_time: bool = True) -> str:
+    """A date Slack shows in the reader's own timezone, with a plain fallback."""
+    stamp = int(value.timestamp())
+    fmt = "{date_short_pretty} {time}" if with_time else "{date_short_pretty}"
+    fallback = value.strftime("%Y-%m-%d %H:%M UTC" if with_time else "%Y-%m-%d")
+    return f"<!date^{stamp}^{fmt}|{fallback}>"
+
+
+def status_words(status: str | None) -> str:
+    """`Shipped (CARD_SHIPPED)`; an unknown status is shown as it is."""
+    if not status:
+        return "Unknown"
+    words = PRODUCTION_STATUS_WORDS.get(status)
+    return f"{words} (`{escape(status)}`)" if words else f"`{escape(status)}`"
+
+
+def shipment_words(status: str | None) -> str:
+    if not status:
+        return "Unknown"
+    words = SHIPMENT_STATUS_WORDS.get(status)
+    return f"{words} (`{escape(status)}`)" if words else f"`{escape(status)}`"
+
+
+def _field(label: str, value: str) -> MarkdownTextObject:
+    return MarkdownTextObject(text=f"*{label}*\n{value}")
+
+
+def _sections(fields: list[MarkdownTextObject]) -> list[Block]:
+    return [
+        SectionBlock(fields=fields[i : i + MAX_FIELDS]) for i in range(0, len(fields), MAX_FIELDS)
+    ]
+
+
+def _day(value: date | datetime) -> str:
+    if isinstance(value, datetime):
+        return slack_date(value, with_time=False)
+    return value.isoformat()
+
+
+# --------------------------------------------------------------------------- status views
+
+
+def _production_fields(status: ProductionStatus) -> list[MarkdownTextObject]:
+    fields = [_field("Production status", status_words(status.status))]
+    if status.reason:
+        fields.append(_field("Reason", escape(status.reason)))
+    if status.due_date:
+        fields.append(_field("Due date", _day(status.due_date)))
+    if status.production_site:
+        fields.append(_field("Production site", escape(status.production_site)))
+    if status.production_request_date:
+        fields.append(_field("Requested", slack_date(status.production_request_date)))
+    if status.production_date:
+        fields.append(_field("Produced", slack_date(status.production_date)))
+    if status.masked_pan:
+        fields.append(_field("Card", f"`{escape(status.masked_pan)}`"))
+    services = status.services
+    if services is not None:
+        product = services.card_product_id
+        if product:
+            fields.append(_field("Card product", escape(product)))
+        wanted = [
+            ("issuance", services.issuance),
+            ("priority", services.priority),
+            ("delivery", services.delivery),
+            ("packaging", services.packaging),
+        ]
+        listed = ", ".join(f"{k} {escape(v)}" for k, v in wanted if v)
+        if listed:
+            fields.append(_field("Services", listed))
+    return fields
+
+
+def _tracking_link(shipment: Shipment) -> str | None:
+    number = shipment.tracking_number
+    url = shipment.tracking_url or shipment.redirect_url
+    if number and url and url.startswith(("https://", "http://")):
+        return f"<{url}|{escape(number)}>"
+    if number:
+        return f"`{escape(number)}`"
+    return None
+
+
+def shipment_fields(shipment: Shipment) -> list[MarkdownTextObject]:
+    """The shipment part of a status: carrier, tracking link, status, ETA, checkpoint ..."""
+    fields = []
+    if shipment.carrier_name:
+        fields.append(_field("Carrier", escape(shipment.carrier_name)))
+    link = _tracking_link(shipment)
+    if link:
+        fields.append(_field("Tracking number", link))
+    status = shipment_words(shipment.status)
+    if shipment.message:
+        status += f"\n_{escape(shipment.message)}_"
+    fields.append(_field("Shipment status", status))
+    if shipment.estimated_delivery_date:
+        fields.append(_field("Estimated delivery", _day(shipment.estimated_delivery_date)))
+    if shipment.delivery_date:
+        fields.append(_field("Delivered", slack_date(shipment.delivery_date)))
+    if shipment.signed_by:
+        fields.append(_field("Signed by", escape(shipment.signed_by)))
+    if shipment.failed_delivery_attempts and shipment.failed_delivery_attempts != "0":
+        fields.append(_field("Failed attempts", escape(shipment.failed_delivery_attempts)))
+    checkpoint = shipment.last_checkpoint
+    if checkpoint is not None:
+        place = ", ".join(escape(p) for p in (checkpoint.city, checkpoint.country_name) if p)
+        parts = [p for p in (escape(checkpoint.message or ""), place) if p]
+        if checkpoint.checkpoint_time:
+            parts.append(slack_date(checkpoint.checkpoint_time))
+        if parts:
+            fields.append(_field("Last checkpoint", "\n".join(parts)))
+    return fields
+
+
+def _address_lines(address: Address) -> str:
+    parts = [
+        address.company_name,
+        address.line1,
+        address.line2,
+        address.line3,
+        " ".join(p for p in (address.zip_code, address.city) if p),
+        address.state,
+        address.country_code,
+    ]
+    return "\n".join(escape(p) for p in parts if p)
+
+
+def status_blocks(
+    card_id: str,
+    status: ProductionStatus,
+    *,
+    fetched_at: datetime,
+    personal: bool,
+    shared_by: str | None = None,
+    buttons: bool = True,
+) -> list[Block]:
+    """The card's status. `personal` adds name and address (ephemeral replies only)."""
+    blocks: list[Block] = [HeaderBlock(text=f"Card {card_id}"[:150])]
+    blocks.extend(_sections(_production_fields(status)))
+    if status.shipment is not None:
+        blocks.append(DividerBlock())
+        blocks.extend(_sections(shipment_fields(status.shipment)))
+    if personal and (status.name or status.delivery_address):
+        private = []
+        if status.name:
+            private.append(_field("Cardholder", escape(status.name)))
+        if status.delivery_address:
+            lines = _address_lines(status.delivery_address)
+            if lines:
+                private.append(_field("Delivery address", lines))
+        if private:
+            blocks.append(DividerBlock())
+            blocks.extend(_sections(private))
+            blocks.append(
+                ContextBlock(
+                    elements=[
+                        MarkdownTextObject(
+                            text=":lock: Only you can see the name and address; "
+                            "*Share in channel* leaves them out."
+                        )
+                    ]
+                )
+            )
+    footer = f"Last updated {slack_date(fetched_at)} from D1"
+    if shared_by:
+        footer += f" · shared by <@{shared_by}>"
+    blocks.append(ContextBlock(elements=[MarkdownTextObject(text=footer)]))
+    if buttons:
+        value = actions.encode_value(actions.ActionValue(card_id=card_id))
+        blocks.append(
+            ActionsBlock(
+                elements=[
+                    ButtonElement(
+                        text="Subscribe this channel",
+                        action_id=actions.SUBSCRIBE,
+                        value=value,
+                        style="primary",
+                    ),
+                    ButtonElement(text="Refresh", action_id=actions.REFRESH, value=value),
+                    ButtonElement(text="Share in channel", action_id=actions.SHARE, value=value),
+                ]
+            )
+        )
+    return blocks
+
+
+def status_reply(card_id: str, status: ProductionStatus, *, fetched_at: datetime) -> Reply:
+    """The ephemeral answer to `/card status` (personal view with buttons)."""
+    text = f"Card {card_id}: {PRODUCTION_STATUS_WORDS.get(status.status, status.status)}"
+    blocks = status_blocks(card_id, status, fetched_at=fetched_at, personal=True)
+    return Reply(text=text, blocks=blocks)
+
+
+def shared_status_reply(
+    card_id: str, status: ProductionStatus, *, fetched_at: datetime, shared_by: str
+) -> Reply:
+    """The card posted to a channel: no name, no address, no buttons that act for someone."""
+    text = f"Card {card_id}: {PRODUCTION_STATUS_WORDS.get(status.status, status.status)}"
+    blocks = status_blocks(
+        card_id, status, fetched_at=fetched_at, personal=False, shared_by=shared_by, buttons=False
+    )
+    return Reply(text=text, blocks=blocks)
+
+
+# --------------------------------------------------------------------------- other replies
+
+HELP_ENTRIES: tuple[tuple[str, str], ...] = (
+    ("status <cardId>", "Where a card is in production and shipping (only you see it)."),
+    (
+        "track <cardId> production|shipment|return [key=value ...]",
+        "Ask D1's tracking hub to follow a card made outside D1; results land in this channel.",
+    ),
+    ("subscribe <cardId> [exceptions]", "Post this card's updates here (or only its problems)."),
+    ("unsubscribe <cardId>", "Stop posting this card's updates here."),
+    ("list", "The cards this channel follows, with their current status."),
+    ("digest", "The daily digest of cards that need attention."),
+    ("help", "This help."),
+)
+HELP_EXAMPLES: tuple[str, ...] = (
+    "/card status card-7f3a9",
+    "/card track card-7f3a9 production productionSite=PARIS",
+    "/card track card-7f3a9 shipment trackingNumber=1Z999AA10123456784 shipmentDate=2024-05-31 "
+    "postalCode=75001 countryCode=FR",
+    "/card track card-7f3a9 return productionSite=PARIS",
+    "/card subscribe card-7f3a9",
+    "/card subscribe card-7f3a9 exceptions",
+    "/card unsubscribe card-7f3a9",
+    "/card list",
+    "/card digest",
+    "/card help",
+)
+
+
+def help_reply() -> Reply:
+    """Every subcommand with what it does, and an example of each."""
+    lines = [f"• `/card {usage}`: {escape(what)}" for usage, what in HELP_ENTRIES]
+    examples = "\n".join(f"`{escape(e)}`" for e in HELP_EXAMPLES)
+    blocks: list[Block] = [
+        SectionBlock(text=MarkdownTextObject(text="*`/card` commands*\n" + "\n".join(lines))),
+        SectionBlock(text=MarkdownTextObject(text="*Examples*\n" + examples)),
+        ContextBlock(
+            elements=[
+                MarkdownTextObject(
+                    text="Use the D1 card id, never a card number. Shipment tracking needs "
+                    "`trackingNumber`, `shipmentDate`, `postalCode` and `countryCode`."
+                )
+            ]
+        ),
+    ]
+    return Reply(
+        text="/card commands: status, track, subscribe, unsubscribe, list, digest, help",
+        blocks=blocks,
+    )
+
+
+def _list_line(row: ChannelSubscriptionRow) -> str:
+    state = status_words(row.status) if row.status else "no events yet"
+    if row.shipment_status:
+        state += f", {shipment_words(row.shipment_status)}"
+    only = " (exceptions only)" if row.filter == "exceptions" else ""
+    return (
+        f"• *{escape(row.card_id)}*{only}: {state}\n"
+        f"    followed by <@{row.created_by}> since {slack_date(row.created_at, with_time=False)}"
+    )
+
+
+def list_reply(rows: Sequence[ChannelSubscriptionRow], *, dead_letters: int = 0) -> Reply:
+    """`/card list`: card, filter, created by, when, current status; dead letters if any."""
+    if not rows:
+        text = "This channel follows no cards. Try `/card subscribe <cardId>`."
+        blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=text))]
+    else:
+        text = f"This channel follows {len(rows)} card{'s' if len(rows) != 1 else ''}."
+        shown = [_list_line(r) for r in rows[:MAX_LIST_ROWS]]
+        blocks = [SectionBlock(text=MarkdownTextObject(text=f"*{text}*"))]
+        for i in range(0, len(shown), 10):
+            blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(shown[i : i + 10]))))
+        if len(rows) > MAX_LIST_ROWS:
+            more = len(rows) - MAX_LIST_ROWS
+            blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"… and {more} more.")]))
+    if dead_letters:
+        warning = (
+            f":warning: {dead_letters} message{'s' if dead_letters != 1 else ''} for this "
+            "channel could not be delivered (see the operator's dead letters)."
+        )
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=warning)]))
+    return Reply(text=text, blocks=blocks)
+
+
+def message_reply(text: str, *, emoji: str | None = None) -> Reply:
+    """A one-line answer (confirmations and errors)."""
+    line = f":{emoji}: {text}" if emoji else text
+    return Reply(text=line, blocks=[SectionBlock(text=MarkdownTextObject(text=line))])
+
+
+def error_reply(text: str) -> Reply:
+    return message_reply(text, emoji="warning")
+
+
+def acknowledged_blocks(original: Sequence[dict[str, Any]], *, user_id: str) -> list[Block]:
+    """An alert after someone acknowledged it: its blocks without the buttons, plus who acked.
+    Used when bot/messages.py has no builder of its own for the acknowledged variant."""
+    kept = [Block.parse(b) for b in original if b.get("type") != "actions"]
+    blocks = [b for b in kept if b is not None]
+    blocks.append(
+        ContextBlock(
+            elements=[MarkdownTextObject(text=f":white_check_mark: acknowledged by <@{user_id}>")]
+        )
+    )
+    return blocks

@@ -1,0 +1,101 @@
+"""The audit log (every command and button press: who, where, what card, outcome) and the
+acknowledgements of exception alerts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from storage.tables import AlertAckRecord, AuditRecord, utcnow
+
+
+def record(
+    engine: Engine,
+    *,
+    action: str,
+    outcome: str,
+    workspace_id: str | None = None,
+    channel_id: str | None = None,
+    user_id: str | None = None,
+    card_id: str | None = None,
+    detail: str | None = None,
+    at: datetime | None = None,
+) -> AuditRecord:
+    """Write one audit row. `detail` must hold nothing sensitive (callers pass fixed words)."""
+    row = AuditRecord(
+        at=at or utcnow(),
+        workspace_id=workspace_id,
+        channel_id=channel_id,
+        user_id=user_id,
+        action=action[:64],
+        card_id=card_id[:64] if card_id else None,
+        outcome=outcome[:64],
+        detail=detail[:255] if detail else None,
+    )
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        session.add(row)
+        session.flush()
+    return row
+
+
+def recent(
+    engine: Engine,
+    *,
+    limit: int = 100,
+    card_id: str | None = None,
+    user_id: str | None = None,
+) -> list[AuditRecord]:
+    """The latest audit rows, newest first."""
+    query = select(AuditRecord)
+    if card_id is not None:
+        query = query.where(AuditRecord.card_id == card_id)
+    if user_id is not None:
+        query = query.where(AuditRecord.user_id == user_id)
+    query = query.order_by(sa.desc(AuditRecord.id)).limit(limit)
+    with Session(engine, expire_on_commit=False) as session:
+        return list(session.exec(query).all())
+
+
+@dataclass(frozen=True)
+class AckResult:
+    ack: AlertAckRecord
+    created: bool  # False: someone had already acknowledged this alert
+
+
+def acknowledge_alert(
+    engine: Engine,
+    *,
+    event_id: int,
+    card_id: str,
+    acked_by: str,
+    at: datetime | None = None,
+) -> AckResult:
+    """Record who acknowledged the alert of `event_id`; the first acknowledgement wins."""
+
+    def existing() -> AlertAckRecord | None:
+        with Session(engine, expire_on_commit=False) as session:
+            return session.exec(
+                select(AlertAckRecord).where(AlertAckRecord.event_id == event_id)
+            ).first()
+
+    found = existing()
+    if found is not None:
+        return AckResult(found, False)
+    row = AlertAckRecord(
+        event_id=event_id, card_id=card_id, acked_by=acked_by, acked_at=at or utcnow()
+    )
+    try:
+        with Session(engine, expire_on_commit=False) as session, session.begin():
+            session.add(row)
+            session.flush()
+    except IntegrityError:
+        found = existing()
+        if found is None:
+            raise
+        return AckResult(found, False)
+    return AckResult(row, True)
