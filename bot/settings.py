@@ -87,6 +87,16 @@ class Settings(BaseSettings):
     d1bot_reconcile_interval_minutes: int = 30
     d1bot_reconcile_quiet_minutes: int = 240
     d1bot_stuck_check_interval_minutes: int = 15
+    # Stuck-card thresholds in hours (see docs/scheduled-work.md).
+    d1bot_stuck_requested_hours: float = 24  # CARD_PROD_REQUESTED / DATA_PREPARED
+    d1bot_stuck_production_hours: float = 72  # CARD_PROD_READY / CARD_PROD_ONGOING
+    d1bot_stuck_onhold_hours: float = 48  # CARD_PROD_ONHOLD
+    d1bot_stuck_shipment_quiet_hours: float = 120  # shipped, no shipment update
+    d1bot_stuck_overdue_hours: float = 48  # past the estimated delivery date, not delivered
+    d1bot_reconcile_concurrency: int = 4  # productionStatus calls in flight at once
+    d1bot_reconcile_rate_per_second: float = 5.0  # productionStatus calls per second, at most
+    d1bot_reconcile_batch: int = 500  # quiet cards asked about per run, at most
+    d1bot_scheduler_enabled: bool = True  # False: this replica runs no scheduled jobs
     d1bot_workspace_id: str = "T00000000"  # used until Slack tells us the team id
 
     @field_validator("d1bot_digest_time")
