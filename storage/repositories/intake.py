@@ -1,0 +1,440 @@
+"""Recording notification operations: store each distinct one as an event, project it onto its
+card, and fan it out into outbox rows, all in the caller's one transaction.
+
+`record_operations` owns its transaction; `record_operations_in` works inside an open
+connection (the group committer runs many requests in one transaction, a savepoint each).
+SQLAlchemy Core throughout: this is the hot path of intake. The same statements run on SQLite
+and PostgreSQL (dialect `INSERT ... ON CONFLICT DO NOTHING`, `SELECT ... FOR UPDATE`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from d1.models import (
+    Operation,
+    is_exception,
+    lifecycle_rank,
+    operation_dedup_key,
+    operation_event_time,
+    operation_for_storage,
+)
+from storage.tables import (
+    FILTER_ALL,
+    FILTER_EXCEPTIONS,
+    OUTBOX_PENDING,
+    SOURCE_D1,
+    CardRecord,
+    EventRecord,
+    OutboxRecord,
+    SubscriptionRecord,
+)
+
+cards = CardRecord.__table__  # type: ignore[attr-defined]
+events = EventRecord.__table__  # type: ignore[attr-defined]
+outbox = OutboxRecord.__table__  # type: ignore[attr-defined]
+subscriptions = SubscriptionRecord.__table__  # type: ignore[attr-defined]
+
+KIND_CARD_EVENT = "card_event"
+KIND_EXCEPTION_ALERT = "exception_alert"
+# Production steps that come before shipping: a shipment seen without any of them is a gap.
+_SHIPPING_STATUSES = frozenset({"CARD_SHIPPED"})
+
+
+@dataclass
+class IntakeResult:
+    """What one call recorded. `gap_card_ids`: cards whose earlier history was never seen."""
+
+    new_event_ids: list[int] = field(default_factory=list)
+    duplicates: int = 0
+    enqueued: int = 0
+    exception_event_ids: list[int] = field(default_factory=list)
+    gap_card_ids: list[str] = field(default_factory=list)
+
+    def merge(self, other: IntakeResult) -> None:
+        self.new_event_ids += other.new_event_ids
+        self.duplicates += other.duplicates
+        self.enqueued += other.enqueued
+        self.exception_event_ids += other.exception_event_ids
+        for card_id in other.gap_card_ids:
+            if card_id not in self.gap_card_ids:
+                self.gap_card_ids.append(card_id)
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What the projection needs to know about one operation, computed once."""
+
+    op: Operation
+    dedup_key: str
+    event_time: datetime
+    rank: int
+    is_exception: bool
+    shipment: dict[str, Any] | None
+
+    @property
+    def status(self) -> str | None:
+        return _cut(self.op.details.status, 64)
+
+    @property
+    def shipment_status(self) -> str | None:
+        ship = self.op.details.shipment
+        return _cut(ship.status if ship else None, 64)
+
+
+def _cut(value: str | None, length: int) -> str | None:
+    """Columns hold bounded text; the full value stays in the event's payload."""
+    return value if value is None or len(value) <= length else value[:length]
+
+
+def _facts(op: Operation, extra_exception_statuses: frozenset[str]) -> _Facts:
+    ship = op.details.shipment
+    return _Facts(
+        op=op,
+        dedup_key=operation_dedup_key(op),
+        event_time=operation_event_time(op),
+        rank=lifecycle_rank(op.details.status, ship.status if ship else None),
+        is_exception=is_exception(
+            op.details.status,
+            ship.status if ship else None,
+            op.status,
+            extra_exception_statuses,
+        ),
+        shipment=ship.to_wire() if ship is not None else None,
+    )
+
+
+def _insert(conn: Connection, table: sa.Table) -> Any:
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+def _newer_snapshot(f: _Facts, card: Any) -> bool:
+    """Whether the operation's shipment replaces the card's snapshot: the latest update wins,
+    ties broken by content so that arrival order never matters."""
+    if f.shipment is None:
+        return False
+    if card.shipment is None or card.last_shipment_update_at is None:
+        return True
+    return (f.event_time, json.dumps(f.shipment, sort_keys=True)) > (
+        card.last_shipment_update_at,
+        json.dumps(card.shipment, sort_keys=True),
+    )
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def record_operations(
+    engine: Engine,
+    operations: Sequence[Operation],
+    *,
+    received_at: datetime,
+    workspace_id: str,
+    exceptions_channel: str | None,
+    extra_exception_statuses: frozenset[str] = frozenset(),
+    source: str = SOURCE_D1,
+) -> IntakeResult:
+    """Record `operations` in one transaction (see the module docstring)."""
+    with engine.begin() as conn:
+        return record_operations_in(
+            conn,
+            operations,
+            received_at=received_at,
+            workspace_id=workspace_id,
+            exceptions_channel=exceptions_channel,
+            extra_exception_statuses=extra_exception_statuses,
+            source=source,
+        )
+
+
+def record_operations_in(
+    conn: Connection,
+    operations: Iterable[Operation],
+    *,
+    received_at: datetime,
+    workspace_id: str,
+    exceptions_channel: str | None,
+    extra_exception_statuses: frozenset[str] = frozenset(),
+    source: str = SOURCE_D1,
+) -> IntakeResult:
+    """Like `record_operations`, inside the caller's open transaction on `conn`."""
+    result = IntakeResult()
+    for op in operations:
+        facts = _facts(op, extra_exception_statuses)
+        _record_one(
+            conn,
+            facts,
+            result,
+            received_at=received_at,
+            workspace_id=workspace_id,
+            exceptions_channel=exceptions_channel,
+            source=source,
+        )
+    return result
+
+
+# --------------------------------------------------------------------------- one operation
+
+
+def _record_one(
+    conn: Connection,
+    f: _Facts,
+    result: IntakeResult,
+    *,
+    received_at: datetime,
+    workspace_id: str,
+    exceptions_channel: str | None,
+    source: str,
+) -> None:
+    op = f.op
+    card_id = op.card_id
+    conn.execute(
+        _insert(conn, cards)
+        .values(
+            card_id=card_id,
+            issuer_id=_cut(op.issuer_id, 64),
+            state_rank=0,
+            is_exception=False,
+            first_seen_at=received_at,
+            last_seen_at=received_at,
+        )
+        .on_conflict_do_nothing(index_elements=["card_id"])
+    )
+    current_key = (
+        sa.select(events.c.dedup_key).where(events.c.id == cards.c.last_event_id).scalar_subquery()
+    )
+    card = conn.execute(
+        sa.select(cards, current_key.label("current_dedup_key"))
+        .where(cards.c.card_id == card_id)
+        .with_for_update(of=cards)
+    ).one()
+
+    becomes_current = card.state_event_time is None or (f.event_time, f.rank, f.dedup_key) > (
+        card.state_event_time,
+        card.state_rank,
+        card.current_dedup_key or "",
+    )
+    event_id = conn.execute(
+        _insert(conn, events)
+        .values(
+            dedup_key=f.dedup_key,
+            card_id=card_id,
+            operation_id=op.operation_id,
+            operation=op.operation,
+            operation_status=op.status,
+            details_status=f.status,
+            tracking_type=_cut(op.details.tracking_type, 32),
+            shipment_status=f.shipment_status,
+            shipment_message=_cut(
+                op.details.shipment.message if op.details.shipment else None, 255
+            ),
+            event_time=f.event_time,
+            received_at=received_at,
+            is_exception=f.is_exception,
+            became_current=becomes_current,
+            source=source,
+            payload=operation_for_storage(op),
+        )
+        .on_conflict_do_nothing(index_elements=["dedup_key"])
+        .returning(events.c.id)
+    ).scalar_one_or_none()
+    if event_id is None:
+        result.duplicates += 1
+        return
+    result.new_event_ids.append(event_id)
+    if f.is_exception:
+        result.exception_event_ids.append(event_id)
+
+    changes: dict[str, Any] = {"last_seen_at": received_at}
+    if becomes_current:
+        changes.update(
+            status=f.status,
+            operation=op.operation,
+            operation_status=op.status,
+            production_site=_cut(op.details.production_site, 64) or card.production_site,
+            reason=_cut(op.details.reason, 255),
+            state_rank=f.rank,
+            state_event_time=f.event_time,
+            last_event_id=event_id,
+            is_exception=f.is_exception,
+        )
+        if op.issuer_id and not card.issuer_id:
+            changes["issuer_id"] = _cut(op.issuer_id, 64)
+    if _newer_snapshot(f, card):
+        changes.update(_snapshot_columns(f))
+    state = (
+        (f.status, f.shipment_status, f.event_time)
+        if becomes_current
+        else _current_state(conn, card.last_event_id)
+    )
+    if state is not None:
+        changes["state_since"] = _state_since(conn, card_id, *state)
+    conn.execute(sa.update(cards).where(cards.c.card_id == card_id).values(**changes))
+
+    gap = source == SOURCE_D1 and _is_gap(conn, f, event_id)
+    if gap and card_id not in result.gap_card_ids:
+        result.gap_card_ids.append(card_id)
+    if becomes_current:
+        result.enqueued += _fan_out(
+            conn,
+            card_id=card_id,
+            event_id=event_id,
+            exception=f.is_exception,
+            received_at=received_at,
+            workspace_id=workspace_id,
+            exceptions_channel=exceptions_channel,
+        )
+
+
+def _snapshot_columns(f: _Facts) -> dict[str, Any]:
+    ship = f.op.details.shipment
+    assert ship is not None
+    delivered = ship.delivery_date
+    if delivered is None and ship.status == "DELIVERED":
+        delivered = f.event_time
+    return {
+        "shipment": f.shipment,
+        "shipment_status": _cut(ship.status, 64),
+        "shipment_message": _cut(ship.message, 255),
+        "carrier": _cut(ship.carrier, 64),
+        "tracking_number": _cut(ship.tracking_number, 64),
+        "estimated_delivery_at": ship.estimated_delivery_date,
+        "delivered_at": delivered,
+        "last_shipment_update_at": f.event_time,
+    }
+
+
+def _current_state(
+    conn: Connection, event_id: int | None
+) -> tuple[str | None, str | None, datetime] | None:
+    if event_id is None:
+        return None
+    row = conn.execute(
+        sa.select(events.c.details_status, events.c.shipment_status, events.c.event_time).where(
+            events.c.id == event_id
+        )
+    ).one_or_none()
+    return None if row is None else (row[0], row[1], row[2])
+
+
+def _state_since(
+    conn: Connection, card_id: str, status: str | None, shipment_status: str | None, at: datetime
+) -> datetime:
+    """When the card entered its current state: the earliest event of the same state after the
+    last event of a different state. Computed from history, so arrival order does not matter."""
+    same = sa.and_(
+        events.c.details_status.is_not_distinct_from(status),
+        events.c.shipment_status.is_not_distinct_from(shipment_status),
+    )
+    boundary = (
+        sa.select(sa.func.max(events.c.event_time))
+        .where(events.c.card_id == card_id, events.c.event_time < at, sa.not_(same))
+        .scalar_subquery()
+    )
+    earliest = conn.execute(
+        sa.select(sa.func.min(events.c.event_time)).where(
+            events.c.card_id == card_id,
+            events.c.event_time <= at,
+            same,
+            sa.or_(boundary.is_(None), events.c.event_time > boundary),
+        )
+    ).scalar_one_or_none()
+    return earliest or at
+
+
+def _is_gap(conn: Connection, f: _Facts, event_id: int) -> bool:
+    """A PRODUCE shipment seen as the card's first PRODUCE event: production steps are missing."""
+    op = f.op
+    if op.operation != "PRODUCE":
+        return False
+    if op.details.status not in _SHIPPING_STATUSES and op.details.shipment is None:
+        return False
+    earlier = conn.execute(
+        sa.select(events.c.id)
+        .where(
+            events.c.card_id == op.card_id,
+            events.c.operation == "PRODUCE",
+            events.c.id != event_id,
+        )
+        .limit(1)
+    ).first()
+    return earlier is None
+
+
+def _fan_out(
+    conn: Connection,
+    *,
+    card_id: str,
+    event_id: int,
+    exception: bool,
+    received_at: datetime,
+    workspace_id: str,
+    exceptions_channel: str | None,
+) -> int:
+    """One `INSERT ... SELECT` over the card's subscriptions (index ix_subscriptions_card), plus
+    the exceptions-channel alert. Returns the number of outbox rows created."""
+    wanted = [FILTER_ALL, FILTER_EXCEPTIONS] if exception else [FILTER_ALL]
+    thread_key = subscriptions.c.workspace_id + ":" + subscriptions.c.channel_id + f":{card_id}"
+    select = sa.select(
+        subscriptions.c.workspace_id,
+        subscriptions.c.channel_id,
+        sa.literal(KIND_CARD_EVENT),
+        sa.literal(card_id),
+        sa.literal(event_id),
+        subscriptions.c.id,
+        thread_key,
+        sa.literal(OUTBOX_PENDING),
+        sa.literal(0),
+        sa.literal(received_at, type_=outbox.c.next_attempt_at.type),
+        sa.literal(received_at, type_=outbox.c.created_at.type),
+    ).where(subscriptions.c.card_id == card_id, subscriptions.c.filter.in_(wanted))
+    columns = [
+        "workspace_id",
+        "channel_id",
+        "kind",
+        "card_id",
+        "event_id",
+        "subscription_id",
+        "thread_key",
+        "state",
+        "attempts",
+        "next_attempt_at",
+        "created_at",
+    ]
+    # RETURNING rather than rowcount: psycopg reports -1 for INSERT ... SELECT here.
+    inserted = conn.execute(sa.insert(outbox).from_select(columns, select).returning(outbox.c.id))
+    enqueued = len(inserted.all())
+    if exception and exceptions_channel:
+        conn.execute(
+            sa.insert(outbox).values(
+                workspace_id=workspace_id,
+                channel_id=exceptions_channel,
+                kind=KIND_EXCEPTION_ALERT,
+                card_id=card_id,
+                event_id=event_id,
+                thread_key=None,
+                state=OUTBOX_PENDING,
+                attempts=0,
+                next_attempt_at=received_at,
+                created_at=received_at,
+            )
+        )
+        enqueued += 1
+    return enqueued
+
+
+__all__ = [
+    "KIND_CARD_EVENT",
+    "KIND_EXCEPTION_ALERT",
+    "IntakeResult",
+    "record_operations",
+    "record_operations_in",
+]
