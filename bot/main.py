@@ -7,11 +7,17 @@ import asyncio
 import logging
 import sys
 
+from pydantic import ValidationError
+
 from bot.runtime import Runtime
 from bot.settings import Settings, load_settings
 from storage.db import make_engine
 
 log = logging.getLogger("d1bot")
+
+# How long `serve` waits, after SIGTERM/SIGINT, for in-flight requests before stopping the
+# background tasks (keep it below the orchestrator's kill timeout, e.g. Kubernetes' 30 s).
+GRACEFUL_SHUTDOWN_SECONDS = 20
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -31,10 +37,43 @@ def report(settings: Settings) -> tuple[str, bool]:
     return "\n".join(lines), any(p.level == "error" for p in problems)
 
 
+def validation_report(exc: ValidationError) -> str:
+    """A settings validation error as report lines naming the environment variables (never
+    the values: they may be secrets)."""
+    lines = []
+    for error in exc.errors():
+        name = "_".join(str(part) for part in error["loc"]).upper() or "SETTINGS"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"ERROR: {name} is invalid: {message}")
+    return "\n".join(lines)
+
+
+def load_checked_settings() -> tuple[Settings | None, str, bool]:
+    """Settings (None when they cannot even be read), the report, and whether it has errors."""
+    try:
+        settings = load_settings()
+    except ValidationError as exc:
+        return None, validation_report(exc), True
+    text, has_errors = report(settings)
+    return settings, text, has_errors
+
+
 def check() -> int:
-    text, has_errors = report(load_settings())
+    """`d1bot check`: print the settings report; exit 1 when it holds errors."""
+    _settings, text, has_errors = load_checked_settings()
     print(text)
     return 1 if has_errors else 0
+
+
+def log_report(text: str) -> None:
+    """The settings report in the log, one record per finding, at the finding's level."""
+    for line in text.splitlines():
+        if line.startswith("ERROR"):
+            log.error("settings: %s", line)
+        elif line.startswith("WARNING"):
+            log.warning("settings: %s", line)
+        else:
+            log.info("settings: %s", line)
 
 
 def migrate() -> int:
@@ -49,13 +88,16 @@ def migrate() -> int:
 def serve(*, host: str | None, port: int | None, migrate: bool = True) -> int:
     import uvicorn
 
+    from bot.logs import configure_logging
     from bot.server import create_app
 
-    settings = load_settings()
-    logging.basicConfig(level=settings.log_level)
-    text, _ = report(settings)
-    for line in text.splitlines():
-        log.warning("%s", line)
+    settings, text, _has_errors = load_checked_settings()
+    if settings is None:
+        configure_logging()
+        log_report(text)
+        return 2
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    log_report(text)
     runtime = build_runtime(settings)
     if migrate and settings.migrate_on_start:
         from storage.migrate import upgrade
@@ -67,8 +109,10 @@ def serve(*, host: str | None, port: int | None, migrate: bool = True) -> int:
         host=host or settings.host,
         port=port or settings.port,
         log_config=None,
-        timeout_graceful_shutdown=10,
+        access_log=False,  # bot.middleware logs one line per request, with its correlation id
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
+    log.info("stopped")
     return 0
 
 

@@ -11,8 +11,10 @@ import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
+from bot.middleware import CorrelationMiddleware
 from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,10 @@ def create_app(runtime: Runtime, *, run_background: bool = True) -> Starlette:
                 except Exception:  # a failing stop must not block the others
                     log.exception("stopping %s failed", task.name)
 
-    app = Starlette(routes=collect_routes(runtime), lifespan=lifespan)
+    app = Starlette(
+        routes=collect_routes(runtime),
+        lifespan=lifespan,
+        middleware=[Middleware(CorrelationMiddleware)],
+    )
     app.state.runtime = runtime
     return app

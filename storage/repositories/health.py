@@ -1,0 +1,43 @@
+"""Read-only queries for operations: is the database answering, how deep is the outbox.
+
+Reads begin DEFERRED on SQLite so that a health probe or a scrape never takes the write lock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from storage.tables import OUTBOX_PENDING, OutboxRecord
+
+
+@dataclass(frozen=True)
+class OutboxBacklog:
+    """Pending outbox messages and when the oldest of them was created."""
+
+    pending: int
+    oldest_created_at: datetime | None
+
+    def oldest_age_seconds(self, now: datetime) -> float:
+        if self.oldest_created_at is None:
+            return 0.0
+        return max(0.0, (now - self.oldest_created_at).total_seconds())
+
+
+def ping(*, engine: Engine) -> None:
+    """Raises when the database does not answer a trivial query."""
+    with engine.connect() as conn:
+        conn.execution_options(sqlite_begin="DEFERRED").execute(sa.text("SELECT 1")).scalar_one()
+
+
+def outbox_backlog(*, engine: Engine) -> OutboxBacklog:
+    table = OutboxRecord.__table__  # type: ignore[attr-defined]
+    query = sa.select(sa.func.count(), sa.func.min(table.c.created_at)).where(
+        table.c.state == OUTBOX_PENDING
+    )
+    with engine.connect() as conn:
+        count, oldest = conn.execution_options(sqlite_begin="DEFERRED").execute(query).one()
+    return OutboxBacklog(pending=int(count or 0), oldest_created_at=oldest)
