@@ -110,3 +110,11 @@ def test_check_flags_a_missing_key_file_and_half_mtls(tmp_path: Path) -> None:
         "ERROR: D1_CLIENT_CERT and D1_CLIENT_KEY go together: set both for mTLS, or neither"
         in result.stdout
     )
+
+
+def test_configuration_reference_documents_every_setting() -> None:
+    from bot.settings import Settings
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    missing = [name.upper() for name in Settings.model_fields if f"`{name.upper()}`" not in doc]
+    assert not missing, f"docs/configuration.md lacks {missing}"
