@@ -1,11 +1,232 @@
-"""Routes of this area (filled in by its feature)."""
+"""D1's door: `POST /notifications/d1/v2/issuers/{issuerId}/cards` and `POST /oauth2/token`.
+
+Intake validates and dispatches, nothing else: credentials and the body are judged by
+`d1.notifications`, the recording is `storage.repositories` (through the group committer), and
+the answer is 204 only after the commit. Bad input gets a D1-style `{"errorCode", "error"}`
+naming what is wrong (never a value from the body); a busy database gets 503 so that D1 retries.
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qs
 
-from bot.runtime import Runtime
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from bot.metrics import (
+    INTAKE_LATENCY,
+    NOTIFICATIONS_DUPLICATE,
+    NOTIFICATIONS_RECEIVED,
+    NOTIFICATIONS_REJECTED,
+)
+from bot.runtime import BackgroundTask, Runtime
+from d1.notifications import (
+    NotificationRejected,
+    NotifyCredentials,
+    basic_client_ok,
+    bearer_ok,
+    is_json_content_type,
+    issue_token,
+    parse_body,
+)
+from storage.repositories.group_commit import GroupCommitter
+
+log = logging.getLogger(__name__)
+
+NOTIFICATIONS_PATH = "/notifications/d1/v2/issuers/{issuerId}/cards"
+TOKEN_PATH = "/oauth2/token"
+TOKEN_MAX_BODY_BYTES = 8 * 1024
+COMMITTER_KEY = "intake_committer"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def credentials_from(runtime: Runtime) -> NotifyCredentials:
+    s = runtime.settings
+    return NotifyCredentials(
+        client_id=s.d1_notify_client_id or None,
+        client_secret=(
+            s.d1_notify_client_secret.get_secret_value() if s.d1_notify_client_secret else None
+        ),
+        static_token=s.d1_notify_token.get_secret_value() if s.d1_notify_token else None,
+        token_ttl_seconds=s.d1_notify_token_ttl_seconds,
+    )
+
+
+def committer_for(runtime: Runtime) -> GroupCommitter:
+    """The process's one intake writer, created once and stopped with the app."""
+    committer = runtime.extras.get(COMMITTER_KEY)
+    if committer is None:
+        s = runtime.settings
+        committer = GroupCommitter(
+            runtime.engine,
+            workspace_id=s.d1bot_workspace_id,
+            exceptions_channel=s.d1bot_exceptions_channel or None,
+            extra_exception_statuses=s.extra_exception_statuses,
+        )
+        runtime.extras[COMMITTER_KEY] = committer
+        runtime.background.append(
+            BackgroundTask(
+                name="intake group commit",
+                start=committer.start,
+                stop=committer.stop,
+                is_healthy=committer.is_healthy,
+            )
+        )
+    return committer
+
+
+def d1_error(status: int, code: str, error: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"errorCode": code, "error": error}, status_code=status, headers=headers)
+
+
+def oauth_error(status: int, code: str, description: str, **headers: str) -> JSONResponse:
+    """RFC 6749 section 5.2 error answer."""
+    return JSONResponse(
+        {"error": code, "error_description": description},
+        status_code=status,
+        headers={"Cache-Control": "no-store", "Pragma": "no-cache", **headers},
+    )
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The body, refusing early (Content-Length) or as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _TooLarge
+    return bytes(body)
+
+
+def _reject(reason: str, response: Response) -> Response:
+    NOTIFICATIONS_REJECTED.labels(reason=reason).inc()
+    return response
+
+
+def notifications_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Response]]:
+    settings = runtime.settings
+    creds = credentials_from(runtime)
+    committer = committer_for(runtime)
+    max_body = settings.d1_notify_max_body_bytes
+
+    async def receive(request: Request) -> Response:
+        started = time.perf_counter()
+        if not creds.configured:
+            return _reject(
+                "not_configured",
+                d1_error(
+                    401,
+                    "AUTHORIZER_UNAUTHORIZED",
+                    "notification credentials are not configured",
+                    **{"WWW-Authenticate": "Bearer"},
+                ),
+            )
+        if not bearer_ok(request.headers.get("authorization"), creds, now=runtime.clock()):
+            return _reject(
+                "unauthorized",
+                d1_error(
+                    401,
+                    "AUTHORIZER_UNAUTHORIZED",
+                    "missing or invalid Bearer token",
+                    **{"WWW-Authenticate": 'Bearer error="invalid_token"'},
+                ),
+            )
+        issuer_id = request.path_params["issuerId"]
+        if not settings.d1_issuer_id or issuer_id != settings.d1_issuer_id:
+            return _reject("unknown_issuer", d1_error(404, "RESOURCE_NOT_FOUND", "issuerId"))
+        if not is_json_content_type(request.headers.get("content-type")):
+            return _reject("media_type", d1_error(415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type"))
+        try:
+            raw = await read_limited(request, max_body)
+        except _TooLarge:
+            return _reject("too_large", d1_error(413, "PAYLOAD_TOO_LARGE", "body"))
+        try:
+            operations = parse_body(raw, issuer_id=settings.d1_issuer_id)
+        except NotificationRejected as exc:
+            log.info("notification refused: %s %s", exc.error_code, exc.field)
+            return _reject("invalid", d1_error(400, exc.error_code, exc.field))
+        try:
+            result = await committer.submit(operations, received_at=runtime.clock())
+        except SQLAlchemyError as exc:  # busy, locked, unreachable: D1 retries on 5xx
+            log.warning("notification not stored, database unavailable: %s", type(exc).__name__)
+            return _reject(
+                "busy",
+                d1_error(503, "SERVICE_UNAVAILABLE", "try again later", **{"Retry-After": "1"}),
+            )
+        except Exception:
+            log.exception("notification not stored")
+            return _reject("error", d1_error(500, "INTERNAL_ERROR", "not stored"))
+        NOTIFICATIONS_RECEIVED.inc(len(result.new_event_ids))
+        if result.duplicates:
+            NOTIFICATIONS_DUPLICATE.inc(result.duplicates)
+        if result.enqueued:
+            runtime.wake_outbox()
+        for card_id in result.gap_card_ids:
+            try:
+                runtime.report_gap(card_id)
+            except Exception:  # a listener's failure must not undo a stored notification
+                log.exception("gap listener failed")
+        log.debug(
+            "notification stored: %d new, %d duplicate, %d enqueued",
+            len(result.new_event_ids),
+            result.duplicates,
+            result.enqueued,
+        )
+        INTAKE_LATENCY.observe(time.perf_counter() - started)
+        return Response(status_code=204)
+
+    return receive
+
+
+def token_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Response]]:
+    creds = credentials_from(runtime)
+
+    async def token(request: Request) -> Response:
+        if not basic_client_ok(request.headers.get("authorization"), creds):
+            return oauth_error(
+                401,
+                "invalid_client",
+                "client authentication failed",
+                **{"WWW-Authenticate": 'Basic realm="d1bot"'},
+            )
+        media = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+        if media != "application/x-www-form-urlencoded":
+            return oauth_error(400, "invalid_request", "expected a form-encoded body")
+        try:
+            raw = await read_limited(request, TOKEN_MAX_BODY_BYTES)
+            form = parse_qs(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        except (_TooLarge, UnicodeDecodeError):
+            return oauth_error(400, "invalid_request", "unreadable body")
+        grant = form.get("grant_type", [])
+        if len(grant) != 1 or not grant[0]:
+            return oauth_error(400, "invalid_request", "grant_type is required once")
+        if grant[0] != "client_credentials":
+            return oauth_error(400, "unsupported_grant_type", "only client_credentials")
+        answer = issue_token(creds, now=runtime.clock())
+        scope = form.get("scope", [None])[0]
+        if scope:
+            answer.scope = scope
+        return JSONResponse(
+            answer.model_dump(exclude_none=True),
+            headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
+        )
+
+    return token
 
 
 def routes(runtime: Runtime) -> list[BaseRoute]:
-    return []
+    return [
+        Route(NOTIFICATIONS_PATH, notifications_endpoint(runtime), methods=["POST"]),
+        Route(TOKEN_PATH, token_endpoint(runtime), methods=["POST"]),
+    ]
