@@ -1,11 +1,66 @@
-"""Routes of this area (filled in by its feature)."""
+"""Slack's door: `POST /slack/events` through Bolt's Starlette adapter, and Socket Mode as a
+background task when `SLACK_APP_TOKEN` is set.
+
+When Slack is not configured at all, no route is added and a warning is logged, so that
+`d1bot serve` still runs for D1 notifications.
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import logging
 
-from bot.runtime import Runtime
+from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+from slack_bolt.async_app import AsyncApp
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from bot.app import build_bolt_app, make_slack_client
+from bot.runtime import BackgroundTask, Runtime
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+SOCKET_MODE_TASK = "slack-socket-mode"
+
+
+def socket_mode_task(app: AsyncApp, app_token: str) -> BackgroundTask:
+    """Socket Mode (a WebSocket Slack opens to us) for workspaces that cannot expose a URL."""
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+    handler = AsyncSocketModeHandler(app, app_token)
+
+    async def start() -> None:
+        await handler.connect_async()
+
+    async def stop() -> None:
+        await handler.close_async()
+
+    return BackgroundTask(name=SOCKET_MODE_TASK, start=start, stop=stop)
 
 
 def routes(runtime: Runtime) -> list[BaseRoute]:
-    return []
+    settings = runtime.settings
+    if runtime.slack_client is None:
+        runtime.slack_client = make_slack_client(settings)
+    secret, app_token = settings.slack_signing_secret, settings.slack_app_token
+    if runtime.slack_client is None or (secret is None and app_token is None):
+        log.warning(
+            "Slack is not configured (SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET or "
+            "SLACK_APP_TOKEN): no %s route; D1 notifications are still received",
+            EVENTS_PATH,
+        )
+        return []
+    app = build_bolt_app(runtime)
+    runtime.extras["bolt_app"] = app
+    found: list[BaseRoute] = []
+    if secret is not None:
+        handler = AsyncSlackRequestHandler(app)
+
+        async def slack_events(request: Request) -> Response:
+            return await handler.handle(request)
+
+        found.append(Route(EVENTS_PATH, slack_events, methods=["POST"]))
+    if app_token is not None and not any(t.name == SOCKET_MODE_TASK for t in runtime.background):
+        runtime.background.append(socket_mode_task(app, app_token.get_secret_value()))
+    return found
