@@ -77,6 +77,9 @@ def parse_body(raw: bytes, *, issuer_id: str | None = None) -> list[Operation]:
         errors = exc.errors(include_url=False, include_input=False)
         first = errors[0] if errors else {"loc": ()}
         raise NotificationRejected(FIELD_INVALID_FORMAT, field_path(first["loc"])) from None
+    nul = _first_nul(body, ())
+    if nul is not None:  # PostgreSQL text cannot hold NUL; no D1 field has one
+        raise NotificationRejected(FIELD_INVALID_FORMAT, field_path(nul))
     if issuer_id is not None:
         bulk = "operations" in body
         for index, op in enumerate(operations):
@@ -84,6 +87,23 @@ def parse_body(raw: bytes, *, issuer_id: str | None = None) -> list[Operation]:
                 where = f"operations[{index}].issuerId" if bulk else "issuerId"
                 raise NotificationRejected(FIELD_INVALID_VALUE, where)
     return operations
+
+
+def _first_nul(value: Any, loc: tuple[int | str, ...]) -> tuple[int | str, ...] | None:
+    """Where the first string (or key) holding a NUL character is, if any."""
+    if isinstance(value, str):
+        return loc if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = (*loc, key) if "\x00" in key else _first_nul(item, (*loc, key))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _first_nul(item, (*loc, index))
+            if found is not None:
+                return found
+    return None
 
 
 def is_json_content_type(value: str | None) -> bool:

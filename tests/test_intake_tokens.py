@@ -1,0 +1,97 @@
+"""Callback credentials and body parsing (pure: `d1.notifications`)."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from d1.notifications import (
+    NotificationRejected,
+    NotifyCredentials,
+    basic_client_ok,
+    bearer_ok,
+    is_json_content_type,
+    issue_token,
+    issued_token_ok,
+    parse_body,
+)
+
+NOW = datetime(2026, 5, 22, 12, 0, tzinfo=timezone.utc)
+CREDS = NotifyCredentials(client_id="id", client_secret="secret", token_ttl_seconds=60)
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_issued_tokens_verify_until_they_expire() -> None:
+    token = issue_token(CREDS, now=NOW).access_token
+    assert issued_token_ok(token, CREDS, now=NOW + timedelta(seconds=59))
+    assert not issued_token_ok(token, CREDS, now=NOW + timedelta(seconds=60))
+    assert bearer_ok(f"Bearer {token}", CREDS, now=NOW)
+    assert bearer_ok(f"bearer  {token}", CREDS, now=NOW)
+
+
+def test_tokens_are_bound_to_the_secret_and_tamper_evident() -> None:
+    token = issue_token(CREDS, now=NOW).access_token
+    other = NotifyCredentials(client_id="id", client_secret="rotated")
+    assert not issued_token_ok(token, other, now=NOW)
+    prefix, expires, nonce, mac = token.split(".")
+    later = f"{prefix}.{int(expires) + 3600}.{nonce}.{mac}"
+    assert not issued_token_ok(later, CREDS, now=NOW)
+    for broken in ["", "x", "d1n1.1.2", "d1n1.abc.n.m", token + "x"]:
+        assert not issued_token_ok(broken, CREDS, now=NOW)
+
+
+def test_another_replica_with_the_same_secret_accepts_the_token() -> None:
+    token = issue_token(CREDS, now=NOW).access_token
+    replica = NotifyCredentials(client_id="id", client_secret="secret")
+    assert issued_token_ok(token, replica, now=NOW)
+
+
+def test_static_token_and_schemes() -> None:
+    creds = NotifyCredentials(static_token="static")
+    assert bearer_ok("Bearer static", creds, now=NOW)
+    assert not bearer_ok("Bearer stati", creds, now=NOW)
+    assert not bearer_ok("Basic static", creds, now=NOW)
+    assert not bearer_ok(None, creds, now=NOW)
+    assert not bearer_ok("Bearer ", creds, now=NOW)
+    with pytest.raises(ValueError):
+        issue_token(creds, now=NOW)
+
+
+def test_basic_client_credentials() -> None:
+    assert basic_client_ok(_basic("id", "secret"), CREDS)
+    assert basic_client_ok(_basic("id", "secret").replace("Basic", "basic"), CREDS)
+    assert not basic_client_ok(_basic("id", "wrong"), CREDS)
+    assert not basic_client_ok(_basic("other", "secret"), CREDS)
+    assert not basic_client_ok("Basic !!!notbase64", CREDS)
+    assert not basic_client_ok("Basic " + base64.b64encode(b"nocolon").decode(), CREDS)
+    assert not basic_client_ok(_basic("id", "secret"), NotifyCredentials(static_token="t"))
+    assert not basic_client_ok(None, CREDS)
+
+
+def test_content_types() -> None:
+    assert is_json_content_type("application/json")
+    assert is_json_content_type("Application/JSON; charset=utf-8")
+    assert is_json_content_type("application/vnd.d1+json")
+    assert not is_json_content_type("text/plain")
+    assert not is_json_content_type(None)
+
+
+def test_single_and_bulk_bodies() -> None:
+    op = b'{"operationId":"o","operation":"PRODUCE","status":"PENDING","cardId":"c"}'
+    assert [o.card_id for o in parse_body(op)] == ["c"]
+    assert len(parse_body(b'{"operations":[' + op + b"," + op + b"]}")) == 2
+
+
+def test_nul_characters_are_refused_by_field() -> None:
+    raw = (
+        b'{"operationId":"o","operation":"PRODUCE","status":"PENDING","cardId":"c",'
+        b'"details":{"reason":"a\\u0000b"}}'
+    )
+    with pytest.raises(NotificationRejected) as caught:
+        parse_body(raw)
+    assert caught.value.body() == {"errorCode": "FIELD_INVALID_FORMAT", "error": "details.reason"}

@@ -1,0 +1,84 @@
+"""The group committer: concurrent requests share a commit; a bad one fails alone."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from d1.models import Operation
+from storage.repositories.cards import count_events
+from storage.repositories.group_commit import GroupCommitter
+
+NOW = datetime(2026, 5, 22, 12, 0, tzinfo=timezone.utc)
+
+
+def _op(n: int) -> Operation:
+    return Operation.model_validate(
+        {
+            "operationId": f"op-{n}",
+            "operation": "PRODUCE",
+            "status": "SUCCESSFUL",
+            "cardId": f"card-{n % 3}",
+            "endTime": f"2026-05-01T08:{n % 60:02d}:00Z",
+            "details": {"status": "CARD_PROD_ONGOING"},
+        }
+    )
+
+
+def _broken() -> Operation:
+    # Bypasses validation: a NULL operation id violates NOT NULL inside the database.
+    op = _op(59)
+    return op.model_copy(update={"operation_id": None})
+
+
+async def test_one_bad_request_in_a_batch_fails_alone(any_engine: Engine) -> None:
+    committer = GroupCommitter(any_engine, workspace_id="T1", exceptions_channel=None)
+    try:
+        # Submitted in one tick: they queue together and form one batch.
+        outcomes = await asyncio.gather(
+            committer.submit([_op(1)], received_at=NOW),
+            committer.submit([_op(2), _broken()], received_at=NOW),
+            committer.submit([_op(3)], received_at=NOW),
+            return_exceptions=True,
+        )
+    finally:
+        await committer.stop()
+    assert isinstance(outcomes[1], IntegrityError)
+    assert [len(o.new_event_ids) for o in (outcomes[0], outcomes[2])] == [1, 1]
+    # The bad request's good operation was rolled back with it: whole request or nothing.
+    assert count_events(any_engine) == 2
+    assert committer.stats.batches == 1 and committer.stats.largest == 3
+
+
+async def test_many_concurrent_requests_share_few_commits(engine: Engine) -> None:
+    committer = GroupCommitter(engine, workspace_id="T1", exceptions_channel=None)
+    try:
+        results = await asyncio.gather(
+            *(committer.submit([_op(n)], received_at=NOW) for n in range(50))
+        )
+    finally:
+        await committer.stop()
+    assert sum(len(r.new_event_ids) for r in results) == 50
+    assert count_events(engine) == 50
+    assert committer.stats.batches < 50
+
+
+async def test_stop_finishes_queued_work(engine: Engine) -> None:
+    committer = GroupCommitter(engine, workspace_id="T1", exceptions_channel=None)
+    pending = [asyncio.ensure_future(committer.submit([_op(n)], received_at=NOW)) for n in range(5)]
+    await asyncio.sleep(0)
+    await committer.stop()
+    assert all(p.done() and not p.exception() for p in pending)
+    assert count_events(engine) == 5
+
+
+async def test_restarts_after_stop(engine: Engine) -> None:
+    committer = GroupCommitter(engine, workspace_id="T1", exceptions_channel=None)
+    await committer.submit([_op(1)], received_at=NOW)
+    await committer.stop()
+    await committer.submit([_op(2)], received_at=NOW)
+    await committer.stop()
+    assert count_events(engine) == 2
