@@ -1,0 +1,439 @@
+"""`D1Client`: the issuer's calls to Thales D1 (production status, tracking hub, card order).
+
+Mechanics every call shares, so callers only see typed answers or a `d1.errors.D1Error`:
+- an OAuth 2.0 JWT-bearer access token, minted with the issuer's ES256 key, cached until shortly
+  before it expires, with ONE in-flight refresh shared by concurrent callers and one refresh +
+  retry when D1 answers 401;
+- bounded exponential backoff with jitter on connection errors, timeouts and 500/502/503/504;
+  no retry on 4xx;
+- a fresh random `x-correlation-id` per call (kept across that call's retries; never derived
+  from card data);
+- optional mTLS client certificate (D1 requires it in production);
+- Prometheus metrics `d1bot_d1_calls_total{endpoint,outcome}` and `d1bot_d1_call_seconds`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import certifi
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from bot.metrics import D1_CALLS, D1_LATENCY
+from d1.errors import (
+    D1BadRequest,
+    D1Error,
+    D1NotConfigured,
+    D1Unauthorized,
+    D1Unavailable,
+    D1UnexpectedResponse,
+    error_for_status,
+)
+from d1.models import (
+    CARD_ID_PATTERN,
+    CardOperationResponse,
+    CardOrderRequest,
+    D1ErrorBody,
+    Operation,
+    ProductionStatus,
+    TokenResponse,
+    track_request_adapter,
+)
+from d1.tokens import (
+    DEFAULT_ASSERTION_LIFETIME_SECONDS,
+    JWT_BEARER_GRANT,
+    load_es256_private_key,
+    mint_assertion,
+)
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
+
+log = logging.getLogger("d1bot.d1")
+
+Clock = Callable[[], datetime]
+Sleep = Callable[[float], Awaitable[None]]
+
+DEFAULT_TIMEOUT_SECONDS = 10.0
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_BACKOFF_BASE_SECONDS = 0.25
+DEFAULT_BACKOFF_MAX_SECONDS = 4.0
+DEFAULT_TOKEN_MARGIN_SECONDS = 60
+RETRY_STATUSES = frozenset({500, 502, 503, 504})
+
+ENDPOINT_TOKEN = "token"
+ENDPOINT_STATUS = "productionStatus"
+ENDPOINT_TRACK = "track"
+ENDPOINT_ORDER = "order"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def build_ssl_context(
+    *, client_cert: str | Path | None, client_key: str | Path | None, ca_file: str | None = None
+) -> ssl.SSLContext:
+    """A verifying TLS context, presenting the issuer's client certificate when given (mTLS)."""
+    if bool(client_cert) != bool(client_key):
+        raise D1NotConfigured(detail="client certificate and client key go together")
+    context = ssl.create_default_context(cafile=ca_file or certifi.where())
+    if client_cert and client_key:
+        context.load_cert_chain(certfile=str(client_cert), keyfile=str(client_key))
+    return context
+
+
+@dataclass
+class _CachedToken:
+    value: str
+    refresh_after: datetime
+
+
+class _TokenCache:
+    """The access token, refreshed by at most one caller at a time."""
+
+    def __init__(self, fetch: Callable[[], Awaitable[TokenResponse]], clock: Clock, margin: int):
+        self._fetch = fetch
+        self._clock = clock
+        self._margin = margin
+        self._token: _CachedToken | None = None
+        self._lock = asyncio.Lock()
+
+    def _fresh(self) -> str | None:
+        token = self._token
+        if token is not None and self._clock() < token.refresh_after:
+            return token.value
+        return None
+
+    async def get(self) -> str:
+        value = self._fresh()
+        if value is not None:
+            return value
+        async with self._lock:  # the first caller fetches; the others wait and reuse
+            value = self._fresh()
+            if value is not None:
+                return value
+            answer = await self._fetch()
+            lifetime = max(answer.expires_in - self._margin, answer.expires_in // 2, 1)
+            self._token = _CachedToken(
+                answer.access_token, self._clock() + timedelta(seconds=lifetime)
+            )
+            return answer.access_token
+
+    def discard(self, value: str) -> None:
+        """Forget `value` (D1 refused it); a newer token fetched meanwhile is kept."""
+        if self._token is not None and self._token.value == value:
+            self._token = None
+
+
+class D1Client:
+    """Async client for D1's banking API. One instance per process; close with `aclose()`."""
+
+    def __init__(
+        self,
+        *,
+        api_url: str,
+        auth_url: str,
+        issuer_id: str,
+        key_id: str,
+        private_key_pem: str,
+        client_cert: str | Path | None = None,
+        client_key: str | Path | None = None,
+        ca_file: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        backoff_base: float = DEFAULT_BACKOFF_BASE_SECONDS,
+        backoff_max: float = DEFAULT_BACKOFF_MAX_SECONDS,
+        token_margin_seconds: int = DEFAULT_TOKEN_MARGIN_SECONDS,
+        assertion_lifetime_seconds: int = DEFAULT_ASSERTION_LIFETIME_SECONDS,
+        clock: Clock = _utc_now,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not issuer_id or not key_id or not private_key_pem:
+            raise D1NotConfigured(detail="issuer id, key id and private key are required")
+        try:
+            self._private_key = load_es256_private_key(private_key_pem)
+        except ValueError as exc:
+            raise D1NotConfigured(detail=f"private key unusable: {exc}") from None
+        self.api_url = api_url.rstrip("/")
+        self.auth_url = auth_url.rstrip("/")
+        self.issuer_id = issuer_id
+        self.key_id = key_id
+        self.max_retries = max(0, max_retries)
+        self._backoff_base = backoff_base
+        self._backoff_max = backoff_max
+        self._assertion_lifetime = assertion_lifetime_seconds
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self.ssl_context = build_ssl_context(
+            client_cert=client_cert, client_key=client_key, ca_file=ca_file
+        )
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout),
+            verify=self.ssl_context,
+            transport=transport,
+            headers={"accept": "application/json", "user-agent": "d1-slack"},
+        )
+        self._tokens = _TokenCache(self._fetch_token, clock, token_margin_seconds)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> D1Client:
+        """Build from `D1_*` settings; raises `D1NotConfigured` when something is missing."""
+        private_key = settings.private_key_pem()
+        if not settings.d1_issuer_id or not settings.d1_key_id or not private_key:
+            raise D1NotConfigured(detail="D1_ISSUER_ID, D1_KEY_ID and D1_PRIVATE_KEY are needed")
+        options: dict[str, Any] = {
+            "api_url": settings.d1_api_url,
+            "auth_url": settings.d1_auth_url,
+            "issuer_id": settings.d1_issuer_id,
+            "key_id": settings.d1_key_id,
+            "private_key_pem": private_key,
+            "client_cert": settings.d1_client_cert,
+            "client_key": settings.d1_client_key,
+            "timeout": settings.d1_timeout_seconds,
+            "max_retries": settings.d1_max_retries,
+        }
+        options.update(overrides)
+        return cls(**options)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> D1Client:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ the calls
+
+    def _card_url(self, card_id: str, tail: str) -> str:
+        if not CARD_ID_PATTERN.match(card_id):
+            # Refused before any I/O: the id goes into a URL path and into D1's logs.
+            raise D1BadRequest(
+                error_code="FIELD_INVALID_FORMAT",
+                detail="cardId is not in D1's identifier format (checked before calling D1)",
+                user_message="That does not look like a D1 card id.",
+            )
+        return f"{self.api_url}/issuers/{self.issuer_id}/physicalCards/{card_id}/{tail}"
+
+    async def production_status(self, card_id: str) -> ProductionStatus:
+        """`GET .../productionStatus`. Accepts D1's documented body and, as some guide pages
+        describe, a notification-operation shaped one."""
+        response = await self._call(
+            ENDPOINT_STATUS, "GET", self._card_url(card_id, "productionStatus")
+        )
+        body = _json(response, ENDPOINT_STATUS)
+        try:
+            return parse_production_status(body)
+        except (ValidationError, ValueError) as exc:
+            raise D1UnexpectedResponse(
+                status=response.status_code,
+                endpoint=ENDPOINT_STATUS,
+                correlation_id=response.request.headers.get("x-correlation-id"),
+                detail=f"unreadable productionStatus body: {type(exc).__name__}",
+            ) from None
+
+    async def track(self, card_id: str, request: BaseModel | Mapping[str, Any]) -> None:
+        """`POST .../track` (tracking hub). Results arrive as STANDALONE_TRACKING notifications."""
+        if isinstance(request, BaseModel):
+            model = request
+        else:
+            model = track_request_adapter.validate_python(dict(request))
+        body = model.model_dump(mode="json", by_alias=True, exclude_none=True)
+        await self._call(ENDPOINT_TRACK, "POST", self._card_url(card_id, "track"), json=body)
+
+    async def order_card(
+        self, card_id: str, request: CardOrderRequest | Mapping[str, Any]
+    ) -> CardOperationResponse:
+        """`POST .../operations:production`: order a physical card (202 `{operationId}`)."""
+        if isinstance(request, CardOrderRequest):
+            body: Any = request.to_wire()
+        else:
+            body = dict(request)
+        response = await self._call(
+            ENDPOINT_ORDER, "POST", self._card_url(card_id, "operations:production"), json=body
+        )
+        try:
+            return CardOperationResponse.model_validate(_json(response, ENDPOINT_ORDER))
+        except ValidationError:
+            raise D1UnexpectedResponse(
+                status=response.status_code, endpoint=ENDPOINT_ORDER, detail="no operationId"
+            ) from None
+
+    # ------------------------------------------------------------------ token
+
+    async def _fetch_token(self) -> TokenResponse:
+        assertion = mint_assertion(
+            issuer_id=self.issuer_id,
+            key_id=self.key_id,
+            private_key=self._private_key,
+            now=self._clock(),
+            lifetime_seconds=self._assertion_lifetime,
+        )
+        response = await self._send_with_retries(
+            ENDPOINT_TOKEN,
+            "POST",
+            f"{self.auth_url}/oauth2/token",
+            correlation_id=_correlation_id(),
+            data={"grant_type": JWT_BEARER_GRANT, "assertion": assertion},
+        )
+        try:
+            return TokenResponse.model_validate(_json(response, ENDPOINT_TOKEN))
+        except ValidationError:
+            raise D1UnexpectedResponse(
+                status=response.status_code, endpoint=ENDPOINT_TOKEN, detail="no access_token"
+            ) from None
+
+    # ------------------------------------------------------------------ transport
+
+    async def _call(
+        self, endpoint: str, method: str, url: str, *, json: Any = None
+    ) -> httpx.Response:
+        """An authorised banking call: token, retries, one refresh on 401, error mapping."""
+        correlation_id = _correlation_id()
+        token = await self._tokens.get()
+        try:
+            return await self._send_with_retries(
+                endpoint, method, url, correlation_id=correlation_id, json=json, token=token
+            )
+        except D1Unauthorized as exc:
+            if exc.error_code not in (None, "AUTHORIZER_UNAUTHORIZED"):
+                raise
+            log.info("D1 refused the access token (%s); fetching a new one", correlation_id)
+            self._tokens.discard(token)
+            token = await self._tokens.get()
+            return await self._send_with_retries(
+                endpoint, method, url, correlation_id=correlation_id, json=json, token=token
+            )
+
+    async def _send_with_retries(
+        self,
+        endpoint: str,
+        method: str,
+        url: str,
+        *,
+        correlation_id: str,
+        json: Any = None,
+        data: Mapping[str, str] | None = None,
+        token: str | None = None,
+    ) -> httpx.Response:
+        headers = {"x-correlation-id": correlation_id}
+        if token is not None:
+            headers["authorization"] = f"Bearer {token}"
+        started = time.perf_counter()
+        attempt = 0
+        outcome = "error"
+        try:
+            while True:
+                try:
+                    response = await self._http.request(
+                        method, url, json=json, data=data, headers=headers
+                    )
+                except httpx.TransportError as exc:  # connection errors and timeouts
+                    if attempt < self.max_retries:
+                        attempt += 1
+                        await self._backoff(attempt)
+                        continue
+                    outcome = "unavailable"
+                    raise D1Unavailable(
+                        endpoint=endpoint,
+                        correlation_id=correlation_id,
+                        detail=f"{type(exc).__name__} after {attempt + 1} attempts",
+                    ) from None
+                if response.status_code in RETRY_STATUSES and attempt < self.max_retries:
+                    attempt += 1
+                    await self._backoff(attempt)
+                    continue
+                if response.is_success:
+                    outcome = "ok"
+                    return response
+                error = _error_from(response, endpoint, correlation_id)
+                outcome = _outcome_label(error)
+                raise error
+        finally:
+            D1_CALLS.labels(endpoint=endpoint, outcome=outcome).inc()
+            D1_LATENCY.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+
+    async def _backoff(self, attempt: int) -> None:
+        ceiling = min(self._backoff_max, self._backoff_base * (2 ** (attempt - 1)))
+        await self._sleep(ceiling / 2 + self._rng.uniform(0, ceiling / 2))
+
+
+# ---------------------------------------------------------------------- pure helpers
+
+
+def _correlation_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _json(response: httpx.Response, endpoint: str) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise D1UnexpectedResponse(
+            status=response.status_code, endpoint=endpoint, detail="body is not JSON"
+        ) from None
+
+
+def _error_from(response: httpx.Response, endpoint: str, correlation_id: str) -> D1Error:
+    code: str | None = None
+    detail: str | None = None
+    try:
+        body = D1ErrorBody.model_validate(response.json())
+        code, detail = body.errorCode, body.error
+    except (ValueError, ValidationError):
+        pass
+    return error_for_status(response.status_code)(
+        status=response.status_code,
+        error_code=code,
+        correlation_id=correlation_id,
+        detail=detail,
+        endpoint=endpoint,
+    )
+
+
+def _outcome_label(error: D1Error) -> str:
+    return {
+        "D1BadRequest": "bad_request",
+        "D1Unauthorized": "unauthorized",
+        "D1Forbidden": "forbidden",
+        "D1NotFound": "not_found",
+        "D1Unavailable": "unavailable",
+    }.get(type(error).__name__, "error")
+
+
+def parse_production_status(body: Any) -> ProductionStatus:
+    """The productionStatus answer, from D1's documented shape or a notification operation."""
+    if isinstance(body, Mapping) and "operation" in body and "details" in body:
+        op = Operation.model_validate(body)
+        details = op.details
+        if details.status is None:
+            raise ValueError("operation-shaped answer without details.status")
+        return ProductionStatus(
+            status=details.status,
+            reason=details.reason,
+            due_date=details.due_date,
+            production_site=details.production_site,
+            shipment=details.shipment,
+            input_file_name=details.input_file_name or op.input_file_name,
+            issuer_request_id=details.issuer_request_id or op.issuer_request_id,
+        )
+    return ProductionStatus.model_validate(body)
+
+
+__all__ = ["D1Client", "build_ssl_context", "parse_production_status"]

@@ -1,0 +1,205 @@
+"""The sandbox's HTTP surface: D1's token, productionStatus, track and card-order endpoints.
+
+Paths mirror D1's: the banking API under `/banking/v1`, the token API under `/authz/v1`, so a bot
+points `D1_API_URL` at `{base}/banking/v1` and `D1_AUTH_URL` at `{base}/authz/v1`. Errors are
+D1's `{"errorCode", "error"}` bodies. A few `/sandbox/...` routes help people drive it by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from d1.models import CARD_ID_PATTERN, CardOrderRequest, track_request_adapter
+from d1.sandbox.keys import AssertionRejected, verify_assertion
+from d1.sandbox.service import OrderRefused, RequestRecord, UnknownCard
+from d1.tokens import JWT_BEARER_GRANT
+
+if TYPE_CHECKING:
+    from d1.sandbox.service import Sandbox
+
+CARD_BASE = "/banking/v1/issuers/{issuer_id}/physicalCards/{card_id}"
+_VALUE_ERRORS = frozenset({"literal_error", "enum", "union_tag_invalid"})
+
+
+def d1_error(status: int, error_code: str, error: str) -> JSONResponse:
+    return JSONResponse({"errorCode": error_code, "error": error}, status_code=status)
+
+
+def first_bad_field(exc: ValidationError) -> tuple[str, str]:
+    """(errorCode, wire field path) for the first error, the way D1 names the bad field."""
+    first = exc.errors()[0]
+    loc = [str(p) for p in first["loc"] if not (isinstance(p, str) and p.isupper())]
+    if first["type"] == "union_tag_not_found":
+        loc.append("trackingType")
+    code = "FIELD_INVALID_VALUE" if first["type"] in _VALUE_ERRORS else "FIELD_INVALID_FORMAT"
+    return code, ".".join(loc) or "body"
+
+
+class _Api:
+    """Route handlers bound to one sandbox."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sb = sandbox
+
+    async def _record(self, request: Request) -> Any:
+        raw = await request.body()
+        body: Any = None
+        if raw:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = raw.decode("utf-8", "replace")
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        self.sb.requests.append(RequestRecord(request.url.path, request.method, headers, body))
+        return body
+
+    async def _fault(self, endpoint: str) -> Response | None:
+        delay = self.sb.faults.take_delay(endpoint)
+        if delay:
+            await asyncio.sleep(delay)
+        failure = self.sb.faults.take_failure(endpoint)
+        if failure is not None:
+            return d1_error(failure.status, failure.error_code, "scripted failure")
+        return None
+
+    def _authorise(self, request: Request) -> Response | None:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        issuer = self.sb.token_issuer(token.strip()) if scheme.lower() == "bearer" else None
+        if issuer is None:
+            return d1_error(401, "AUTHORIZER_UNAUTHORIZED", "missing, unknown or expired token")
+        if issuer != request.path_params["issuer_id"]:
+            return d1_error(403, "AUTHORIZER_FORBIDDEN", "token issued to another issuer")
+        if not CARD_ID_PATTERN.match(request.path_params["card_id"]):
+            return d1_error(400, "FIELD_INVALID_FORMAT", "cardId")
+        return None
+
+    async def _guard(self, request: Request, endpoint: str) -> tuple[Any, Response | None]:
+        body = await self._record(request)
+        return body, (await self._fault(endpoint)) or self._authorise(request)
+
+    # ------------------------------------------------------------------ endpoints
+
+    async def token(self, request: Request) -> Response:
+        await self._record(request)
+        failure = await self._fault("token")
+        if failure is not None:
+            return failure
+        # Form-encoded (RFC 6749); parsed here to need no multipart library.
+        form = {
+            k: v[0] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()
+        }
+        if form.get("grant_type") != JWT_BEARER_GRANT:
+            return d1_error(400, "FIELD_INVALID_VALUE", "grant_type")
+        assertion = form.get("assertion")
+        if not isinstance(assertion, str) or not assertion:
+            return d1_error(400, "FIELD_INVALID_FORMAT", "assertion")
+        try:
+            claims = verify_assertion(
+                assertion,
+                issuer_id=self.sb.config.issuer_id,
+                public_keys=self.sb.public_keys,
+                now=self.sb.now(),
+            )
+        except AssertionRejected as exc:
+            return d1_error(exc.status, exc.error_code, exc.error)
+        token, ttl = self.sb.issue_token(str(claims["iss"]))
+        return JSONResponse(
+            {"access_token": token, "token_type": "Bearer", "expires_in": ttl, "scope": "banking"},
+            headers={"cache-control": "no-store"},
+        )
+
+    async def production_status(self, request: Request) -> Response:
+        _, refused = await self._guard(request, "productionStatus")
+        if refused is not None:
+            return refused
+        card_id = request.path_params["card_id"]
+        try:
+            if self.sb.config.status_shape == "operation":
+                return JSONResponse(self.sb.operation_status_of(card_id))
+            return JSONResponse(self.sb.status_of(card_id))
+        except UnknownCard:
+            return d1_error(404, "CARD_NOT_FOUND", "unknown cardId")
+
+    async def track(self, request: Request) -> Response:
+        body, refused = await self._guard(request, "track")
+        if refused is not None:
+            return refused
+        if not isinstance(body, dict):
+            return d1_error(400, "PARSING_ERROR", "body is not a JSON object")
+        try:
+            model = track_request_adapter.validate_python(body)
+        except ValidationError as exc:
+            return d1_error(400, *first_bad_field(exc))
+        emitted = self.sb.track(request.path_params["card_id"], model)
+        return JSONResponse({"operationId": emitted[0]["operationId"]}, status_code=202)
+
+    async def order(self, request: Request) -> Response:
+        body, refused = await self._guard(request, "order")
+        if refused is not None:
+            return refused
+        if not isinstance(body, dict):
+            return d1_error(400, "PARSING_ERROR", "body is not a JSON object")
+        try:
+            model = CardOrderRequest.model_validate(body)
+        except ValidationError as exc:
+            return d1_error(400, *first_bad_field(exc))
+        try:
+            operation_id = await self.sb.order(request.path_params["card_id"], model)
+        except OrderRefused:
+            return d1_error(403, "OPERATION_NOT_ALLOWED", "card already ordered")
+        return JSONResponse({"operationId": operation_id}, status_code=202)
+
+    # ------------------------------------------------------------------ helpers for people
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"ok": True, "cards": len(self.sb.cards)})
+
+    async def list_cards(self, request: Request) -> Response:
+        cards = [
+            {"cardId": c.card_id, "scenario": c.scenario, "status": c.status, "canMove": c.can_move}
+            for c in self.sb.cards.values()
+        ]
+        return JSONResponse({"cards": cards, "pendingNotifications": self.sb.notifier.pending})
+
+    async def advance_card(self, request: Request) -> Response:
+        card_id = request.path_params["card_id"]
+        try:
+            emitted = self.sb.advance(card_id)
+        except UnknownCard:
+            return d1_error(404, "CARD_NOT_FOUND", "unknown cardId")
+        return JSONResponse({"emitted": emitted})
+
+
+def build_app(sandbox: Sandbox) -> Starlette:
+    api = _Api(sandbox)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with sandbox.running():
+            yield
+
+    routes = [
+        Route("/authz/v1/oauth2/token", api.token, methods=["POST"]),
+        Route(f"{CARD_BASE}/productionStatus", api.production_status, methods=["GET"]),
+        Route(f"{CARD_BASE}/track", api.track, methods=["POST"]),
+        Route(f"{CARD_BASE}/operations:production", api.order, methods=["POST"]),
+        Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/sandbox/cards", api.list_cards, methods=["GET"]),
+        Route("/sandbox/cards/{card_id}/advance", api.advance_card, methods=["POST"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+__all__ = ["build_app", "d1_error", "first_bad_field"]

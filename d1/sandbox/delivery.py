@@ -1,0 +1,165 @@
+"""Notification delivery the way D1 does it: bulk POSTs to the issuer's callback, at least once.
+
+- Body `{"operations": [...]}` with up to `batch_size` operations.
+- Authentication: a static Bearer, or a Bearer first fetched from the callback side's
+  `/oauth2/token` with Basic client credentials (`grant_type=client_credentials`), cached until
+  shortly before `expires_in` and fetched again once after a 401.
+- At least once: with `duplicate_rate` an operation is queued a second time; with `shuffle` the
+  queue is shuffled before each batch (out-of-order arrival). A non-2xx answer or a connection
+  error is retried with capped exponential backoff; a batch interrupted mid-flight goes back to
+  the head of the queue. All randomness comes from one generator seeded by the config's seed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from d1.sandbox.faults import Faults
+
+if TYPE_CHECKING:
+    from d1.sandbox.service import SandboxConfig
+
+log = logging.getLogger("d1.sandbox.delivery")
+
+Operation = dict[str, Any]
+
+
+def token_url_for(callback_url: str) -> str:
+    """The callback side's token endpoint: `/oauth2/token` at the callback's origin."""
+    parts = urlsplit(callback_url)
+    return f"{parts.scheme}://{parts.netloc}/oauth2/token"
+
+
+class Notifier:
+    """The queue of operations waiting for delivery, and the delivery itself."""
+
+    def __init__(self, *, config_of: Callable[[], SandboxConfig], faults: Faults, seed: int):
+        self._config_of = config_of
+        self._faults = faults
+        self._rng = random.Random(f"delivery:{seed}")
+        self.queue: list[Operation] = []
+        self.dropped: list[Operation] = []
+        self.undeliverable: list[Operation] = []
+        self.delivered: list[tuple[list[Operation], int]] = []
+        self.token_fetches = 0
+        self._token: tuple[str, float] | None = None
+        self._lock = asyncio.Lock()
+        self._wakeup = asyncio.Event()
+
+    # ------------------------------------------------------------------ queueing
+
+    def enqueue(self, operations: list[Operation]) -> None:
+        config = self._config_of()
+        for op in operations:
+            if self._faults.take_drop():
+                self.dropped.append(op)
+                continue
+            self.queue.append(op)
+            if config.duplicate_rate > 0 and self._rng.random() < config.duplicate_rate:
+                self.queue.append(copy.deepcopy(op))
+        if operations:
+            self._wakeup.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self.queue)
+
+    # ------------------------------------------------------------------ delivering
+
+    async def run_forever(self) -> None:
+        """Background worker: deliver whenever something is queued."""
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            try:
+                await self.deliver_pending()
+            except Exception:  # keep the worker alive; the queue keeps what was not acked
+                log.exception("sandbox notification delivery failed")
+
+    async def deliver_pending(self) -> None:
+        """Deliver until the queue is empty (or there is no callback configured)."""
+        async with self._lock, httpx.AsyncClient(timeout=10.0) as http:
+            while self.queue and self._config_of().callback_url:
+                batch = self._take_batch()
+                try:
+                    delivered = await self._send(http, batch)
+                except BaseException:
+                    self.queue[0:0] = batch  # interrupted: nothing is lost
+                    raise
+                if not delivered:
+                    self.undeliverable.extend(batch)
+
+    def _take_batch(self) -> list[Operation]:
+        config = self._config_of()
+        if config.shuffle and len(self.queue) > 1:
+            self._rng.shuffle(self.queue)
+        size = max(1, config.batch_size)
+        batch, self.queue[:] = self.queue[:size], self.queue[size:]
+        return batch
+
+    async def _send(self, http: httpx.AsyncClient, batch: list[Operation]) -> bool:
+        config = self._config_of()
+        body = {"operations": batch}
+        for attempt in range(1, config.delivery_max_attempts + 1):
+            status = 0
+            failure = self._faults.take_failure("callback")
+            delay = self._faults.take_delay("callback")
+            if delay:
+                await asyncio.sleep(delay)
+            if failure is not None:
+                status = failure.status
+            else:
+                try:
+                    headers = await self._auth_headers(http)
+                    response = await http.post(
+                        config.callback_url or "", json=body, headers=headers
+                    )
+                    status = response.status_code
+                    if status == 401:
+                        self._token = None
+                except httpx.HTTPError as exc:
+                    log.info("callback delivery attempt %d failed: %s", attempt, type(exc).__name__)
+            self.delivered.append(([copy.deepcopy(op) for op in batch], status))
+            if 200 <= status < 300:
+                return True
+            if attempt < config.delivery_max_attempts:
+                ceiling = min(
+                    config.delivery_backoff_max_seconds,
+                    config.delivery_backoff_seconds * 2 ** (attempt - 1),
+                )
+                await asyncio.sleep(ceiling / 2 + self._rng.uniform(0, ceiling / 2))
+        log.warning("gave up delivering %d operations", len(batch))
+        return False
+
+    async def _auth_headers(self, http: httpx.AsyncClient) -> dict[str, str]:
+        config = self._config_of()
+        if config.callback_static_token:
+            return {"authorization": f"Bearer {config.callback_static_token}"}
+        if not (config.callback_client_id and config.callback_client_secret):
+            return {}
+        now = time.monotonic()
+        if self._token is None or now >= self._token[1]:
+            url = config.callback_token_url or token_url_for(config.callback_url or "")
+            response = await http.post(
+                url,
+                auth=(config.callback_client_id, config.callback_client_secret),
+                data={"grant_type": "client_credentials"},
+            )
+            response.raise_for_status()
+            answer = response.json()
+            self.token_fetches += 1
+            lifetime = float(answer.get("expires_in", 300))
+            self._token = (str(answer["access_token"]), now + max(lifetime - 30, lifetime / 2))
+        return {"authorization": f"Bearer {self._token[0]}"}
+
+
+__all__ = ["Notifier", "token_url_for"]

@@ -1,0 +1,398 @@
+"""D1Client over real HTTP against the sandbox: tokens, retries, error mapping, mTLS."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+import ssl
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from bot.metrics import D1_CALLS
+from bot.settings import Settings
+from d1.client import D1Client, build_ssl_context, parse_production_status
+from d1.errors import (
+    MSG_FORBIDDEN,
+    MSG_NOT_FOUND,
+    MSG_UNAVAILABLE,
+    D1BadRequest,
+    D1Forbidden,
+    D1NotConfigured,
+    D1NotFound,
+    D1Unauthorized,
+    D1Unavailable,
+)
+from d1.models import ShipmentTrackingRequest
+from tests.d1_fixtures import TEST_KEYS, make_client, running_sandbox, sandbox_env
+from tests.servers import free_port, serve_asgi
+
+CORRELATION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class FakeClock:
+    """A clock tests move by hand (shared by the sandbox and the client)."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _status_requests(sb) -> list:
+    return [r for r in sb.requests if r.path.endswith("/productionStatus")]
+
+
+async def test_one_token_serves_many_calls_even_concurrent() -> None:
+    async with running_sandbox() as (sb, url):
+        sb.create_card("card-1")
+        async with make_client(url, sb) as client:
+            results = await asyncio.gather(*(client.production_status("card-1") for _ in range(8)))
+            await client.production_status("card-1")
+        assert {r.status for r in results} == {"CARD_PROD_REQUESTED"}
+        assert sb.token_requests == 1
+        assert len(_status_requests(sb)) == 9
+        assert all(r.headers["authorization"].startswith("Bearer ") for r in _status_requests(sb))
+
+
+async def test_token_refreshed_after_expiry() -> None:
+    clock = FakeClock()
+    async with running_sandbox(clock=clock) as (sb, url):
+        sb.create_card("card-1")
+        async with make_client(url, sb, clock=clock) as client:
+            await client.production_status("card-1")
+            clock.now += timedelta(minutes=10)
+            await client.production_status("card-1")
+            assert sb.token_requests == 1
+            clock.now += timedelta(minutes=6)  # 16 minutes: past the 900 s lifetime
+            await client.production_status("card-1")
+        assert sb.token_requests == 2
+
+
+async def test_refreshes_once_when_d1_forgets_the_token() -> None:
+    async with running_sandbox() as (sb, url):
+        sb.create_card("card-1")
+        async with make_client(url, sb) as client:
+            await client.production_status("card-1")
+            sb.revoke_tokens()
+            status = await client.production_status("card-1")
+        assert status.status == "CARD_PROD_REQUESTED"
+        assert sb.token_requests == 2
+
+
+async def test_persistent_401_is_unauthorized_after_one_refresh() -> None:
+    async with running_sandbox() as (sb, url):
+        sb.create_card("card-1")
+        sb.faults.fail_next("productionStatus", status=401, count=5)
+        async with make_client(url, sb) as client:
+            with pytest.raises(D1Unauthorized) as caught:
+                await client.production_status("card-1")
+        assert caught.value.error_code == "AUTHORIZER_UNAUTHORIZED"
+        assert len(_status_requests(sb)) == 2
+        assert sb.token_requests == 2
+
+
+async def test_bad_assertion_key_is_unauthorized() -> None:
+    async with running_sandbox() as (sb, url):
+        other = make_client(url, TEST_KEYS, key_id="unknown-kid")
+        async with other as client:
+            with pytest.raises(D1Unauthorized) as caught:
+                await client.production_status("card-1")
+        assert caught.value.endpoint == "token"
+        assert sb.token_requests == 0
+
+
+async def test_retry_after_503_then_success() -> None:
+    async with running_sandbox() as (sb, url):
+        sb.create_card("card-1")
+        sb.faults.fail_next("productionStatus", status=503, count=2)
+        before = D1_CALLS.labels(endpoint="productionStatus", outcome="ok")._value.get()
+        async with make_client(url, sb, max_retries=3) as client:
+            status = await client.production_status("card-1")
+        assert status.masked_pan == "************1234"
+        assert len(_status_requests(sb)) == 3
+        ids = {r.headers["x-correlation-id"] for r in _status_requests(sb)}
+        assert len(ids) == 1  # one logical call: its retries share the correlation id
+        after = D1_CALLS.labels(endpoint="productionStatus", outcome="ok")._value.get()
+        assert after == before + 1
+
+
+async def test_no_retry_on_400() -> None:
+    async with running_sandbox() as (sb, url):
+        sb.create_card("card-1")
+        sb.faults.fail_next("productionStatus", status=400, error_code="FIELD_INVALID_FORMAT")
+        async with make_client(url, sb, max_retries=3) as client:
+            with pytest.raises(D1BadRequest) as caught:
+                await client.production_status("card-1")
+        assert caught.value.error_code == "FIELD_INVALID_FORMAT"
+        assert len(_status_requests(sb)) == 1
+
+
+async def test_errors_are_mapped_with_safe_messages() -> None:
+    async with running_sandbox() as (sb, url):
+        sb.create_card("card-1")
+        async with make_client(url, sb, max_retries=1) as client:
+            with pytest.raises(D1NotFound) as not_found:
+                await client.production_status("no-such-card")
+            sb.faults.fail_next("track", status=403, error_code="OPERATION_NOT_ALLOWED")
+            with pytest.raises(D1Forbidden) as forbidden:
+                await client.track("card-1", {"trackingType": "RETURN", "productionSite": "X"})
+            sb.faults.fail_next("productionStatus", status=503, count=2)
+            with pytest.raises(D1Unavailable) as unavailable:
+                await client.production_status("card-1")
+    assert not_found.value.status == 404
+    assert not_found.value.user_message == MSG_NOT_FOUND
+    assert forbidden.value.error_code == "OPERATION_NOT_ALLOWED"
+    assert forbidden.value.user_message == MSG_FORBIDDEN
+    assert unavailable.value.status == 503
+    assert unavailable.value.user_message == MSG_UNAVAILABLE
+    for error in (not_found.value, forbidden.value, unavailable.value):
+        assert CORRELATION_ID.match(error.correlation_id or "")
+        assert "scripted" not in error.user_message and "unknown" not in error.user_message
+
+
+async def test_connection_refused_is_unavailable_after_retries() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    async with make_client(url, TEST_KEYS, max_retries=2) as client:
+        with pytest.raises(D1Unavailable) as caught:
+            await client.production_status("card-1")
+    assert caught.value.status is None
+    assert "3 attempts" in str(caught.value)
+
+
+async def test_timeout_is_retried() -> None:
+    async with running_sandbox() as (sb, url):
+        sb.create_card("card-1")
+        sb.faults.delay_next("productionStatus", seconds=1.5)
+        async with make_client(url, sb, timeout=0.3, max_retries=2) as client:
+            status = await client.production_status("card-1")
+        assert status.status == "CARD_PROD_REQUESTED"
+        assert len(_status_requests(sb)) == 2
+
+
+async def test_each_call_has_a_fresh_correlation_id_not_from_card_data() -> None:
+    async with running_sandbox() as (sb, url):
+        sb.create_card("card-1")
+        async with make_client(url, sb) as client:
+            for _ in range(3):
+                await client.production_status("card-1")
+        ids = [r.headers["x-correlation-id"] for r in _status_requests(sb)]
+        assert len(set(ids)) == 3
+        assert all(CORRELATION_ID.match(i) and "card-1" not in i for i in ids)
+
+
+async def test_track_and_order_send_d1_bodies() -> None:
+    async with running_sandbox() as (sb, url):
+        async with make_client(url, sb) as client:
+            await client.track(
+                "card-9",
+                ShipmentTrackingRequest(
+                    tracking_number="61293150000079650811",
+                    shipment_date=datetime(2023, 1, 21, 17, 32, 28, tzinfo=timezone.utc),
+                    production_site="London",
+                    postal_code="WC2N5DU",
+                    country_code="GB",
+                ),
+            )
+            answer = await client.order_card("card-10", _order())
+            again = await client.order_card("card-10", _order())
+        track = next(r for r in sb.requests if r.path.endswith("/track"))
+        assert track.body["trackingType"] == "SHIPMENT"
+        assert track.body["shipmentDate"] == "2023-01-21T17:32:28Z"
+        assert answer.operation_id == again.operation_id  # idempotent on issuerRequestId
+        assert sb.emitted[-1]["details"]["status"] == "CARD_PROD_REQUESTED"
+
+
+async def test_invalid_card_id_refused_before_calling_d1() -> None:
+    async with running_sandbox() as (sb, url):
+        async with make_client(url, sb) as client:
+            with pytest.raises(D1BadRequest) as caught:
+                await client.production_status("../../etc")
+        assert caught.value.user_message == "That does not look like a D1 card id."
+        assert sb.requests == []
+
+
+async def test_status_in_notification_operation_shape_is_accepted() -> None:
+    async with running_sandbox(status_shape="operation") as (sb, url):
+        sb.create_card("card-1")
+        sb.run_scenario("card-1")
+        async with make_client(url, sb) as client:
+            status = await client.production_status("card-1")
+        assert status.status == "CARD_SHIPPED"
+        assert status.shipment is not None and status.shipment.status == "DELIVERED"
+
+
+def test_parse_production_status_both_shapes() -> None:
+    plain = parse_production_status({"status": "CARD_PROD_ONGOING", "futureField": 1})
+    op = parse_production_status(
+        {
+            "operationId": "op-1",
+            "operation": "PRODUCE",
+            "status": "PENDING",
+            "cardId": "c-1",
+            "startTime": "2026-05-22T09:38:00Z",
+            "details": {"status": "DATA_EXCEPTION", "reason": "bad data"},
+        }
+    )
+    assert plain.status == "CARD_PROD_ONGOING"
+    assert (op.status, op.reason) == ("DATA_EXCEPTION", "bad data")
+
+
+def test_from_settings_builds_or_says_what_is_missing(tmp_path: Path) -> None:
+    settings = Settings(**sandbox_env("http://127.0.0.1:9"), d1_max_retries=5)
+    client = D1Client.from_settings(settings)
+    assert client.issuer_id == TEST_KEYS.issuer_id and client.max_retries == 5
+    asyncio.run(client.aclose())
+    with pytest.raises(D1NotConfigured):
+        D1Client.from_settings(Settings(d1_issuer_id="issuer-001"))
+    with pytest.raises(D1NotConfigured):
+        D1Client.from_settings(
+            Settings(**{**sandbox_env("http://x"), "d1_private_key": "not a key"})
+        )
+
+
+# ---------------------------------------------------------------------- mTLS
+
+
+def _cert(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
+    *,
+    ca: bool = False,
+    ip: bool = False,
+) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    issuer_name, issuer_key = issuer or (name, key)
+    now = dt.datetime.now(dt.timezone.utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if ip:
+        import ipaddress
+
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _write_pki(tmp: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files."""
+    files: dict[str, Path] = {}
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _cert("test-ca", ca_key, None, ca=True)
+    for role in ("server", "client"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _cert(f"test-{role}", key, (ca.subject, ca_key), ip=role == "server")
+        files[f"{role}_cert"] = tmp / f"{role}.crt"
+        files[f"{role}_key"] = tmp / f"{role}.key"
+        files[f"{role}_cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        files[f"{role}_key"].write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    files["ca"] = tmp / "ca.crt"
+    files["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    return files
+
+
+def test_ssl_context_loads_client_certificate(tmp_path: Path) -> None:
+    pki = _write_pki(tmp_path)
+    context = build_ssl_context(client_cert=pki["client_cert"], client_key=pki["client_key"])
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    with pytest.raises(D1NotConfigured):
+        build_ssl_context(client_cert=pki["client_cert"], client_key=None)
+    with pytest.raises(ssl.SSLError):  # a key that does not match the certificate
+        build_ssl_context(client_cert=pki["client_cert"], client_key=pki["server_key"])
+
+
+async def test_mtls_handshake_with_client_certificate(tmp_path: Path) -> None:
+    """The client presents its certificate to a server that requires one (as D1 does)."""
+    from d1.sandbox import Sandbox
+    from tests.d1_fixtures import sandbox_config
+
+    pki = _write_pki(tmp_path)
+    sb = Sandbox(sandbox_config())
+    sb.create_card("card-1")
+    tls = {
+        "ssl_certfile": str(pki["server_cert"]),
+        "ssl_keyfile": str(pki["server_key"]),
+        "ssl_ca_certs": str(pki["ca"]),
+        "ssl_cert_reqs": ssl.CERT_REQUIRED,
+    }
+    async with serve_asgi(sb.app, **tls) as base:
+        url = base.replace("http://", "https://")
+        common = {"ca_file": str(pki["ca"]), "max_retries": 0}
+        async with make_client(
+            url, sb, client_cert=pki["client_cert"], client_key=pki["client_key"], **common
+        ) as client:
+            status = await client.production_status("card-1")
+        assert status.status == "CARD_PROD_REQUESTED"
+        async with make_client(url, sb, **common) as anonymous:
+            with pytest.raises(D1Unavailable):
+                await anonymous.production_status("card-1")
+
+
+async def test_mock_transport_sees_headers_and_form() -> None:
+    """Client mechanics in isolation: the token form and the banking headers."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path.endswith("/oauth2/token"):
+            return httpx.Response(200, json={"access_token": "t0k", "expires_in": 900})
+        return httpx.Response(200, json={"status": "CARD_SHIPPED"})
+
+    client = make_client("http://d1.test", TEST_KEYS, transport=httpx.MockTransport(handler))
+    async with client:
+        await client.production_status("card-1")
+    token_request, status_request = seen
+    form = dict(x.split("=", 1) for x in token_request.content.decode().split("&"))
+    assert form["grant_type"] == "urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer"
+    assert status_request.headers["authorization"] == "Bearer t0k"
+    assert (
+        status_request.url.path
+        == "/banking/v1/issuers/issuer-001/physicalCards/card-1/productionStatus"
+    )
+
+
+def _order() -> dict:
+    return {
+        "distributionChannel": "THALES",
+        "consumerId": "consumer-1",
+        "issuerRequestId": "req-10",
+        "services": {"issuance": "CREATION", "delivery": "STANDARD"},
+        "encryptedData": "eyJhbGciOiJFQ0RILUVTIn0..iv.cipher.tag",
+        "paymentApplication": {"config": "VISA_CREDIT"},
+        "shipment": {
+            "type": "INDIVIDUAL",
+            "deliveryAddress": {
+                "firstName": "Jane",
+                "lastName": "Doe",
+                "line1": "1 Rue de la Paix",
+                "zipCode": "75002",
+                "city": "Paris",
+                "countryCode": "FR",
+            },
+        },
+    }
