@@ -349,10 +349,21 @@ class OrderServices(D1Model):
     pin_mailer: bool | None = None
 
 
+class OrderAddress(Address):
+    """The order's shipping address: an `Address` plus the recipient (personal data)."""
+
+    title: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    line4: str | None = None
+    mobile_phone_number: dict[str, Any] | None = None
+    email: str | None = None
+
+
 class OrderShipment(D1Model):
     type: str = Field(pattern=r"^(INDIVIDUAL|BULK)$")
-    delivery_address: Address
-    individual_address: Address | None = None
+    delivery_address: OrderAddress
+    individual_address: OrderAddress | None = None
     group_id: str | None = Field(default=None, min_length=1, max_length=64)
     order_id: str | None = Field(default=None, min_length=1, max_length=64)
 
