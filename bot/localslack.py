@@ -71,6 +71,7 @@ class _Failure:
     error: str | None = None
     retry_after: float | None = None
     remaining: int = 1
+    skip: int = 0
 
 
 @dataclass
@@ -180,15 +181,19 @@ class LocalSlack:
         error: str | None = None,
         retry_after: float | None = None,
         count: int = 1,
+        skip: int = 0,
     ) -> None:
         """Make the next `count` calls of `method` fail: an HTTP status (500, 429 with
-        `Retry-After`), or HTTP 200 with `{"ok": false, "error": error}`."""
+        `Retry-After`), or HTTP 200 with `{"ok": false, "error": error}`. `skip` lets that many
+        calls succeed first (fail the second post of a pair, say). Scripts queue up in order."""
         if status == 200 and error is None:
             error = "internal_error"
         if status == 429 and retry_after is None:
             retry_after = 1
         self._failures[method].append(
-            _Failure(status=status, error=error, retry_after=retry_after, remaining=count)
+            _Failure(
+                status=status, error=error, retry_after=retry_after, remaining=count, skip=skip
+            )
         )
 
     def enforce_rate_limit(
@@ -343,6 +348,9 @@ class LocalSlack:
         if not queue:
             return None
         failure = queue[0]
+        if failure.skip > 0:
+            failure.skip -= 1
+            return None
         failure.remaining -= 1
         if failure.remaining <= 0:
             queue.popleft()

@@ -1,0 +1,426 @@
+"""Block Kit for channel messages: pure functions from stored card and event rows.
+
+Everything here is posted to channels, which many people read: a channel message carries no
+personal data at all (no cardholder name, no address, no `signedBy`), and every piece of text
+that came from outside passes through `_clean`, which masks anything that looks like a PAN.
+Built with `slack_sdk.models.blocks`, whose `to_dict()` checks Slack's limits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ContextBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    SectionBlock,
+)
+
+from bot import actions
+from d1.models import (
+    PRODUCTION_STATUS_WORDS,
+    SHIPMENT_STATUS_WORDS,
+    Shipment,
+    find_pans,
+    mask_pan,
+)
+from storage.tables import CardRecord, EventRecord
+
+MAX_FIELDS = 10  # Slack's limit of fields in one section
+MAX_SECTION_TEXT = 3000  # Slack's limit of a section's text
+MAX_SUMMARY_ROWS = 40  # a burst summary longer than this ends with "... and N more"
+HEADER_LIMIT = 150  # Slack's limit of a header's text
+
+
+@dataclass(frozen=True)
+class ChannelMessage:
+    """A message for `chat.postMessage` / `chat.update`: fallback text plus blocks."""
+
+    text: str
+    blocks: Sequence[Block] = field(default_factory=tuple)
+
+    def block_dicts(self) -> list[dict[str, Any]]:
+        return [b.to_dict() for b in self.blocks]
+
+    def as_payload(self) -> dict[str, Any]:
+        """`{"text", "blocks"}` as stored in an outbox row's payload."""
+        return {"text": self.text, "blocks": self.block_dicts()}
+
+
+# --------------------------------------------------------------------------- text helpers
+
+
+def _clean(text: str | None) -> str:
+    """Outside text made safe for a channel: PAN-like digit runs masked, mrkdwn escaped."""
+    if not text:
+        return ""
+    for pan in find_pans(text):
+        text = text.replace(pan, mask_pan(pan))
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def card_label(card_id: str) -> str:
+    """How a card is named in a channel: its D1 card id (masked if it ever looks like a PAN)."""
+    return _clean(card_id)
+
+
+def slack_date(value: datetime, *, with_time: bool = True) -> str:
+    """A date Slack shows in each reader's timezone, with a UTC fallback."""
+    stamp = int(value.timestamp())
+    fmt = "{date_short_pretty} {time}" if with_time else "{date_short_pretty}"
+    fallback = value.strftime("%Y-%m-%d %H:%M UTC" if with_time else "%Y-%m-%d")
+    return f"<!date^{stamp}^{fmt}|{fallback}>"
+
+
+def status_text(status: str | None) -> str:
+    """`Shipped (`CARD_SHIPPED`)`; an unknown status is shown as it is."""
+    if not status:
+        return "Unknown"
+    words = PRODUCTION_STATUS_WORDS.get(status)
+    return f"{words} (`{_clean(status)}`)" if words else f"`{_clean(status)}`"
+
+
+def shipment_text(status: str | None) -> str:
+    if not status:
+        return "Unknown"
+    words = SHIPMENT_STATUS_WORDS.get(status)
+    return f"{words} (`{_clean(status)}`)" if words else f"`{_clean(status)}`"
+
+
+def _plain_status(status: str | None, shipment_status: str | None) -> str:
+    """Status in words without markup, for fallback text and headers."""
+    words = PRODUCTION_STATUS_WORDS.get(status or "", status or "Unknown")
+    if shipment_status:
+        words += " / " + SHIPMENT_STATUS_WORDS.get(shipment_status, shipment_status)
+    return words
+
+
+def _field(label: str, value: str) -> MarkdownTextObject:
+    return MarkdownTextObject(text=f"*{label}*\n{value}")
+
+
+def _sections(fields: list[MarkdownTextObject]) -> list[Block]:
+    return [
+        SectionBlock(fields=fields[i : i + MAX_FIELDS]) for i in range(0, len(fields), MAX_FIELDS)
+    ]
+
+
+def _header(text: str) -> HeaderBlock:
+    if len(text) > HEADER_LIMIT:
+        text = text[: HEADER_LIMIT - 1] + "…"
+    return HeaderBlock(text=text)
+
+
+def _shipment(raw: dict[str, Any] | None) -> Shipment | None:
+    if not raw:
+        return None
+    try:
+        return Shipment.model_validate(raw)
+    except ValueError:
+        return None
+
+
+def _tracking_link(shipment: Shipment) -> str | None:
+    url = shipment.tracking_url or shipment.redirect_url
+    if not shipment.tracking_number and not url:
+        return None
+    label = _clean(shipment.tracking_number or "Track")
+    if url and url.startswith(("https://", "http://")) and not find_pans(url):
+        return f"<{url.replace('|', '%7C').replace('>', '%3E')}|{label}>"
+    return label
+
+
+def _shipment_fields(shipment: Shipment) -> list[MarkdownTextObject]:
+    """Carrier facts that may go to a channel. Never `signedBy`: it is a person's name."""
+    fields: list[MarkdownTextObject] = []
+    if shipment.status:
+        value = shipment_text(shipment.status)
+        if shipment.message:
+            value += f"\n{_clean(shipment.message)}"
+        fields.append(_field("Shipment", value))
+    if shipment.carrier_name:
+        fields.append(_field("Carrier", _clean(shipment.carrier_name)))
+    link = _tracking_link(shipment)
+    if link:
+        fields.append(_field("Tracking", link))
+    if shipment.estimated_delivery_date and not shipment.delivery_date:
+        fields.append(_field("ETA", slack_date(shipment.estimated_delivery_date, with_time=False)))
+    if shipment.delivery_date:
+        fields.append(_field("Delivered", slack_date(shipment.delivery_date)))
+    if shipment.failed_delivery_attempts and shipment.failed_delivery_attempts != "0":
+        fields.append(_field("Failed attempts", _clean(shipment.failed_delivery_attempts)))
+    checkpoint = shipment.last_checkpoint
+    if checkpoint is not None and (checkpoint.city or checkpoint.country_name):
+        place = ", ".join(_clean(p) for p in (checkpoint.city, checkpoint.country_name) if p)
+        when = f" ({slack_date(checkpoint.checkpoint_time)})" if checkpoint.checkpoint_time else ""
+        fields.append(_field("Last checkpoint", place + when))
+    return fields
+
+
+def _event_shipment(event: EventRecord) -> Shipment | None:
+    details = (event.payload or {}).get("details") or {}
+    return _shipment(details.get("shipment"))
+
+
+def _event_line(event: EventRecord) -> str:
+    """What an event reported, in one line of mrkdwn."""
+    parts = [status_text(event.details_status)] if event.details_status else []
+    if event.shipment_status:
+        shipment = shipment_text(event.shipment_status)
+        if event.shipment_message:
+            shipment += f": {_clean(event.shipment_message)}"
+        parts.append(shipment)
+    if event.operation_status and event.operation_status != "SUCCESSFUL":
+        parts.append(f"operation `{_clean(event.operation_status)}`")
+    if not parts:
+        parts.append(f"`{_clean(event.operation)}`")
+    return " · ".join(parts)
+
+
+def _event_reason(event: EventRecord) -> str | None:
+    payload = event.payload or {}
+    reason = (payload.get("details") or {}).get("reason")
+    code = payload.get("errorCode")
+    bits = []
+    if reason:
+        bits.append(f"reason: {_clean(str(reason))}")
+    if code:
+        bits.append(f"error code `{_clean(str(code))}`")
+    return ", ".join(bits) or None
+
+
+# --------------------------------------------------------------------------- the parent
+
+
+def card_parent_message(card: CardRecord) -> ChannelMessage:
+    """The first message about a card in a channel, kept current with `chat.update`."""
+    label = card_label(card.card_id)
+    plain = _plain_status(card.status, card.shipment_status)
+    alert = ":warning: " if card.is_exception else ""
+    fields = [_field("Status", status_text(card.status))]
+    shipment = _shipment(card.shipment)
+    if shipment is not None:
+        fields.extend(_shipment_fields(shipment))
+    elif card.shipment_status:
+        fields.append(_field("Shipment", shipment_text(card.shipment_status)))
+    if card.production_site:
+        fields.append(_field("Production site", _clean(card.production_site)))
+    if card.reason:
+        fields.append(_field("Reason", _clean(card.reason)))
+    context = []
+    if card.state_event_time is not None:
+        context.append(f"Status as of {slack_date(card.state_event_time)}")
+    context.append("Updates in the thread :thread:")
+    blocks: list[Block] = [
+        _header(f"Card {card.card_id if label == card.card_id else label}"),
+        SectionBlock(text=MarkdownTextObject(text=f"{alert}*{_clean(plain)}*")),
+        *_sections(fields),
+        ContextBlock(elements=[MarkdownTextObject(text=" · ".join(context))]),
+    ]
+    return ChannelMessage(text=f"{alert}Card {label}: {plain}", blocks=blocks)
+
+
+# --------------------------------------------------------------------------- thread replies
+
+
+def event_reply_message(event: EventRecord) -> ChannelMessage:
+    """One event in the card's thread (rendered from the event, not from the card)."""
+    alert = ":warning: " if event.is_exception else ""
+    line = f"{alert}{_event_line(event)}"
+    reason = _event_reason(event)
+    if reason:
+        line += f"\n{reason}"
+    blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=line[:MAX_SECTION_TEXT]))]
+    shipment = _event_shipment(event)
+    if shipment is not None:
+        fields = [f for f in _shipment_fields(shipment) if not f.text.startswith("*Shipment*")]
+        blocks.extend(_sections(fields))
+    blocks.append(
+        ContextBlock(
+            elements=[
+                MarkdownTextObject(
+                    text=f"`{_clean(event.operation)}` · event time {slack_date(event.event_time)}"
+                )
+            ]
+        )
+    )
+    plain = _plain_status(event.details_status, event.shipment_status)
+    return ChannelMessage(text=f"{alert}Card {card_label(event.card_id)}: {plain}", blocks=blocks)
+
+
+def card_notice_message(card_id: str, text: str) -> ChannelMessage:
+    """A plain notice in a card's thread (stuck cards and other scheduled findings)."""
+    return ChannelMessage(
+        text=f"Card {card_label(card_id)}: {_clean(text)}",
+        blocks=[SectionBlock(text=MarkdownTextObject(text=_clean(text)[:MAX_SECTION_TEXT]))],
+    )
+
+
+def stuck_card_message(
+    card: CardRecord, *, stuck_for: timedelta, expected: str | None = None
+) -> ChannelMessage:
+    """A card that has not moved for longer than expected."""
+    label = card_label(card.card_id)
+    plain = _plain_status(card.status, card.shipment_status)
+    hours = int(stuck_for.total_seconds() // 3600)
+    duration = f"{hours // 24} days" if hours >= 48 else f"{hours} hours"
+    line = f":hourglass: Card *{label}* has been *{_clean(plain)}* for {duration}"
+    if expected:
+        line += f" (expected within {_clean(expected)})"
+    return ChannelMessage(
+        text=f"Card {label} has been {plain} for {duration}",
+        blocks=[
+            SectionBlock(text=MarkdownTextObject(text=line)),
+            ContextBlock(
+                elements=[
+                    MarkdownTextObject(text="Use `/card status " + label + "` to ask D1 now.")
+                ]
+            ),
+        ],
+    )
+
+
+# --------------------------------------------------------------------------- exception alerts
+
+
+def _alert_blocks(
+    card: CardRecord, event: EventRecord, *, thread_link: str | None
+) -> tuple[str, list[Block]]:
+    label = card_label(card.card_id)
+    plain = _plain_status(event.details_status, event.shipment_status)
+    what = _event_line(event)
+    reason = _event_reason(event)
+    if reason:
+        what += f"\n{reason}"
+    fields = [_field("Card", f"`{label}`"), _field("Reported", slack_date(event.event_time))]
+    shipment = _event_shipment(event)
+    if shipment is not None:
+        fields.extend(_shipment_fields(shipment))
+    blocks: list[Block] = [
+        _header(f"Card exception: {plain}"),
+        SectionBlock(text=MarkdownTextObject(text=f":rotating_light: {what}"[:MAX_SECTION_TEXT])),
+        *_sections(fields),
+    ]
+    if thread_link:
+        blocks.append(
+            ContextBlock(elements=[MarkdownTextObject(text=f"<{thread_link}|Card thread>")])
+        )
+    return f"Card exception on {label}: {plain}", blocks
+
+
+def exception_alert_message(
+    card: CardRecord, event: EventRecord, *, thread_link: str | None = None
+) -> ChannelMessage:
+    """An alert for the exceptions channel: what happened and buttons to act on it."""
+    text, blocks = _alert_blocks(card, event, thread_link=thread_link)
+    value = actions.encode_value(actions.ActionValue(card.card_id, event.id))
+    blocks.append(
+        ActionsBlock(
+            block_id="alert_actions",
+            elements=[
+                ButtonElement(
+                    text="Acknowledge", action_id=actions.ALERT_ACK, value=value, style="primary"
+                ),
+                ButtonElement(text="Refresh status", action_id=actions.ALERT_REFRESH, value=value),
+                ButtonElement(
+                    text="Re-request tracking", action_id=actions.ALERT_RETRACK, value=value
+                ),
+            ],
+        )
+    )
+    return ChannelMessage(text=text, blocks=blocks)
+
+
+def alert_acknowledged_message(
+    card: CardRecord,
+    event: EventRecord,
+    *,
+    acked_by: str,
+    acked_at: datetime,
+    thread_link: str | None = None,
+) -> ChannelMessage:
+    """The alert after someone pressed Acknowledge (for `chat.update`): who and when, and the
+    buttons that remain useful."""
+    text, blocks = _alert_blocks(card, event, thread_link=thread_link)
+    value = actions.encode_value(actions.ActionValue(card.card_id, event.id))
+    blocks.append(
+        ContextBlock(
+            elements=[
+                MarkdownTextObject(
+                    text=f":white_check_mark: Acknowledged by <@{_clean(acked_by)}> "
+                    f"{slack_date(acked_at)}"
+                )
+            ]
+        )
+    )
+    blocks.append(
+        ActionsBlock(
+            block_id="alert_actions",
+            elements=[
+                ButtonElement(text="Refresh status", action_id=actions.ALERT_REFRESH, value=value),
+                ButtonElement(
+                    text="Re-request tracking", action_id=actions.ALERT_RETRACK, value=value
+                ),
+            ],
+        )
+    )
+    return ChannelMessage(text=f"{text} (acknowledged by <@{_clean(acked_by)}>)", blocks=blocks)
+
+
+# --------------------------------------------------------------------------- burst summary
+
+
+def burst_summary_message(cards: Sequence[CardRecord]) -> ChannelMessage:
+    """Many cards changed at once (a batch file): one message listing them."""
+    ordered = sorted(cards, key=lambda c: (not c.is_exception, c.card_id))
+    exceptions = sum(1 for c in ordered if c.is_exception)
+    head = f"{len(ordered)} cards changed at once"
+    if exceptions:
+        head += f", {exceptions} with exceptions"
+    lines = []
+    for card in ordered[:MAX_SUMMARY_ROWS]:
+        mark = ":warning: " if card.is_exception else "• "
+        line = f"{mark}`{card_label(card.card_id)}` {status_text(card.status)}"
+        if card.shipment_status:
+            line += f" · {shipment_text(card.shipment_status)}"
+        lines.append(line)
+    if len(ordered) > MAX_SUMMARY_ROWS:
+        lines.append(f"… and {len(ordered) - MAX_SUMMARY_ROWS} more")
+    blocks: list[Block] = [_header(head)]
+    chunk: list[str] = []
+    for line in lines:  # sections of at most MAX_SECTION_TEXT characters
+        if chunk and len("\n".join([*chunk, line])) > MAX_SECTION_TEXT:
+            blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(chunk))))
+            chunk = []
+        chunk.append(line)
+    if chunk:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(chunk))))
+    blocks.append(
+        ContextBlock(
+            elements=[
+                MarkdownTextObject(
+                    text="Summarised to spare the channel; `/card status <cardId>` for details."
+                )
+            ]
+        )
+    )
+    return ChannelMessage(text=head, blocks=blocks)
+
+
+# --------------------------------------------------------------------------- notices
+
+
+def not_in_channel_notice(channel_id: str) -> ChannelMessage:
+    """To the subscriber, when the bot cannot post to the channel they subscribed."""
+    text = (
+        f"I can't post card updates to <#{_clean(channel_id)}>: I'm not a member of it. "
+        f"Type `/invite @d1bot` in that channel, and new updates will arrive there."
+    )
+    return ChannelMessage(text=text, blocks=[SectionBlock(text=MarkdownTextObject(text=text))])

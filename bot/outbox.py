@@ -1,0 +1,574 @@
+"""The delivery worker: drains the outbox to Slack, paced, retried, exactly once per row.
+
+Each round coalesces bursts (many cards pending for one channel become one summary), claims the
+due head row of each channel (see `storage.repositories.outbox`), and delivers the claimed rows
+concurrently. A row is settled only after Slack answered: sent (with the returned `ts`), retried
+later (5xx, connection errors: exponential backoff with jitter; 429: not before `Retry-After`),
+or dead (permanent errors, or too many attempts), visibly: a WARNING log line and
+`DEAD_LETTERS{reason}`. A parent message's `ts` is stored before its row is marked sent, so a
+crash cannot post a card's parent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import messages
+from bot.metrics import DEAD_LETTERS, OUTBOX_DEPTH, OUTBOX_OLDEST_AGE, SLACK_CALLS
+from bot.notify import (
+    PARENT_GONE_ERRORS,
+    ChannelPacer,
+    Deferred,
+    DeliveryError,
+    PermanentError,
+    RateLimited,
+    TransientError,
+    backoff_seconds,
+    classify_slack_error,
+)
+from bot.runtime import BackgroundTask, Runtime
+from storage.repositories import cards as cards_repo
+from storage.repositories import health
+from storage.repositories import outbox as repo
+from storage.repositories import threads as threads_repo
+from storage.repositories.subscriptions import subscriptions_of_card
+from storage.tables import CardRecord, EventRecord, OutboxRecord
+
+log = logging.getLogger(__name__)
+
+Followup = Callable[[], Awaitable[None]]
+
+DEFAULT_BATCH_SIZE = 200
+DEFAULT_CONCURRENCY = 32
+DEFAULT_LEASE_SECONDS = 120.0
+DEFAULT_BACKOFF_BASE = 2.0
+DEFAULT_BACKOFF_CAP = 600.0
+DEFAULT_POLL_SECONDS = 1.0
+DEFAULT_MAX_PACING_WAIT = 5.0
+# An exception alert waits this long for the card's thread to exist, to link to it.
+DEFAULT_ALERT_LINK_WAIT = timedelta(seconds=20)
+
+
+class OutboxWorker:
+    """Delivers outbox rows to Slack (see the module docstring)."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        client: AsyncWebClient | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        backoff_base: float = DEFAULT_BACKOFF_BASE,
+        backoff_cap: float = DEFAULT_BACKOFF_CAP,
+        poll_seconds: float = DEFAULT_POLL_SECONDS,
+        max_pacing_wait: float = DEFAULT_MAX_PACING_WAIT,
+        alert_link_wait: timedelta = DEFAULT_ALERT_LINK_WAIT,
+        name: str | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.engine = runtime.engine
+        self.settings = runtime.settings
+        self._client = client
+        self.batch_size = batch_size
+        self.lease = timedelta(seconds=lease_seconds)
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.poll_seconds = poll_seconds
+        self.alert_link_wait = alert_link_wait
+        self.name = (name or f"{runtime.instance}:{secrets.token_hex(3)}")[-64:]
+        self.pacer = ChannelPacer(
+            self.settings.d1bot_channel_rate_per_second, max_wait=max_pacing_wait
+        )
+        self._slots = asyncio.Semaphore(concurrency)
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._wakeup = runtime.outbox_wakeup
+        self._failed_rounds = 0
+
+    @property
+    def client(self) -> AsyncWebClient:
+        """The runtime's Slack client (resolved late: it may be set after `install`), else our
+        own built from the settings."""
+        if self._client is None:
+            self._client = self.runtime.slack_client or _client_from_settings(self.runtime)
+        return self._client
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if self._wakeup is None:
+            self._wakeup = self.runtime.outbox_wakeup = asyncio.Event()
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name="outbox-worker")
+
+    async def stop(self, *, timeout: float = 30.0) -> None:
+        """Finish the rows in hand, then stop (rows not yet claimed stay pending)."""
+        self._stopping = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._task = None
+
+    def is_healthy(self) -> bool:
+        return self._task is not None and not self._task.done() and self._failed_rounds < 5
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        while not self._stopping:
+            try:
+                handled = await self.drain_once()
+                self._failed_rounds = 0
+            except Exception:
+                self._failed_rounds += 1
+                log.exception("outbox round failed; retrying")
+                handled = 0
+            if handled or self._stopping:
+                continue
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), await self._idle_seconds())
+
+    async def _idle_seconds(self) -> float:
+        """How long to sleep when nothing was due: until the next row is due, at most a poll."""
+        due = await asyncio.to_thread(repo.next_due_at, self.engine)
+        if due is None:
+            return self.poll_seconds
+        seconds = (due - self.runtime.clock()).total_seconds()
+        return min(self.poll_seconds, max(0.01, seconds))
+
+    # ------------------------------------------------------------------ one round
+
+    async def drain_once(self) -> int:
+        """Coalesce bursts, claim the due heads, deliver them. Returns the rows handled."""
+        now = self.runtime.clock()
+        await asyncio.to_thread(self._coalesce, now)
+        rows = await asyncio.to_thread(
+            repo.claim_due,
+            self.engine,
+            worker=self.name,
+            now=now,
+            lease_until=now + self.lease,
+            limit=self.batch_size,
+        )
+        if rows:
+            await asyncio.gather(*(self._deliver_guarded(row) for row in rows))
+            self.pacer.forget_idle()
+        await asyncio.to_thread(self._update_gauges)
+        return len(rows)
+
+    def _coalesce(self, now: datetime) -> None:
+        threshold = self.settings.d1bot_burst_threshold
+        for burst in repo.find_bursts(self.engine, threshold=threshold, now=now):
+            summary = repo.coalesce_burst(
+                self.engine,
+                workspace_id=burst.workspace_id,
+                channel_id=burst.channel_id,
+                threshold=threshold,
+                now=now,
+                render=_render_burst,
+            )
+            if summary is not None:
+                log.info(
+                    "coalesced %d cards for channel %s into one summary",
+                    burst.cards,
+                    burst.channel_id,
+                )
+
+    def _update_gauges(self) -> None:
+        backlog = health.outbox_backlog(engine=self.engine)
+        OUTBOX_DEPTH.set(backlog.pending)
+        OUTBOX_OLDEST_AGE.set(backlog.oldest_age_seconds(self.runtime.clock()))
+
+    # ------------------------------------------------------------------ one row
+
+    async def _deliver_guarded(self, row: OutboxRecord) -> None:
+        async with self._slots:
+            try:
+                await self._deliver(row)
+            except Exception:  # a bug must not lose the row: it is retried, boundedly
+                log.exception("outbox row %s failed unexpectedly", row.id)
+                await self._failed(row, TransientError("internal_error"))
+
+    async def _deliver(self, row: OutboxRecord) -> None:
+        handler = _HANDLERS.get(row.kind)
+        try:
+            if handler is None:
+                raise PermanentError(f"unknown_kind:{row.kind}")
+            slack_ts, followup = await handler(self, row)
+        except DeliveryError as failure:
+            await self._failed(row, failure)
+            return
+        sent = await asyncio.to_thread(
+            repo.mark_sent,
+            self.engine,
+            row_id=_id(row),
+            worker=self.name,
+            now=self.runtime.clock(),
+            slack_ts=slack_ts,
+        )
+        if not sent:
+            log.warning("outbox row %s was sent after its claim expired", row.id)
+        if followup is not None:
+            try:
+                await followup()
+            except DeliveryError as failure:  # best effort: the next event corrects it
+                log.info("follow-up of outbox row %s failed: %s", row.id, failure.error)
+
+    async def _failed(self, row: OutboxRecord, failure: DeliveryError) -> None:
+        now = self.runtime.clock()
+        if isinstance(failure, RateLimited):
+            self.pacer.block(row.channel_id, failure.retry_after)
+            await self._retry(row, now + timedelta(seconds=failure.retry_after), failure, False)
+            return
+        if isinstance(failure, Deferred):
+            await self._retry(row, now + timedelta(seconds=failure.seconds), None, False)
+            return
+        attempts = row.attempts + 1
+        if (
+            isinstance(failure, TransientError)
+            and attempts < self.settings.d1bot_outbox_max_attempts
+        ):
+            delay = backoff_seconds(attempts, base=self.backoff_base, cap=self.backoff_cap)
+            await self._retry(row, now + timedelta(seconds=delay), failure, True)
+            return
+        reason = failure.error if isinstance(failure, PermanentError) else "max_attempts"
+        error = failure.error if reason == failure.error else f"max_attempts: {failure.error}"
+        dead = await asyncio.to_thread(
+            repo.mark_dead, self.engine, row_id=_id(row), worker=self.name, now=now, error=error
+        )
+        if not dead:
+            return
+        DEAD_LETTERS.labels(reason=_reason_label(reason)).inc()
+        log.warning(
+            "outbox row %s (%s) to channel %s is a dead letter after %d attempts: %s",
+            row.id,
+            row.kind,
+            row.channel_id,
+            attempts,
+            error,
+        )
+        if failure.error == "not_in_channel":
+            await asyncio.to_thread(self._tell_subscriber, row, now)
+
+    async def _retry(
+        self, row: OutboxRecord, at: datetime, failure: DeliveryError | None, count: bool
+    ) -> None:
+        await asyncio.to_thread(
+            repo.retry_later,
+            self.engine,
+            row_id=_id(row),
+            worker=self.name,
+            next_attempt_at=at,
+            error=failure.error if failure else None,
+            count_attempt=count,
+        )
+
+    def _tell_subscriber(self, row: OutboxRecord, now: datetime) -> None:
+        """Ask whoever subscribed the channel to invite the bot (once per channel)."""
+        if row.subscription_id is None or row.card_id is None:
+            return
+        subscription = next(
+            (
+                s
+                for s in subscriptions_of_card(self.engine, card_id=row.card_id)
+                if s.id == row.subscription_id
+            ),
+            None,
+        )
+        if subscription is None:
+            return
+        notice = messages.not_in_channel_notice(row.channel_id)
+        repo.enqueue_once(
+            self.engine,
+            once_key=f"notice:not_in_channel:{row.workspace_id}:{row.channel_id}",
+            workspace_id=row.workspace_id,
+            channel_id=subscription.created_by,
+            kind=repo.KIND_DIRECT_MESSAGE,
+            payload={"user": subscription.created_by, **notice.as_payload()},
+            now=now,
+        )
+        self.runtime.wake_outbox()
+
+    # ------------------------------------------------------------------ Slack calls
+
+    async def call(self, method: str, *, paced_channel: str | None = None, **body: Any) -> Any:
+        """One Slack Web API call; failures raised as `DeliveryError`s. Posts to a channel
+        wait for the channel's turn first."""
+        if paced_channel is not None:
+            await self.pacer.acquire(paced_channel)
+        try:
+            if method in {"chat.getPermalink", "conversations.info"}:
+                response = await self.client.api_call(method, http_verb="GET", params=body)
+            else:
+                response = await self.client.api_call(method, json=body)
+        except SlackApiError as exc:
+            answer = exc.response
+            failure = classify_slack_error(
+                status=answer.status_code,
+                error=answer.get("error") if isinstance(answer.data, dict) else None,
+                retry_after=answer.headers.get("Retry-After") if answer.headers else None,
+            )
+            SLACK_CALLS.labels(method=method, outcome=_outcome(failure)).inc()
+            if isinstance(failure, RateLimited) and paced_channel is not None:
+                self.pacer.block(paced_channel, failure.retry_after)
+            raise failure from None
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            SLACK_CALLS.labels(method=method, outcome="connection_error").inc()
+            raise TransientError(f"connection: {type(exc).__name__}") from None
+        SLACK_CALLS.labels(method=method, outcome="ok").inc()
+        return response
+
+    async def post(self, channel: str, message: dict[str, Any], **extra: Any) -> str:
+        """Post to a channel (paced); returns the message's `ts`."""
+        body = {"channel": channel, "text": message.get("text") or "", **extra}
+        if message.get("blocks"):
+            body["blocks"] = message["blocks"]
+        response = await self.call("chat.postMessage", paced_channel=channel, **body)
+        return str(response["ts"])
+
+    # ------------------------------------------------------------------ card threads
+
+    async def _card_and_thread(self, row: OutboxRecord) -> tuple[CardRecord, str, bool]:
+        """The row's card and its parent's ts in the row's channel, posting the parent (from
+        the card's current state) when there is none yet. The parent's ts is stored before
+        anything else happens. Returns (card, parent ts, whether the parent was just posted)."""
+        card = await asyncio.to_thread(cards_repo.get_card, self.engine, card_id=row.card_id or "")
+        if card is None:
+            raise PermanentError("missing_event")
+        thread = await asyncio.to_thread(
+            threads_repo.get_thread,
+            self.engine,
+            workspace_id=row.workspace_id,
+            channel_id=row.channel_id,
+            card_id=card.card_id,
+        )
+        if thread is not None:
+            return card, thread.parent_ts, False
+        parent_ts = await self.post(row.channel_id, messages.card_parent_message(card).as_payload())
+        await asyncio.to_thread(
+            threads_repo.save_thread,
+            self.engine,
+            workspace_id=row.workspace_id,
+            channel_id=row.channel_id,
+            card_id=card.card_id,
+            parent_ts=parent_ts,
+            now=self.runtime.clock(),
+        )
+        return card, parent_ts, True
+
+    async def _post_in_thread(
+        self, row: OutboxRecord, message: dict[str, Any], parent_ts: str, *, broadcast: bool
+    ) -> str:
+        try:
+            return await self.post(
+                row.channel_id, message, thread_ts=parent_ts, reply_broadcast=broadcast
+            )
+        except PermanentError as failure:
+            if failure.error not in PARENT_GONE_ERRORS:
+                raise
+        await asyncio.to_thread(self._forget_thread, row)
+        raise TransientError("parent_gone")
+
+    def _forget_thread(self, row: OutboxRecord) -> None:
+        threads_repo.forget_thread(
+            self.engine,
+            workspace_id=row.workspace_id,
+            channel_id=row.channel_id,
+            card_id=row.card_id or "",
+        )
+
+    def _parent_update(self, row: OutboxRecord, card: CardRecord, parent_ts: str) -> Followup:
+        async def update() -> None:
+            message = messages.card_parent_message(card)
+            try:
+                await self.call(
+                    "chat.update",
+                    channel=row.channel_id,
+                    ts=parent_ts,
+                    text=message.text,
+                    blocks=message.block_dicts(),
+                )
+            except PermanentError as failure:
+                if failure.error in PARENT_GONE_ERRORS:
+                    await asyncio.to_thread(self._forget_thread, row)
+                raise
+
+        return update
+
+    # ------------------------------------------------------------------ kinds
+
+    def _event_of(self, row: OutboxRecord) -> EventRecord | None:
+        return cards_repo.get_event(self.engine, event_id=row.event_id or 0)
+
+    async def _send_card_event(self, row: OutboxRecord) -> tuple[str, Followup | None]:
+        event = await asyncio.to_thread(
+            cards_repo.get_event, self.engine, event_id=row.event_id or 0
+        )
+        if event is None:
+            raise PermanentError("missing_event")
+        card, parent_ts, created = await self._card_and_thread(row)
+        reply = messages.event_reply_message(event).as_payload()
+        ts = await self._post_in_thread(row, reply, parent_ts, broadcast=event.is_exception)
+        return ts, None if created else self._parent_update(row, card, parent_ts)
+
+    async def _send_card_notice(self, row: OutboxRecord) -> tuple[str, Followup | None]:
+        _card, parent_ts, _created = await self._card_and_thread(row)
+        ts = await self._post_in_thread(row, row.payload or {}, parent_ts, broadcast=True)
+        return ts, None
+
+    async def _send_exception_alert(self, row: OutboxRecord) -> tuple[str, Followup | None]:
+        event = await asyncio.to_thread(
+            cards_repo.get_event, self.engine, event_id=row.event_id or 0
+        )
+        card = await asyncio.to_thread(cards_repo.get_card, self.engine, card_id=row.card_id or "")
+        if event is None or card is None:
+            raise PermanentError("missing_event")
+        link = await self._thread_link(row, card.card_id)
+        message = messages.exception_alert_message(card, event, thread_link=link)
+        return await self.post(row.channel_id, message.as_payload()), None
+
+    async def _thread_link(self, row: OutboxRecord, card_id: str) -> str | None:
+        """A permalink to the card's thread in a subscribed channel; waits (boundedly) for a
+        card event still on its way to create one."""
+        threads = await asyncio.to_thread(
+            threads_repo.threads_of_card,
+            self.engine,
+            card_id=card_id,
+            workspace_id=row.workspace_id,
+        )
+        threads = [t for t in threads if t.channel_id != row.channel_id]
+        if not threads:
+            young = self.runtime.clock() - row.created_at < self.alert_link_wait
+            if young and await asyncio.to_thread(
+                repo.has_pending_card_event,
+                self.engine,
+                card_id=card_id,
+                before_id=_id(row),
+                workspace_id=row.workspace_id,
+            ):
+                raise Deferred(1.0, "waiting_for_thread")
+            return None
+        thread = threads[0]
+        try:
+            answer = await self.call(
+                "chat.getPermalink", channel=thread.channel_id, message_ts=thread.parent_ts
+            )
+        except (PermanentError, TransientError) as failure:
+            log.info("no permalink for the thread of an alert: %s", failure.error)
+            return None
+        return str(answer.get("permalink") or "") or None
+
+    async def _send_message(self, row: OutboxRecord) -> tuple[str, Followup | None]:
+        """A message with optional replies in its thread; progress is saved after each post."""
+        payload = dict(row.payload or {})
+        main_ts = row.slack_ts
+        if main_ts is None:
+            main_ts = await self.post(row.channel_id, payload)
+            await asyncio.to_thread(
+                repo.save_progress, self.engine, row_id=_id(row), worker=self.name, slack_ts=main_ts
+            )
+            row.slack_ts = main_ts
+        replies: Sequence[dict[str, Any]] = payload.get("thread") or []
+        done = int(payload.get("_replies_posted") or 0)
+        for reply in replies[done:]:
+            await self.post(row.channel_id, reply, thread_ts=main_ts)
+            done += 1
+            payload["_replies_posted"] = done
+            await asyncio.to_thread(
+                repo.save_progress, self.engine, row_id=_id(row), worker=self.name, payload=payload
+            )
+        return main_ts, None
+
+    async def _send_direct_message(self, row: OutboxRecord) -> tuple[str, Followup | None]:
+        payload = row.payload or {}
+        user = payload.get("user") or row.channel_id
+        opened = await self.call("conversations.open", users=user)
+        channel = str(opened["channel"]["id"])
+        return await self.post(channel, payload), None
+
+
+Handler = Callable[[OutboxWorker, OutboxRecord], Awaitable[tuple[str, Followup | None]]]
+_HANDLERS: dict[str, Handler] = {
+    repo.KIND_CARD_EVENT: OutboxWorker._send_card_event,
+    repo.KIND_CARD_NOTICE: OutboxWorker._send_card_notice,
+    repo.KIND_EXCEPTION_ALERT: OutboxWorker._send_exception_alert,
+    repo.KIND_MESSAGE: OutboxWorker._send_message,
+    repo.KIND_DIRECT_MESSAGE: OutboxWorker._send_direct_message,
+}
+
+
+def _id(row: OutboxRecord) -> int:
+    assert row.id is not None
+    return row.id
+
+
+def _render_burst(cards: Sequence[CardRecord]) -> dict[str, Any]:
+    return messages.burst_summary_message(cards).as_payload()
+
+
+def _outcome(failure: DeliveryError) -> str:
+    if isinstance(failure, RateLimited):
+        return "ratelimited"
+    if isinstance(failure, PermanentError):
+        return "permanent"
+    if failure.error.startswith("http_5"):
+        return "server_error"
+    return "error"
+
+
+_REASON_LABELS = frozenset(
+    {"channel_not_found", "not_in_channel", "is_archived", "invalid_auth", "account_inactive",
+     "msg_too_long", "invalid_blocks", "missing_event", "max_attempts", "token_revoked"}
+)  # fmt: skip
+
+
+def _reason_label(reason: str) -> str:
+    """A bounded label value for DEAD_LETTERS."""
+    return reason if reason in _REASON_LABELS else "other"
+
+
+def _client_from_settings(runtime: Runtime) -> AsyncWebClient:
+    """Our own client when the runtime has none: no SDK-level retries, the outbox owns them
+    (an SDK retry after a lost answer could post a message twice)."""
+    token = runtime.settings.slack_bot_token
+    return AsyncWebClient(
+        token=token.get_secret_value() if token is not None else None,
+        base_url=runtime.settings.slack_api_url,
+        retry_handlers=[],
+        timeout=30,
+    )
+
+
+def install(runtime: Runtime, **options: Any) -> OutboxWorker:
+    """Run an outbox worker beside the server; it wakes on `runtime.outbox_wakeup`."""
+    if runtime.outbox_wakeup is None:
+        runtime.outbox_wakeup = asyncio.Event()
+    worker = OutboxWorker(runtime, **options)
+    runtime.background.append(
+        BackgroundTask(
+            name="outbox", start=worker.start, stop=worker.stop, is_healthy=worker.is_healthy
+        )
+    )
+    return worker
+
+
+__all__ = ["OutboxWorker", "install"]

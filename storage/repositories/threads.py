@@ -1,0 +1,91 @@
+"""The parent message of each card in each channel (`ThreadRecord`): later updates go to its
+thread, and the parent is kept current with `chat.update`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from storage.tables import ThreadRecord
+
+threads = ThreadRecord.__table__  # type: ignore[attr-defined]
+
+
+def get_thread(
+    engine: Engine, *, workspace_id: str, channel_id: str, card_id: str
+) -> ThreadRecord | None:
+    with Session(engine) as session:
+        return session.exec(
+            select(ThreadRecord).where(
+                ThreadRecord.workspace_id == workspace_id,
+                ThreadRecord.channel_id == channel_id,
+                ThreadRecord.card_id == card_id,
+            )
+        ).first()
+
+
+def threads_of_card(
+    engine: Engine, *, card_id: str, workspace_id: str | None = None
+) -> list[ThreadRecord]:
+    """Every channel's parent message of a card, oldest first."""
+    query = select(ThreadRecord).where(ThreadRecord.card_id == card_id)
+    if workspace_id is not None:
+        query = query.where(ThreadRecord.workspace_id == workspace_id)
+    with Session(engine) as session:
+        return list(session.exec(query.order_by(ThreadRecord.id)))  # type: ignore[arg-type]
+
+
+def save_thread(
+    engine: Engine,
+    *,
+    workspace_id: str,
+    channel_id: str,
+    card_id: str,
+    parent_ts: str,
+    now: datetime,
+) -> None:
+    """Remember the parent just posted (replacing a parent that Slack no longer has)."""
+    key = (
+        threads.c.workspace_id == workspace_id,
+        threads.c.channel_id == channel_id,
+        threads.c.card_id == card_id,
+    )
+    with engine.begin() as conn:
+        updated = conn.execute(
+            sa.update(threads).where(*key).values(parent_ts=parent_ts, updated_at=now)
+        ).rowcount
+        if not updated:
+            conn.execute(
+                sa.insert(threads).values(
+                    workspace_id=workspace_id,
+                    channel_id=channel_id,
+                    card_id=card_id,
+                    parent_ts=parent_ts,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+
+
+def touch_thread(engine: Engine, *, thread_id: int, now: datetime) -> None:
+    """The parent was brought up to date."""
+    with engine.begin() as conn:
+        conn.execute(sa.update(threads).where(threads.c.id == thread_id).values(updated_at=now))
+
+
+def forget_thread(engine: Engine, *, workspace_id: str, channel_id: str, card_id: str) -> None:
+    """The parent is gone from Slack (deleted): the next update posts a new one."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.delete(threads).where(
+                threads.c.workspace_id == workspace_id,
+                threads.c.channel_id == channel_id,
+                threads.c.card_id == card_id,
+            )
+        )
+
+
+__all__ = ["forget_thread", "get_thread", "save_thread", "threads_of_card", "touch_thread"]
