@@ -9,7 +9,7 @@ import sys
 
 from pydantic import ValidationError
 
-from bot.runtime import Runtime
+from bot.runtime import BackgroundTask, Runtime
 from bot.settings import Settings, load_settings
 from storage.db import make_engine
 
@@ -25,7 +25,29 @@ def build_runtime(settings: Settings) -> Runtime:
     engine = make_engine(settings.database_url, synchronous=settings.sqlite_synchronous)
     runtime = Runtime(settings=settings, engine=engine)
     runtime.outbox_wakeup = asyncio.Event()
+    wire_clients(runtime)
     return runtime
+
+
+def wire_clients(runtime: Runtime) -> None:
+    """The Slack Web API client (when SLACK_BOT_TOKEN is set) and the D1 client (when D1 is
+    configured; closed when the server stops)."""
+    from bot.app import make_slack_client
+    from d1.client import D1Client
+    from d1.errors import D1NotConfigured
+
+    runtime.slack_client = make_slack_client(runtime.settings)
+    try:
+        client = D1Client.from_settings(runtime.settings)
+    except D1NotConfigured as exc:
+        log.warning("D1 is not configured, /card status and track will say so: %s", exc)
+        return
+    runtime.d1_client = client
+
+    async def _nothing() -> None:
+        return None
+
+    runtime.background.append(BackgroundTask(name="d1-client", start=_nothing, stop=client.aclose))
 
 
 def report(settings: Settings) -> tuple[str, bool]:

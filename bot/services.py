@@ -9,7 +9,6 @@ in a thread so the event loop keeps serving Slack's 3-second acks.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import logging
 import re
@@ -292,16 +291,29 @@ class CardService:
         return int(await self._db(count_dead_letters, channel_id=channel_id))
 
     async def _digest(self, who: Invoker, command: cmd.Command) -> views.Reply:
-        """Delegates to `bot.digest.run_digest_command(runtime, invoker, command)` when the
-        digest feature provides it."""
+        """Delegates to `bot.digest.digest_command` (the digest feature) when present."""
         try:
-            digest = importlib.import_module("bot.digest")
+            from bot.digest import digest_command
         except ImportError:
-            digest = None
-        handler = getattr(digest, "run_digest_command", None)
-        if handler is None:
-            raise Outcome("not_available", views.message_reply(DIGEST_NOT_AVAILABLE))
-        return await handler(self.runtime, who, command)
+            raise Outcome("not_available", views.message_reply(DIGEST_NOT_AVAILABLE)) from None
+        args: list[str] = []
+        if isinstance(command, cmd.DigestScheduleCommand):
+            args = [command.time_of_day, *([command.timezone] if command.timezone else [])]
+        action = {
+            cmd.DigestShowCommand: "show",
+            cmd.DigestPostCommand: "post",
+            cmd.DigestScheduleCommand: "schedule",
+            cmd.DigestOffCommand: "off",
+        }[type(command)]
+        text, blocks, in_channel = await digest_command(
+            self.runtime,
+            workspace_id=who.workspace_id,
+            channel_id=who.channel_id,
+            user_id=who.user_id,
+            action=action,
+            args=args,
+        )
+        return views.Reply(text=text, blocks=blocks, in_channel=in_channel)
 
     # ------------------------------------------------------------------ buttons
 

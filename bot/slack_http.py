@@ -25,16 +25,20 @@ SOCKET_MODE_TASK = "slack-socket-mode"
 
 
 def socket_mode_task(app: AsyncApp, app_token: str) -> BackgroundTask:
-    """Socket Mode (a WebSocket Slack opens to us) for workspaces that cannot expose a URL."""
+    """Socket Mode (a WebSocket Slack opens to us) for workspaces that cannot expose a URL.
+    The handler is built on start: its aiohttp session needs the running loop."""
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
-    handler = AsyncSocketModeHandler(app, app_token)
+    handlers: list[AsyncSocketModeHandler] = []
 
     async def start() -> None:
+        handler = AsyncSocketModeHandler(app, app_token)
+        handlers.append(handler)
         await handler.connect_async()
 
     async def stop() -> None:
-        await handler.close_async()
+        while handlers:
+            await handlers.pop().close_async()
 
     return BackgroundTask(name=SOCKET_MODE_TASK, start=start, stop=stop)
 

@@ -38,13 +38,16 @@ MAX_LIST_ROWS = 40  # a channel with more subscriptions gets a "... and N more" 
 
 @dataclass(frozen=True)
 class Reply:
-    """What the bot answers: fallback text plus blocks (as slack_sdk models)."""
+    """What the bot answers: fallback text plus blocks (slack_sdk models, or dicts already
+    built by another feature's renderer). `in_channel`: news for the whole channel rather
+    than for the asker only."""
 
     text: str
-    blocks: Sequence[Block] = field(default_factory=tuple)
+    blocks: Sequence[Block | dict[str, Any]] = field(default_factory=tuple)
+    in_channel: bool = False
 
     def block_dicts(self) -> list[dict[str, Any]]:
-        return [b.to_dict() for b in self.blocks]
+        return [b if isinstance(b, dict) else b.to_dict() for b in self.blocks]
 
     def respond_kwargs(self, **extra: Any) -> dict[str, Any]:
         """Keyword arguments for Bolt's `respond()` / `chat.postMessage`."""

@@ -293,3 +293,49 @@ async def test_empty_command_is_help(engine: Engine, text: str) -> None:
     async with slack_stack(engine) as stack:
         reply = await stack.ask(text)
         assert "/card status" in json.dumps(reply)
+
+
+async def test_digest_subcommands_reach_the_digest_feature(engine: Engine) -> None:
+    from storage.tables import DigestScheduleRecord
+
+    async with slack_stack(engine) as stack:
+        shown = await stack.ask("digest")
+        assert shown["response_type"] == "ephemeral"
+        scheduled = await stack.ask("digest schedule 9:15 Europe/Paris")
+        assert "Traceback" not in json.dumps(scheduled)
+        with Session(engine) as session:
+            row = session.exec(select(DigestScheduleRecord)).one()
+        assert (row.channel_id, row.time_of_day, row.timezone) == ("C1", "09:15", "Europe/Paris")
+        await stack.ask("digest off")
+        with Session(engine) as session:
+            assert not session.exec(select(DigestScheduleRecord)).one().enabled
+    assert [a.action for a in audit_rows(engine)] == ["digest", "digest_schedule", "digest_off"]
+
+
+def test_build_runtime_wires_slack_and_d1_clients(tmp_path: Any) -> None:
+    from bot.main import build_runtime
+    from d1.client import D1Client
+    from tests.d1_fixtures import sandbox_env
+
+    settings = make_settings(
+        database_url=f"sqlite:///{tmp_path / 'w.db'}",
+        slack_api_url="http://127.0.0.1:9/api",
+        **sandbox_env("http://127.0.0.1:9"),
+    )
+    runtime = build_runtime(settings)
+    assert isinstance(runtime.d1_client, D1Client)
+    assert runtime.slack_client.base_url == "http://127.0.0.1:9/api/"
+    assert "d1-client" in [t.name for t in runtime.background]
+    bare = build_runtime(Settings(_env_file=None, database_url=f"sqlite:///{tmp_path / 'b.db'}"))
+    assert bare.d1_client is None and bare.slack_client is None
+    runtime.engine.dispose()
+    bare.engine.dispose()
+
+
+def test_socket_mode_runs_as_a_background_task(engine: Engine) -> None:
+    from bot.server import collect_routes
+
+    runtime = Runtime(settings=make_settings(slack_app_token="xapp-test"), engine=engine)
+    paths = [getattr(r, "path", None) for r in collect_routes(runtime)]
+    assert "/slack/events" in paths
+    assert "slack-socket-mode" in [t.name for t in runtime.background]

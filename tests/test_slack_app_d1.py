@@ -119,7 +119,7 @@ async def test_d1_503_reply_says_d1_is_not_answering(engine: Engine) -> None:
 async def test_slow_d1_never_delays_the_ack(engine: Engine) -> None:
     async with d1_stack(engine, timeout=2.0) as (sandbox, stack):
         sandbox.create_card("card-1")
-        sandbox.faults.delay_next("productionStatus", seconds=6)
+        sandbox.faults.delay_next("productionStatus", seconds=3)
         response = await stack.command("status card-1")
         # Slack got its answer while D1 was still thinking: nothing has been replied yet
         assert response.status_code == 200
