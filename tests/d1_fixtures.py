@@ -96,6 +96,79 @@ def make_client(
     return D1Client(**options)
 
 
+class CallbackReceiver:
+    """A small issuer-side callback for sandbox tests: `/oauth2/token` with Basic client
+    credentials, and the notification endpoint, recording every operation it accepts."""
+
+    def __init__(
+        self,
+        *,
+        client_id: str | None = "d1",
+        client_secret: str | None = "s3cret",
+        static_token: str | None = None,
+        fail_first: int = 0,
+    ) -> None:
+        self.client_id, self.client_secret, self.static_token = (
+            client_id,
+            client_secret,
+            static_token,
+        )
+        self.fail_first = fail_first
+        self.requests: list[dict[str, Any]] = []  # bodies of accepted notification requests
+        self.refused: list[int] = []  # statuses of refused notification requests
+        self.token_grants = 0
+        self._issued: set[str] = set()
+
+    @property
+    def operations(self) -> list[dict[str, Any]]:
+        return [op for body in self.requests for op in body["operations"]]
+
+    def path_for(self, issuer_id: str = "issuer-001") -> str:
+        return f"/notifications/d1/v2/issuers/{issuer_id}/cards"
+
+    def app(self) -> Any:
+        import base64
+        import secrets
+
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse, Response
+        from starlette.routing import Route
+
+        async def token(request: Request) -> Response:
+            expected = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
+            body = (await request.body()).decode()
+            if request.headers.get("authorization") != f"Basic {expected}":
+                return JSONResponse({"error": "invalid_client"}, status_code=401)
+            if "grant_type=client_credentials" not in body:
+                return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
+            value = secrets.token_urlsafe(16)
+            self._issued.add(value)
+            self.token_grants += 1
+            return JSONResponse({"access_token": value, "token_type": "Bearer", "expires_in": 900})
+
+        async def notify(request: Request) -> Response:
+            auth = request.headers.get("authorization", "")
+            bearer = auth.removeprefix("Bearer ")
+            allowed = (self.static_token and bearer == self.static_token) or bearer in self._issued
+            if not auth.startswith("Bearer ") or not allowed:
+                self.refused.append(401)
+                return Response(status_code=401)
+            if self.fail_first > 0:
+                self.fail_first -= 1
+                self.refused.append(503)
+                return Response(status_code=503)
+            self.requests.append(await request.json())
+            return Response(status_code=204)
+
+        return Starlette(
+            routes=[
+                Route("/oauth2/token", token, methods=["POST"]),
+                Route("/notifications/d1/v2/issuers/{issuer_id}/cards", notify, methods=["POST"]),
+            ]
+        )
+
+
 def sandbox_env(base_url: str, keys: SandboxKeys = TEST_KEYS) -> dict[str, str]:
     """Settings overrides (lower-case field names) for a bot talking to the sandbox."""
     return {
@@ -109,6 +182,7 @@ def sandbox_env(base_url: str, keys: SandboxKeys = TEST_KEYS) -> dict[str, str]:
 
 __all__ = [
     "TEST_KEYS",
+    "CallbackReceiver",
     "SandboxKeys",
     "keys_of",
     "make_client",

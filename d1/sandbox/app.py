@@ -40,8 +40,10 @@ def first_bad_field(exc: ValidationError) -> tuple[str, str]:
     """(errorCode, wire field path) for the first error, the way D1 names the bad field."""
     first = exc.errors()[0]
     loc = [str(p) for p in first["loc"] if not (isinstance(p, str) and p.isupper())]
-    if first["type"] == "union_tag_not_found":
-        loc.append("trackingType")
+    if first["type"] in ("union_tag_not_found", "union_tag_invalid"):
+        # The discriminator names the field: "'tracking_type' | 'trackingType'" -> trackingType.
+        names = str(first.get("ctx", {}).get("discriminator", "")).replace("'", "").split(" | ")
+        loc.append(names[-1] or "body")
     code = "FIELD_INVALID_VALUE" if first["type"] in _VALUE_ERRORS else "FIELD_INVALID_FORMAT"
     return code, ".".join(loc) or "body"
 

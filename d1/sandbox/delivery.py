@@ -69,6 +69,10 @@ class Notifier:
         if operations:
             self._wakeup.set()
 
+    def wake(self) -> None:
+        """Make the background worker look at the queue (e.g. a callback was just set)."""
+        self._wakeup.set()
+
     @property
     def pending(self) -> int:
         return len(self.queue)

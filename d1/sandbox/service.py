@@ -131,7 +131,7 @@ class Sandbox:
         self.config.callback_client_secret = client_secret
         self.config.callback_static_token = static_token
         self.config.callback_token_url = token_url
-        self.notifier.enqueue([])
+        self.notifier.wake()
 
     def create_card(
         self,
