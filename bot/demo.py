@@ -1,0 +1,429 @@
+"""`d1bot demo`: the whole product on loopback, with no Slack workspace and no D1 tenant.
+
+One event loop runs three real HTTP servers: the D1 sandbox (a scripted morning of a dozen
+cards, with duplicate and out-of-order deliveries), the local Slack stand-in, and the bot
+(`bot.server.create_app`, the same app `d1bot serve` runs) on a SQLite file. The terminal shows
+every message the bot posts, as Slack would show it, and a prompt sends what the user types
+(`/card status crd-d2p8`) as a signed slash-command request to the bot's `/slack/events`.
+`--no-input` runs the morning to the end and exits 0; Ctrl-C stops everything cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+import socket
+import sys
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from bot.demo_morning import (
+    CHANNEL_NAMES,
+    DEMO_TEAM,
+    EXCEPTIONS_CHANNEL,
+    MORNING,
+    OPS_CHANNEL,
+    PROMPT_HELP,
+    TerminalView,
+    TypedCommand,
+    ack_call,
+    command_request,
+    parse_prompt_line,
+)
+from bot.localslack import Call, LocalSlack
+from bot.runtime import Runtime
+
+log = logging.getLogger("d1bot.demo")
+
+DEFAULT_ROUND_SECONDS = 1.0  # interactive: one sandbox step per card per second
+NO_INPUT_ROUND_SECONDS = 0.15
+MORNING_TIMEOUT_SECONDS = 240.0
+NOTIFY_CLIENT_ID = "d1-demo"
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the demo owns Ctrl-C for all its servers."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def _serving(app: Any, sock: socket.socket) -> AsyncIterator[str]:
+    """Serve `app` on a bound socket in this loop; yields its base URL."""
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
+    server = _QuietServer(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(20):
+            while not server.started:
+                if task.done():
+                    task.result()
+                    raise RuntimeError("server stopped during start")
+                await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 30)
+        sock.close()
+
+
+def _bound_socket() -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def _wire(runtime: Runtime) -> None:
+    """What `d1bot serve` runs beside the routes, for the parts `build_runtime` has not
+    already added (the demo must not run two outbox workers)."""
+    names = {task.name for task in runtime.background}
+    if runtime.d1_client is None:
+        from d1.client import D1Client
+
+        runtime.d1_client = D1Client.from_settings(runtime.settings)
+    if "outbox" not in names:
+        from bot import outbox
+
+        outbox.install(runtime)
+    if "scheduler" not in names:
+        from bot import scheduler
+
+        scheduler.install(runtime)
+
+
+class Demo:
+    """The running demo: servers, the terminal view, and the morning's driver."""
+
+    def __init__(self, args: argparse.Namespace, out: Callable[[str], None]) -> None:
+        self.args = args
+        self.out = out
+        self.view = TerminalView()
+        self.signing_secret = secrets.token_hex(16)
+        self.notify_secret = secrets.token_hex(16)
+        self.slack = LocalSlack(on_call=self._on_slack_call)
+        self.quiet = False  # True while the demo itself subscribes the channels
+        self.reply_arrived = asyncio.Event()
+        self.bot_url = ""
+        self.runtime: Runtime | None = None
+        self.sandbox: Any = None
+
+    # ------------------------------------------------------------------ output
+
+    def _on_slack_call(self, call: Call) -> None:
+        if call.method == "response_url":
+            self.reply_arrived.set()
+        if self.quiet and call.method in {"response_url", "ack"}:
+            return
+        text = self.view.render(call)
+        if text:
+            self.out(text)
+
+    # ------------------------------------------------------------------ setup
+
+    def _settings(self, data_dir: Path, sandbox_url: str) -> Any:
+        from bot.settings import load_settings
+
+        return load_settings(
+            _env_file=None,
+            database_url=f"sqlite:///{data_dir / 'd1bot-demo.db'}",
+            log_level="WARNING",
+            slack_bot_token="xoxb-demo-" + secrets.token_hex(8),
+            slack_signing_secret=self.signing_secret,
+            slack_app_token=None,
+            slack_api_url=self.slack.base_url,
+            d1_api_url=f"{sandbox_url}/banking/v1",
+            d1_auth_url=f"{sandbox_url}/authz/v1",
+            d1_issuer_id=self.sandbox.config.issuer_id,
+            d1_key_id=self.sandbox.config.key_id,
+            d1_private_key=self.sandbox.issuer_private_key_pem,
+            d1_private_key_file=None,
+            d1_client_cert=None,
+            d1_client_key=None,
+            d1_notify_client_id=NOTIFY_CLIENT_ID,
+            d1_notify_client_secret=self.notify_secret,
+            d1_notify_token=None,
+            d1bot_exceptions_channel=EXCEPTIONS_CHANNEL,
+            d1bot_allowed_channels=None,
+            d1bot_allowed_usergroups=None,
+            d1bot_workspace_id=DEMO_TEAM,
+            d1bot_channel_rate_per_second=20.0,
+            d1bot_burst_threshold=50,
+        )
+
+    def _sandbox(self) -> Any:
+        from d1.sandbox import Sandbox, SandboxConfig
+
+        sandbox = Sandbox(
+            SandboxConfig(
+                issuer_id="issuer-demo",
+                key_id="demo-key-1",
+                seed=self.args.seed,
+                duplicate_rate=0.2,
+                shuffle=True,
+                batch_size=4,
+            )
+        )
+        for card in MORNING:
+            sandbox.create_card(
+                card.card_id,
+                scenario=card.scenario,
+                masked_pan=None,
+                name=card.name,
+                address=card.address,
+                carrier=card.carrier,
+            )
+        return sandbox
+
+    @contextlib.asynccontextmanager
+    async def running(self, data_dir: Path) -> AsyncIterator[None]:
+        """All three servers up and wired; everything stopped (bot first) on exit."""
+        from bot.logs import protect_handlers
+        from bot.main import build_runtime
+        from bot.server import create_app
+        from storage.migrate import upgrade
+
+        self.sandbox = self._sandbox()
+        for channel_id, name in CHANNEL_NAMES.items():
+            self.slack.add_channel(channel_id, name=name, members=["U0AGENT"])
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(self.slack)
+            sandbox_url = await stack.enter_async_context(
+                _serving(self.sandbox.app, _bound_socket())
+            )
+            settings = self._settings(data_dir, sandbox_url)
+            runtime = build_runtime(settings)
+            await asyncio.to_thread(upgrade, runtime.engine)
+            _wire(runtime)
+            self.runtime = runtime
+            bot_socket = _bound_socket()
+            bot_url = f"http://127.0.0.1:{bot_socket.getsockname()[1]}"
+            self.sandbox.set_callback(
+                f"{bot_url}/notifications/d1/v2/issuers/{settings.d1_issuer_id}/cards",
+                client_id=NOTIFY_CLIENT_ID,
+                client_secret=self.notify_secret,
+            )
+            self.bot_url = await stack.enter_async_context(
+                _serving(create_app(runtime), bot_socket)
+            )
+            stack.callback(runtime.engine.dispose)
+            if runtime.d1_client is not None and hasattr(runtime.d1_client, "aclose"):
+                stack.push_async_callback(runtime.d1_client.aclose)
+            protect_handlers()  # LocalSlack's uvicorn configured handlers of its own
+            yield
+
+    # ------------------------------------------------------------------ commands
+
+    async def send_command(self, command: TypedCommand, http: httpx.AsyncClient) -> str:
+        """Send a signed `/card` request to the bot and show its synchronous answer; a
+        deferred answer arrives through LocalSlack's response_url (shown by `on_call`).
+        Returns "ack" (answered at once), "deferred" (answer to come) or "failed"."""
+        body, headers = command_request(
+            command, response_url=self.slack.response_url(), signing_secret=self.signing_secret
+        )
+        try:
+            response = await http.post(
+                f"{self.bot_url}/slack/events", content=body, headers=headers
+            )
+        except httpx.HTTPError as exc:
+            self.out(f"(the bot did not answer: {type(exc).__name__})")
+            return "failed"
+        if response.status_code != 200:
+            self.out(f"(the bot answered HTTP {response.status_code})")
+            return "failed"
+        payload: Any = None
+        if response.content:
+            with contextlib.suppress(ValueError):
+                payload = response.json()
+        if isinstance(payload, dict) and (payload.get("text") or payload.get("blocks")):
+            self._on_slack_call(ack_call(payload))
+            return "ack"
+        return "deferred"
+
+    async def subscribe_channels(self, http: httpx.AsyncClient) -> None:
+        """#card-ops follows every card of the morning (as an agent would set it up), without
+        printing the dozen confirmations."""
+        self.quiet = True
+        try:
+            before = len(self.slack.responses)
+            deferred = 0
+            for card in MORNING:
+                command = TypedCommand(OPS_CHANNEL, f"subscribe {card.card_id}")
+                deferred += await self.send_command(command, http) == "deferred"
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(10):
+                    while len(self.slack.responses) - before < deferred:
+                        self.reply_arrived.clear()
+                        await self.reply_arrived.wait()
+        finally:
+            self.quiet = False
+        self.out(
+            f"#card-ops follows the {len(MORNING)} cards of the morning; exception alerts also go"
+            " to #card-exceptions.\n"
+        )
+
+    # ------------------------------------------------------------------ the morning
+
+    async def run_morning(self, round_seconds: float) -> None:
+        """Staggered orders, then one lifecycle step per card per round, until every card
+        reached the end of its scenario."""
+        round_no = 0
+        while True:
+            moving = False
+            for card in MORNING:
+                state = self.sandbox.cards[card.card_id]
+                if card.start_round <= round_no and state.can_move:
+                    self.sandbox.advance(card.card_id)
+                moving = moving or state.can_move
+            if not moving:
+                return
+            round_no += 1
+            await asyncio.sleep(round_seconds)
+
+    async def settled(self) -> bool:
+        """Every notification delivered and acknowledged, and the outbox empty."""
+        from storage.repositories.health import outbox_backlog
+
+        if self.sandbox.notifier.pending:
+            return False
+        assert self.runtime is not None
+        backlog = await asyncio.to_thread(outbox_backlog, engine=self.runtime.engine)
+        return backlog.pending == 0
+
+    async def wait_settled(self, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        quiet_since: float | None = None
+        while loop.time() < deadline:
+            if await self.settled():
+                quiet_since = quiet_since or loop.time()
+                if loop.time() - quiet_since >= 1.0:  # nothing new for a second
+                    return True
+            else:
+                quiet_since = None
+            await asyncio.sleep(0.1)
+        return False
+
+    def summary(self) -> str:
+        emitted = len(self.sandbox.emitted)
+        attempts = len(self.sandbox.delivered)
+        posts = len(self.slack.calls_to("chat.postMessage"))
+        updates = len(self.slack.calls_to("chat.update"))
+        return (
+            f"Morning done: D1 emitted {emitted} operations in {attempts} deliveries "
+            f"(duplicates and out-of-order included); the bot posted {posts} messages and "
+            f"updated {updates} in place."
+        )
+
+
+# --------------------------------------------------------------------------- input
+
+
+def _start_stdin_reader(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[str | None]) -> None:
+    """Read stdin in a daemon thread (it never blocks the exit), one line at a time."""
+
+    def read() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(lines.put_nowait, line)
+        loop.call_soon_threadsafe(lines.put_nowait, None)
+
+    threading.Thread(target=read, name="demo-stdin", daemon=True).start()
+
+
+async def _prompt(demo: Demo, http: httpx.AsyncClient, stop: asyncio.Event) -> None:
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+    _start_stdin_reader(asyncio.get_running_loop(), lines)
+    while not stop.is_set():
+        line = await lines.get()
+        if line is None or line.strip().lower() in {"quit", "exit", "q"}:
+            stop.set()
+            return
+        if not line.strip():
+            continue
+        command = parse_prompt_line(line)
+        if command is None:
+            demo.out(PROMPT_HELP)
+            continue
+        await demo.send_command(command, http)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+async def _demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    data_dir = Path(args.data_dir) if args.data_dir else None
+    with contextlib.ExitStack() as cleanup:
+        if data_dir is None:
+            data_dir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="d1bot-")))
+        data_dir.mkdir(parents=True, exist_ok=True)
+        demo = Demo(args, out)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        async with demo.running(data_dir), httpx.AsyncClient(timeout=15) as http:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            out(
+                f"d1bot demo: D1 sandbox, local Slack and the bot are running on 127.0.0.1 "
+                f"(bot at {demo.bot_url}, database in {data_dir}).\n"
+            )
+            await demo.subscribe_channels(http)
+            interactive = not args.no_input
+            if interactive:
+                out(PROMPT_HELP + "\n")
+            round_seconds = args.speed or (
+                DEFAULT_ROUND_SECONDS if interactive else NO_INPUT_ROUND_SECONDS
+            )
+            morning = asyncio.create_task(demo.run_morning(round_seconds))
+            prompt = asyncio.create_task(_prompt(demo, http, stop)) if interactive else None
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({morning, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            code = 0
+            if morning.done() and not stop.is_set():
+                if await demo.wait_settled(MORNING_TIMEOUT_SECONDS):
+                    out(demo.summary())
+                else:
+                    out("The morning did not settle in time (see the log above).")
+                    code = 1
+                if interactive:
+                    out("The morning is over; keep typing commands, or quit.")
+                    await stop.wait()
+            for task in (morning, prompt, stopper):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            out("Stopping ...")
+        out("Stopped.")
+        return code
+
+
+def _print(text: str) -> None:
+    print(text, flush=True)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from bot.logs import configure_logging
+
+    configure_logging(level="WARNING", fmt="text")
+    try:
+        return asyncio.run(_demo(args, _print))
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        return 130
+
+
+__all__ = ["Demo", "run_demo"]
