@@ -99,10 +99,13 @@ class OutboxWorker:
 
     @property
     def client(self) -> AsyncWebClient:
-        """The runtime's Slack client (resolved late: it may be set after `install`), else our
-        own built from the settings."""
+        """Our own client built from the settings (without SDK-level retries: see
+        `_client_from_settings`), else the runtime's; resolved late, at the first send."""
         if self._client is None:
-            self._client = self.runtime.slack_client or _client_from_settings(self.runtime)
+            if self.settings.slack_bot_token is not None or self.runtime.slack_client is None:
+                self._client = _client_from_settings(self.runtime)
+            else:
+                self._client = self.runtime.slack_client
         return self._client
 
     # ------------------------------------------------------------------ lifecycle
