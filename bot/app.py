@@ -153,6 +153,11 @@ def register_listeners(app: AsyncApp, service: CardService, access: AccessContro
             who, value = started
             await _private(respond, await service.retrack(who, value.card_id))
 
+    @app.event("app_home_opened")
+    async def on_home(event: dict[str, Any], client: AsyncWebClient) -> None:
+        if event.get("tab", "home") == "home" and event.get("user"):
+            await client.views_publish(user_id=event["user"], view=views.home_view())
+
     @app.action(actions.OPEN_TRACKING)
     async def on_open_tracking(ack: AsyncAck) -> None:
         await ack()  # a link button: Slack opens the URL itself

@@ -387,3 +387,19 @@ def acknowledged_blocks(original: Sequence[dict[str, Any]], *, user_id: str) -> 
         )
     )
     return blocks
+
+
+def home_view() -> dict[str, Any]:
+    """The App Home tab: what the bot does and how to use it (no card data)."""
+    intro = (
+        "*D1 Cards* tells your team where a card is in Thales D1 production and shipping, "
+        "posts each followed card's updates in one thread per card, and raises exceptions "
+        "the minute D1 reports them."
+    )
+    blocks: list[Block] = [
+        HeaderBlock(text="D1 Cards"),
+        SectionBlock(text=MarkdownTextObject(text=intro)),
+        DividerBlock(),
+        *help_reply().blocks,
+    ]
+    return {"type": "home", "blocks": [b.to_dict() for b in blocks if isinstance(b, Block)]}

@@ -16,7 +16,11 @@ TEAM_ID = "T0TEST"
 
 
 def signed_headers(
-    body: str, *, secret: str = SIGNING_SECRET, timestamp: int | None = None
+    body: str,
+    *,
+    secret: str = SIGNING_SECRET,
+    timestamp: int | None = None,
+    content_type: str = "application/x-www-form-urlencoded",
 ) -> dict[str, str]:
     """Slack's signature headers for `body` (a stale `timestamp` makes a replayed request)."""
     stamp = str(int(time.time()) if timestamp is None else timestamp)
@@ -24,7 +28,7 @@ def signed_headers(
     return {
         "X-Slack-Request-Timestamp": stamp,
         "X-Slack-Signature": signature,
-        "Content-Type": "application/x-www-form-urlencoded",
+        "Content-Type": content_type,
     }
 
 
@@ -100,6 +104,7 @@ async def post_signed(
     secret: str = SIGNING_SECRET,
     timestamp: int | None = None,
 ) -> httpx.Response:
-    return await http.post(
-        url, content=body, headers=signed_headers(body, secret=secret, timestamp=timestamp)
-    )
+    """POST `body` signed; JSON bodies (events) are sent as JSON, the rest as a form."""
+    kind = "application/json" if body.startswith("{") else "application/x-www-form-urlencoded"
+    headers = signed_headers(body, secret=secret, timestamp=timestamp, content_type=kind)
+    return await http.post(url, content=body, headers=headers)

@@ -339,3 +339,47 @@ def test_socket_mode_runs_as_a_background_task(engine: Engine) -> None:
     paths = [getattr(r, "path", None) for r in collect_routes(runtime)]
     assert "/slack/events" in paths
     assert "slack-socket-mode" in [t.name for t in runtime.background]
+
+
+async def test_app_home_is_published_and_url_verification_answers(engine: Engine) -> None:
+    async with slack_stack(engine) as stack:
+        event = {
+            "token": "legacy",
+            "team_id": TEAM_ID,
+            "api_app_id": "A0TEST",
+            "type": "event_callback",
+            "event_id": "Ev1",
+            "event_time": int(time.time()),
+            "authorizations": [{"team_id": TEAM_ID, "user_id": "UD1BOT", "is_bot": True}],
+            "event": {"type": "app_home_opened", "user": "U1", "channel": "D1", "tab": "home"},
+        }
+        response = await post_signed(stack.http, stack.url, json.dumps(event))
+        assert response.status_code == 200
+        await wait_for(lambda: stack.slack.calls_to("views.publish"), message="views.publish")
+        published = stack.slack.calls_to("views.publish")[0].body
+        assert published["user_id"] == "U1"
+        assert "/card status" in json.dumps(published["view"])
+
+        challenge = json.dumps({"type": "url_verification", "challenge": "abc", "token": "t"})
+        answered = await post_signed(stack.http, stack.url, challenge)
+        assert answered.status_code == 200 and "abc" in answered.text
+
+
+def test_manifest_declares_command_events_interactivity_and_least_privilege() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "manifest.yml").read_text()
+    assert "command: /card" in text
+    assert text.count("https://YOUR-HOST/slack/events") == 3  # command, events, interactivity
+    assert "home_tab_enabled: true" in text and "app_home_opened" in text
+    scopes = text.split("bot:\n", 1)[1].split("settings:", 1)[0]
+    names = [line.split("#")[0].strip(" -") for line in scopes.splitlines() if line.strip()]
+    assert set(names) == {
+        "commands",
+        "chat:write",
+        "usergroups:read",
+        "channels:read",
+        "groups:read",
+        "im:write",
+    }
+    assert not [n for n in names if "history" in n]
