@@ -168,7 +168,15 @@ async def test_help_lists_every_subcommand(engine: Engine) -> None:
         assert reply["response_type"] == "ephemeral"
 
 
+def _commands_metric(action: str, outcome: str) -> float:
+    from prometheus_client import REGISTRY
+
+    labels = {"action": action, "outcome": outcome}
+    return REGISTRY.get_sample_value("d1bot_commands_total", labels) or 0.0
+
+
 async def test_subscribe_list_unsubscribe(engine: Engine) -> None:
+    counted_before = _commands_metric("subscribe", "ok")
     async with slack_stack(engine) as stack:
         first = await stack.ask("subscribe card-1")
         assert "Subscribed" in first["text"]
@@ -191,6 +199,7 @@ async def test_subscribe_list_unsubscribe(engine: Engine) -> None:
 
     rows = subscriptions.list_for_channel(engine, workspace_id=TEAM_ID, channel_id="C1")
     assert [r.subscription.card_id for r in rows] == ["card-2"]
+    assert _commands_metric("subscribe", "ok") - counted_before == 4
     with Session(engine) as session:
         removal = session.exec(select(SubscriptionRemovalRecord)).one()
     assert (removal.card_id, removal.removed_by) == ("card-1", "U1")
