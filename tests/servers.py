@@ -22,7 +22,9 @@ async def serve_asgi(
     app: Any, *, port: int | None = None, lifespan: str = "on", **config: Any
 ) -> AsyncIterator[str]:
     """Serve `app` with uvicorn on 127.0.0.1; yields its base URL (no trailing slash)."""
-    sock = socket.socket()
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when the
+    # listening socket's proto says TCP; with proto 0 every response waited ~40 ms (Nagle).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port or 0))
     bound_port = sock.getsockname()[1]
