@@ -27,8 +27,13 @@ def insert_ignoring_conflict(
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict_on)
-    return conn.execute(stmt).rowcount == 1
+    stmt = (
+        insert(table)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=conflict_on)
+        .returning(table.c.id)  # rowcount is not reliable here across drivers
+    )
+    return conn.execute(stmt).first() is not None
 
 
 def claim_run_in(
