@@ -3,8 +3,8 @@ card, and fan it out into outbox rows, all in the caller's one transaction.
 
 `record_operations` owns its transaction; `record_operations_in` works inside an open
 connection (the group committer runs many requests in one transaction, a savepoint each).
-SQLAlchemy Core throughout: this is the hot path of intake. The same statements run on SQLite
-and PostgreSQL (dialect `INSERT ... ON CONFLICT DO NOTHING`, `SELECT ... FOR UPDATE`).
+Core statements built once (`intake_sql`): this is the hot path of intake. The same statements
+run on SQLite and PostgreSQL (dialect `INSERT ... ON CONFLICT DO NOTHING`, `SELECT ... FOR UPDATE`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from d1.models import (
@@ -27,24 +25,9 @@ from d1.models import (
     operation_event_time,
     operation_for_storage,
 )
-from storage.tables import (
-    FILTER_ALL,
-    FILTER_EXCEPTIONS,
-    OUTBOX_PENDING,
-    SOURCE_D1,
-    CardRecord,
-    EventRecord,
-    OutboxRecord,
-    SubscriptionRecord,
-)
+from storage.repositories.intake_sql import KIND_CARD_EVENT, KIND_EXCEPTION_ALERT, statements
+from storage.tables import SOURCE_D1
 
-cards = CardRecord.__table__  # type: ignore[attr-defined]
-events = EventRecord.__table__  # type: ignore[attr-defined]
-outbox = OutboxRecord.__table__  # type: ignore[attr-defined]
-subscriptions = SubscriptionRecord.__table__  # type: ignore[attr-defined]
-
-KIND_CARD_EVENT = "card_event"
-KIND_EXCEPTION_ALERT = "exception_alert"
 # Production steps that come before shipping: a shipment seen without any of them is a gap.
 _SHIPPING_STATUSES = frozenset({"CARD_SHIPPED"})
 
@@ -110,10 +93,6 @@ def _facts(op: Operation, extra_exception_statuses: frozenset[str]) -> _Facts:
         ),
         shipment=ship.to_wire() if ship is not None else None,
     )
-
-
-def _insert(conn: Connection, table: sa.Table) -> Any:
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
 def _newer_snapshot(f: _Facts, card: Any) -> bool:
@@ -194,57 +173,47 @@ def _record_one(
     exceptions_channel: str | None,
     source: str,
 ) -> None:
+    sql = statements(conn.dialect.name)
     op = f.op
     card_id = op.card_id
     conn.execute(
-        _insert(conn, cards)
-        .values(
-            card_id=card_id,
-            issuer_id=_cut(op.issuer_id, 64),
-            state_rank=0,
-            is_exception=False,
-            first_seen_at=received_at,
-            last_seen_at=received_at,
-        )
-        .on_conflict_do_nothing(index_elements=["card_id"])
+        sql.ensure_card,
+        {
+            "card_id": card_id,
+            "issuer_id": _cut(op.issuer_id, 64),
+            "state_rank": 0,
+            "is_exception": False,
+            "first_seen_at": received_at,
+            "last_seen_at": received_at,
+        },
     )
-    current_key = (
-        sa.select(events.c.dedup_key).where(events.c.id == cards.c.last_event_id).scalar_subquery()
-    )
-    card = conn.execute(
-        sa.select(cards, current_key.label("current_dedup_key"))
-        .where(cards.c.card_id == card_id)
-        .with_for_update(of=cards)
-    ).one()
+    card = conn.execute(sql.lock_card, {"card_id": card_id}).one()
 
     becomes_current = card.state_event_time is None or (f.event_time, f.rank, f.dedup_key) > (
         card.state_event_time,
         card.state_rank,
         card.current_dedup_key or "",
     )
+    ship = op.details.shipment
     event_id = conn.execute(
-        _insert(conn, events)
-        .values(
-            dedup_key=f.dedup_key,
-            card_id=card_id,
-            operation_id=op.operation_id,
-            operation=op.operation,
-            operation_status=op.status,
-            details_status=f.status,
-            tracking_type=_cut(op.details.tracking_type, 32),
-            shipment_status=f.shipment_status,
-            shipment_message=_cut(
-                op.details.shipment.message if op.details.shipment else None, 255
-            ),
-            event_time=f.event_time,
-            received_at=received_at,
-            is_exception=f.is_exception,
-            became_current=becomes_current,
-            source=source,
-            payload=operation_for_storage(op),
-        )
-        .on_conflict_do_nothing(index_elements=["dedup_key"])
-        .returning(events.c.id)
+        sql.insert_event,
+        {
+            "dedup_key": f.dedup_key,
+            "card_id": card_id,
+            "operation_id": op.operation_id,
+            "operation": op.operation,
+            "operation_status": op.status,
+            "details_status": f.status,
+            "tracking_type": _cut(op.details.tracking_type, 32),
+            "shipment_status": f.shipment_status,
+            "shipment_message": _cut(ship.message if ship else None, 255),
+            "event_time": f.event_time,
+            "received_at": received_at,
+            "is_exception": f.is_exception,
+            "became_current": becomes_current,
+            "source": source,
+            "payload": operation_for_storage(op),
+        },
     ).scalar_one_or_none()
     if event_id is None:
         result.duplicates += 1
@@ -270,14 +239,22 @@ def _record_one(
             changes["issuer_id"] = _cut(op.issuer_id, 64)
     if _newer_snapshot(f, card):
         changes.update(_snapshot_columns(f))
-    state = (
-        (f.status, f.shipment_status, f.event_time)
-        if becomes_current
-        else _current_state(conn, card.last_event_id)
-    )
+    if becomes_current:
+        state: tuple[str | None, str | None, datetime] | None = (
+            f.status,
+            f.shipment_status,
+            f.event_time,
+        )
+    else:
+        row = conn.execute(sql.current_state, {"event_id": card.last_event_id}).one_or_none()
+        state = None if row is None else (row[0], row[1], row[2])
     if state is not None:
-        changes["state_since"] = _state_since(conn, card_id, *state)
-    conn.execute(sa.update(cards).where(cards.c.card_id == card_id).values(**changes))
+        since = conn.execute(
+            sql.state_since,
+            {"card_id": card_id, "status": state[0], "ship_status": state[1], "at": state[2]},
+        ).scalar_one_or_none()
+        changes["state_since"] = since or state[2]
+    conn.execute(sql.update_card, {"key_card_id": card_id, **changes})
 
     gap = source == SOURCE_D1 and _is_gap(conn, f, event_id)
     if gap and card_id not in result.gap_card_ids:
@@ -312,44 +289,6 @@ def _snapshot_columns(f: _Facts) -> dict[str, Any]:
     }
 
 
-def _current_state(
-    conn: Connection, event_id: int | None
-) -> tuple[str | None, str | None, datetime] | None:
-    if event_id is None:
-        return None
-    row = conn.execute(
-        sa.select(events.c.details_status, events.c.shipment_status, events.c.event_time).where(
-            events.c.id == event_id
-        )
-    ).one_or_none()
-    return None if row is None else (row[0], row[1], row[2])
-
-
-def _state_since(
-    conn: Connection, card_id: str, status: str | None, shipment_status: str | None, at: datetime
-) -> datetime:
-    """When the card entered its current state: the earliest event of the same state after the
-    last event of a different state. Computed from history, so arrival order does not matter."""
-    same = sa.and_(
-        events.c.details_status.is_not_distinct_from(status),
-        events.c.shipment_status.is_not_distinct_from(shipment_status),
-    )
-    boundary = (
-        sa.select(sa.func.max(events.c.event_time))
-        .where(events.c.card_id == card_id, events.c.event_time < at, sa.not_(same))
-        .scalar_subquery()
-    )
-    earliest = conn.execute(
-        sa.select(sa.func.min(events.c.event_time)).where(
-            events.c.card_id == card_id,
-            events.c.event_time <= at,
-            same,
-            sa.or_(boundary.is_(None), events.c.event_time > boundary),
-        )
-    ).scalar_one_or_none()
-    return earliest or at
-
-
 def _is_gap(conn: Connection, f: _Facts, event_id: int) -> bool:
     """A PRODUCE shipment seen as the card's first PRODUCE event: production steps are missing."""
     op = f.op
@@ -358,13 +297,8 @@ def _is_gap(conn: Connection, f: _Facts, event_id: int) -> bool:
     if op.details.status not in _SHIPPING_STATUSES and op.details.shipment is None:
         return False
     earlier = conn.execute(
-        sa.select(events.c.id)
-        .where(
-            events.c.card_id == op.card_id,
-            events.c.operation == "PRODUCE",
-            events.c.id != event_id,
-        )
-        .limit(1)
+        statements(conn.dialect.name).earlier_produce,
+        {"card_id": op.card_id, "event_id": event_id},
     ).first()
     return earlier is None
 
@@ -381,51 +315,19 @@ def _fan_out(
 ) -> int:
     """One `INSERT ... SELECT` over the card's subscriptions (index ix_subscriptions_card), plus
     the exceptions-channel alert. Returns the number of outbox rows created."""
-    wanted = [FILTER_ALL, FILTER_EXCEPTIONS] if exception else [FILTER_ALL]
-    thread_key = subscriptions.c.workspace_id + ":" + subscriptions.c.channel_id + f":{card_id}"
-    select = sa.select(
-        subscriptions.c.workspace_id,
-        subscriptions.c.channel_id,
-        sa.literal(KIND_CARD_EVENT),
-        sa.literal(card_id),
-        sa.literal(event_id),
-        subscriptions.c.id,
-        thread_key,
-        sa.literal(OUTBOX_PENDING),
-        sa.literal(0),
-        sa.literal(received_at, type_=outbox.c.next_attempt_at.type),
-        sa.literal(received_at, type_=outbox.c.created_at.type),
-    ).where(subscriptions.c.card_id == card_id, subscriptions.c.filter.in_(wanted))
-    columns = [
-        "workspace_id",
-        "channel_id",
-        "kind",
-        "card_id",
-        "event_id",
-        "subscription_id",
-        "thread_key",
-        "state",
-        "attempts",
-        "next_attempt_at",
-        "created_at",
-    ]
-    # RETURNING rather than rowcount: psycopg reports -1 for INSERT ... SELECT here.
-    inserted = conn.execute(sa.insert(outbox).from_select(columns, select).returning(outbox.c.id))
-    enqueued = len(inserted.all())
+    sql = statements(conn.dialect.name)
+    params = {
+        "card_id": card_id,
+        "card_key": card_id,
+        "event_id": event_id,
+        "received_at": received_at,
+    }
+    query = sql.fan_out_exceptions if exception else sql.fan_out
+    enqueued = len(conn.execute(query, params).all())
     if exception and exceptions_channel:
         conn.execute(
-            sa.insert(outbox).values(
-                workspace_id=workspace_id,
-                channel_id=exceptions_channel,
-                kind=KIND_EXCEPTION_ALERT,
-                card_id=card_id,
-                event_id=event_id,
-                thread_key=None,
-                state=OUTBOX_PENDING,
-                attempts=0,
-                next_attempt_at=received_at,
-                created_at=received_at,
-            )
+            sql.exception_alert,
+            {**params, "workspace_id": workspace_id, "channel_id": exceptions_channel},
         )
         enqueued += 1
     return enqueued
