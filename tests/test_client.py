@@ -171,8 +171,8 @@ async def test_connection_refused_is_unavailable_after_retries() -> None:
 async def test_timeout_is_retried() -> None:
     async with running_sandbox() as (sb, url):
         sb.create_card("card-1")
-        sb.faults.delay_next("productionStatus", seconds=1.5)
-        async with make_client(url, sb, timeout=0.3, max_retries=2) as client:
+        sb.faults.delay_next("productionStatus", seconds=0.6)
+        async with make_client(url, sb, timeout=0.2, max_retries=2) as client:
             status = await client.production_status("card-1")
         assert status.status == "CARD_PROD_REQUESTED"
         assert len(_status_requests(sb)) == 2

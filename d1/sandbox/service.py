@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from d1.models import CardOrderRequest, mask_pan, track_request_adapter
+from d1.models import Address, CardOrderRequest, mask_pan, track_request_adapter
 from d1.sandbox import lifecycle
 from d1.sandbox.delivery import Notifier
 from d1.sandbox.faults import Faults
@@ -66,6 +66,17 @@ class RequestRecord:
     method: str
     headers: dict[str, str]
     body: Any = None
+
+
+def _address_wire(address: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An address in D1's wire names (accepts snake_case, camelCase and `postalCode`)."""
+    if not address:
+        return None
+    values = dict(address)
+    for alias in ("postalCode", "postal_code"):
+        if alias in values:
+            values.setdefault("zipCode", values.pop(alias))
+    return Address.model_validate(values).to_wire() or None
 
 
 class UnknownCard(KeyError):
@@ -150,7 +161,7 @@ class Sandbox:
             seed=self.config.seed,
             masked_pan=mask_pan(masked_pan) if masked_pan else None,
             name=name,
-            address=dict(address) if address else None,
+            address=_address_wire(address),
             carrier=carrier,
             now=self.now(),
         )
