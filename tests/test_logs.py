@@ -163,11 +163,12 @@ def test_no_secret_survives_any_logging_path(fmt: str) -> None:
 
 
 async def test_slack_sdk_debug_logs_hold_no_token() -> None:
-    """slack_sdk logs requests at DEBUG, Authorization header included."""
+    """slack_sdk logs every request's parameters at DEBUG: a card number or token in a message
+    body would be written as is without the filter."""
     async with LocalSlack() as slack:
         with captured_logs(level="DEBUG") as stream:
             client = AsyncWebClient(token=BOT_TOKEN, base_url=slack.base_url)
-            await client.chat_postMessage(channel="C1", text="hello")
+            await client.chat_postMessage(channel="C1", text=f"card {PANS[0]} {USER_TOKEN}")
             await client.auth_test()
     text = stream.getvalue()
     assert "slack_sdk" in text  # the library did log its requests
@@ -231,4 +232,71 @@ async def test_secrets_in_paths_queries_and_crashes_stay_out_of_the_logs() -> No
     assert "GET /cards/************1111 200" in text
     access = [line for line in text.splitlines() if "d1bot.access" in line]
     assert len(access) == 2 and not any("token=" in line for line in access)  # no query strings
+    assert_clean(text)
+
+
+# --------------------------------------------------------------------------- the product's doors
+
+
+async def test_product_paths_log_no_card_numbers_or_credentials(engine) -> None:
+    """Notifications (accepted, malformed, unauthenticated), the token endpoint, `/card`
+    commands and Slack delivery, all at DEBUG: the captured log holds no secret."""
+    from bot import outbox
+    from tests.intake_support import PATH, bearer, intake_client, make_runtime
+    from tests.servers import wait_for
+    from tests.slack_signing import SIGNING_SECRET, command_body, signed_headers
+
+    operation = {
+        "operationId": "op-redaction-1",
+        "operation": "PRODUCE",
+        "status": "FAILED",
+        "startTime": "2025-03-04T08:00:00Z",
+        "endTime": "2025-03-04T08:01:00Z",
+        "cardId": "card-redaction-1",
+        "error": f"embossing refused for {PANS[0]}",
+        "details": {"status": "DATA_EXCEPTION", "reason": f"PAN {PANS[1]} rejected"},
+        "unknownField": PANS[2],
+    }
+    async with LocalSlack() as slack:
+        runtime = make_runtime(
+            engine,
+            slack_bot_token=BOT_TOKEN,
+            slack_signing_secret=SIGNING_SECRET,
+            slack_api_url=slack.base_url,
+        )
+        outbox.install(runtime)
+        with captured_logs(level="DEBUG") as stream:
+            async with intake_client(runtime) as http:
+                accepted = await http.post(PATH, json={"operations": [operation]}, headers=bearer())
+                malformed = await http.post(
+                    PATH,
+                    content=f'{{"operations": [{{"cardId": "{PANS[0]}", "status": ',
+                    headers={**bearer(), "content-type": "application/json"},
+                )
+                refused = await http.post(PATH, json=operation, headers={"authorization": BEARER})
+                token = await http.post(
+                    "/oauth2/token",
+                    content="grant_type=client_credentials",
+                    headers={
+                        "authorization": BASIC,
+                        "content-type": "application/x-www-form-urlencoded",
+                    },
+                )
+                for text in (f"status {PANS[0]}", f"subscribe {PANS[3]}", f"status {BOT_TOKEN}"):
+                    body = command_body(text, response_url=slack.response_url())
+                    answer = await http.post(
+                        "/slack/events", content=body, headers=signed_headers(body)
+                    )
+                    assert answer.status_code == 200
+                await wait_for(lambda: len(slack.responses) >= 3, message="command replies")
+                await wait_for(
+                    lambda: slack.messages(channel="CEXCEPTIONS"), message="the exception alert"
+                )
+    assert accepted.status_code == 204
+    assert malformed.status_code == 400
+    assert refused.status_code == 401
+    assert token.status_code == 401
+    text = stream.getvalue()
+    assert "POST /slack/events 200" in text and f"POST {PATH} 204" in text
+    assert "chat.postMessage" in text  # slack_sdk's DEBUG lines about the delivery are there
     assert_clean(text)
