@@ -26,6 +26,9 @@ def build_runtime(settings: Settings) -> Runtime:
     runtime = Runtime(settings=settings, engine=engine)
     runtime.outbox_wakeup = asyncio.Event()
     wire_clients(runtime)
+    from bot import scheduler
+
+    scheduler.install(runtime)  # digests, stuck cards, reconciliation (bot/scheduler.py)
     return runtime
 
 
