@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from datetime import date, datetime, timezone
 from typing import Annotated, Any, Literal
 
@@ -558,16 +559,59 @@ def luhn_valid(digits: str) -> bool:
 
 # 13-19 digits, optionally grouped by single spaces or dashes, not inside a longer digit run.
 PAN_CANDIDATE = re.compile(r"(?<![\d])(?:\d[ -]?){12,18}\d(?![\d])")
+# A run of digit groups separated by single spaces or dashes ("card-1 4111 1111 1111 1111").
+_DIGIT_GROUPS = re.compile(r"\d+(?:[ -]\d+)*")
+_GROUP = re.compile(r"\d+")
+
+
+def pan_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every substring that looks like a full PAN: whole digit groups adding up
+    to 13-19 digits and passing Luhn. Windows of whole groups are tried, so a PAN that follows
+    an unrelated number ("card-1 4111 ...") is still found; an unbroken run of digits is never
+    cut (a 20-digit tracking number is not a PAN)."""
+    spans: list[tuple[int, int]] = []
+    for run in _DIGIT_GROUPS.finditer(text):
+        groups = [(g.start(), g.end()) for g in _GROUP.finditer(text, run.start(), run.end())]
+        start_index = 0
+        while start_index < len(groups):
+            matched_end = None
+            total = 0
+            for end_index in range(start_index, len(groups)):
+                total += groups[end_index][1] - groups[end_index][0]
+                if total > 19:
+                    break
+                if total >= 13:
+                    first, last = groups[start_index][0], groups[end_index][1]
+                    digits = "".join(c for c in text[first:last] if c.isdigit())
+                    if luhn_valid(digits):
+                        matched_end = end_index
+            if matched_end is None:
+                start_index += 1
+                continue
+            spans.append((groups[start_index][0], groups[matched_end][1]))
+            start_index = matched_end + 1
+    return spans
 
 
 def find_pans(text: str) -> list[str]:
     """Substrings of `text` that look like a full PAN (13-19 digits passing Luhn)."""
-    found = []
-    for match in PAN_CANDIDATE.finditer(text):
-        digits = re.sub(r"[ -]", "", match.group(0))
-        if 13 <= len(digits) <= 19 and luhn_valid(digits):
-            found.append(match.group(0))
-    return found
+    return [text[start:end] for start, end in pan_spans(text)]
+
+
+def redact_pans(text: str, replacement: Callable[[str], str] | None = None) -> str:
+    """`text` with every PAN-like substring replaced (by default masked to its last four)."""
+    spans = pan_spans(text)
+    if not spans:
+        return text
+    replace = replacement or (lambda pan: mask_pan(re.sub(r"[ -]", "", pan)))
+    pieces: list[str] = []
+    cursor = 0
+    for start, end in spans:
+        pieces.append(text[cursor:start])
+        pieces.append(replace(text[start:end]))
+        cursor = end
+    pieces.append(text[cursor:])
+    return "".join(pieces)
 
 
 def contains_pan(text: str) -> bool:

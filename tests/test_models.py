@@ -12,12 +12,14 @@ from d1.models import (
     Operation,
     ProductionStatus,
     contains_pan,
+    find_pans,
     is_exception,
     lifecycle_rank,
     mask_pan,
     operation_dedup_key,
     operation_event_time,
     parse_operations,
+    redact_pans,
     track_request_adapter,
 )
 from tests.spec_examples import notification_examples, track_request_examples
@@ -162,3 +164,10 @@ def test_pan_detection() -> None:
     assert not contains_pan("4111111111111112")  # fails Luhn
     assert not contains_pan("card-123456")
     assert mask_pan("4111111111111111") == "************1111"
+
+
+def test_pan_found_after_another_number_and_in_groups() -> None:
+    assert find_pans("subscribe card-1 4111111111111111") == ["4111111111111111"]
+    assert find_pans("ref 12 4111 1111 1111 1111 thanks") == ["4111 1111 1111 1111"]
+    assert find_pans("tracking 61293150000079650811") == []  # 20 digits, unbroken: not a PAN
+    assert redact_pans("pan=4111-1111-1111-1111.") == "pan=************1111."
