@@ -21,8 +21,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +52,7 @@ from d1.models import (
 from d1.tokens import (
     DEFAULT_ASSERTION_LIFETIME_SECONDS,
     JWT_BEARER_GRANT,
+    TokenCache,
     load_es256_private_key,
     mint_assertion,
 )
@@ -92,49 +92,6 @@ def build_ssl_context(
     if client_cert and client_key:
         context.load_cert_chain(certfile=str(client_cert), keyfile=str(client_key))
     return context
-
-
-@dataclass
-class _CachedToken:
-    value: str
-    refresh_after: datetime
-
-
-class _TokenCache:
-    """The access token, refreshed by at most one caller at a time."""
-
-    def __init__(self, fetch: Callable[[], Awaitable[TokenResponse]], clock: Clock, margin: int):
-        self._fetch = fetch
-        self._clock = clock
-        self._margin = margin
-        self._token: _CachedToken | None = None
-        self._lock = asyncio.Lock()
-
-    def _fresh(self) -> str | None:
-        token = self._token
-        if token is not None and self._clock() < token.refresh_after:
-            return token.value
-        return None
-
-    async def get(self) -> str:
-        value = self._fresh()
-        if value is not None:
-            return value
-        async with self._lock:  # the first caller fetches; the others wait and reuse
-            value = self._fresh()
-            if value is not None:
-                return value
-            answer = await self._fetch()
-            lifetime = max(answer.expires_in - self._margin, answer.expires_in // 2, 1)
-            self._token = _CachedToken(
-                answer.access_token, self._clock() + timedelta(seconds=lifetime)
-            )
-            return answer.access_token
-
-    def discard(self, value: str) -> None:
-        """Forget `value` (D1 refused it); a newer token fetched meanwhile is kept."""
-        if self._token is not None and self._token.value == value:
-            self._token = None
 
 
 class D1Client:
@@ -188,7 +145,7 @@ class D1Client:
             transport=transport,
             headers={"accept": "application/json", "user-agent": "d1-slack"},
         )
-        self._tokens = _TokenCache(self._fetch_token, clock, token_margin_seconds)
+        self._tokens = TokenCache(self._fetch_token, clock, token_margin_seconds)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> D1Client:

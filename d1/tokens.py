@@ -2,18 +2,25 @@
 
 D1 (RFC 7523 grant) accepts only ES256 assertions whose header names the issuer's provisioned
 key (`kid`) and whose claims say `iss` = `sub` = issuerId, with `exp` at most 15 minutes ahead.
-Pure functions: no I/O, the caller passes the time.
+Pure functions (no I/O, the caller passes the time), and `TokenCache`, which holds the access
+token and makes concurrent callers share one refresh.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from datetime import datetime
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from d1.models import TokenResponse
+
+Clock = Callable[[], datetime]
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 MAX_ASSERTION_LIFETIME_SECONDS = 15 * 60
 DEFAULT_ASSERTION_LIFETIME_SECONDS = 5 * 60
@@ -70,10 +77,54 @@ def mint_assertion(
     return jwt.encode(claims, private_key, algorithm="ES256", headers={"kid": key_id})
 
 
+@dataclass
+class _CachedToken:
+    value: str
+    refresh_after: datetime
+
+
+class TokenCache:
+    """The access token, refreshed by at most one caller at a time (others wait and reuse it)."""
+
+    def __init__(self, fetch: Callable[[], Awaitable[TokenResponse]], clock: Clock, margin: int):
+        self._fetch = fetch
+        self._clock = clock
+        self._margin = margin
+        self._token: _CachedToken | None = None
+        self._lock = asyncio.Lock()
+
+    def _fresh(self) -> str | None:
+        token = self._token
+        if token is not None and self._clock() < token.refresh_after:
+            return token.value
+        return None
+
+    async def get(self) -> str:
+        value = self._fresh()
+        if value is not None:
+            return value
+        async with self._lock:  # the first caller fetches; the others wait and reuse
+            value = self._fresh()
+            if value is not None:
+                return value
+            answer = await self._fetch()
+            lifetime = max(answer.expires_in - self._margin, answer.expires_in // 2, 1)
+            self._token = _CachedToken(
+                answer.access_token, self._clock() + timedelta(seconds=lifetime)
+            )
+            return answer.access_token
+
+    def discard(self, value: str) -> None:
+        """Forget `value` (D1 refused it); a newer token fetched meanwhile is kept."""
+        if self._token is not None and self._token.value == value:
+            self._token = None
+
+
 __all__ = [
     "DEFAULT_ASSERTION_LIFETIME_SECONDS",
     "JWT_BEARER_GRANT",
     "MAX_ASSERTION_LIFETIME_SECONDS",
+    "TokenCache",
     "generate_es256_keypair",
     "load_es256_private_key",
     "mint_assertion",
