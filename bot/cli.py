@@ -19,6 +19,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--no-migrate", action="store_true", help="do not apply database migrations at start"
     )
+    tls = serve.add_argument_group("TLS (when no proxy terminates it)")
+    tls.add_argument("--ssl-certfile", default=None, help="server certificate (PEM)")
+    tls.add_argument("--ssl-keyfile", default=None, help="server private key (PEM)")
+    tls.add_argument("--ssl-ca-certs", default=None, help="CA bundle for client certificates")
+    tls.add_argument(
+        "--require-client-cert",
+        action="store_true",
+        help="refuse clients without a certificate signed by --ssl-ca-certs (mTLS, as D1 does)",
+    )
 
     demo = sub.add_parser("demo", help="run everything locally: D1 sandbox, Slack stand-in, bot")
     demo.add_argument("--no-input", action="store_true", help="run the scenario and exit")
@@ -40,9 +49,21 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
-        from bot.main import serve
+        from bot.main import TLSOptions, serve
 
-        return serve(host=args.host, port=args.port, migrate=not args.no_migrate)
+        if args.require_client_cert and not args.ssl_ca_certs:
+            print("--require-client-cert needs --ssl-ca-certs", file=sys.stderr)
+            return 2
+        if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+            print("--ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
+            return 2
+        tls = TLSOptions(
+            certfile=args.ssl_certfile,
+            keyfile=args.ssl_keyfile,
+            ca_certs=args.ssl_ca_certs,
+            require_client_cert=args.require_client_cert,
+        )
+        return serve(host=args.host, port=args.port, migrate=not args.no_migrate, tls=tls)
     if args.command == "demo":
         from bot.demo import run_demo
 

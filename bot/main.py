@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import sys
+from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -26,8 +29,9 @@ def build_runtime(settings: Settings) -> Runtime:
     runtime = Runtime(settings=settings, engine=engine)
     runtime.outbox_wakeup = asyncio.Event()
     wire_clients(runtime)
-    from bot import scheduler
+    from bot import outbox, scheduler
 
+    outbox.install(runtime)  # delivers what intake and the jobs enqueue (bot/outbox.py)
     scheduler.install(runtime)  # digests, stuck cards, reconciliation (bot/scheduler.py)
     return runtime
 
@@ -110,7 +114,29 @@ def migrate() -> int:
     return 0
 
 
-def serve(*, host: str | None, port: int | None, migrate: bool = True) -> int:
+@dataclass(frozen=True)
+class TLSOptions:
+    """TLS for `d1bot serve` when no proxy terminates it; `require_client_cert` is mTLS."""
+
+    certfile: str | None = None
+    keyfile: str | None = None
+    ca_certs: str | None = None
+    require_client_cert: bool = False
+
+    def uvicorn_kwargs(self) -> dict[str, Any]:
+        if not self.certfile:
+            return {}
+        kwargs: dict[str, Any] = {"ssl_certfile": self.certfile, "ssl_keyfile": self.keyfile}
+        if self.ca_certs:
+            kwargs["ssl_ca_certs"] = self.ca_certs
+        if self.require_client_cert:
+            kwargs["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+        return kwargs
+
+
+def serve(
+    *, host: str | None, port: int | None, migrate: bool = True, tls: TLSOptions | None = None
+) -> int:
     import uvicorn
 
     from bot.logs import configure_logging
@@ -136,6 +162,7 @@ def serve(*, host: str | None, port: int | None, migrate: bool = True) -> int:
         log_config=None,
         access_log=False,  # bot.middleware logs one line per request, with its correlation id
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        **(tls or TLSOptions()).uvicorn_kwargs(),
     )
     log.info("stopped")
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import re
 import ssl
 from datetime import datetime, timedelta, timezone
@@ -11,10 +10,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from bot.metrics import D1_CALLS
 from bot.settings import Settings
@@ -32,6 +27,7 @@ from d1.errors import (
 )
 from d1.models import ShipmentTrackingRequest
 from tests.d1_fixtures import TEST_KEYS, make_client, running_sandbox, sandbox_env
+from tests.pki import write_pki
 from tests.servers import free_port, serve_asgi
 
 CORRELATION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -262,62 +258,8 @@ def test_from_settings_builds_or_says_what_is_missing(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------- mTLS
 
 
-def _cert(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
-    *,
-    ca: bool = False,
-    ip: bool = False,
-) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    issuer_name, issuer_key = issuer or (name, key)
-    now = dt.datetime.now(dt.timezone.utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if ip:
-        import ipaddress
-
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _write_pki(tmp: Path) -> dict[str, Path]:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files."""
-    files: dict[str, Path] = {}
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _cert("test-ca", ca_key, None, ca=True)
-    for role in ("server", "client"):
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = _cert(f"test-{role}", key, (ca.subject, ca_key), ip=role == "server")
-        files[f"{role}_cert"] = tmp / f"{role}.crt"
-        files[f"{role}_key"] = tmp / f"{role}.key"
-        files[f"{role}_cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        files[f"{role}_key"].write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    files["ca"] = tmp / "ca.crt"
-    files["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    return files
-
-
 def test_ssl_context_loads_client_certificate(tmp_path: Path) -> None:
-    pki = _write_pki(tmp_path)
+    pki = write_pki(tmp_path)
     context = build_ssl_context(client_cert=pki["client_cert"], client_key=pki["client_key"])
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     with pytest.raises(D1NotConfigured):
@@ -331,7 +273,7 @@ async def test_mtls_handshake_with_client_certificate(tmp_path: Path) -> None:
     from d1.sandbox import Sandbox
     from tests.d1_fixtures import sandbox_config
 
-    pki = _write_pki(tmp_path)
+    pki = write_pki(tmp_path)
     sb = Sandbox(sandbox_config())
     sb.create_card("card-1")
     tls = {
