@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 
 # Slack errors that no retry will fix: the row goes to the dead letters at once.
 PERMANENT_ERRORS = frozenset(
@@ -110,28 +109,24 @@ def backoff_seconds(
     return ceiling * (0.5 + 0.5 * rng())
 
 
-@dataclass
-class _Slot:
-    next_free: float = 0.0
-
-
 class ChannelPacer:
-    """A token bucket per channel (capacity one): at most `rate` posts per second to each
-    channel, and none before a `Retry-After` that Slack gave for it. Times are the event loop's
-    monotonic clock."""
+    """At most `rate` posts per second to each channel, and none before a `Retry-After` that
+    Slack gave for it. The interval is counted from the moment the previous post's answer came
+    back (`done`), not from when it was sent: Slack measures arrivals, and an answer is always
+    later than its request's arrival, so a loaded event loop cannot bunch two posts up on
+    Slack's side. Times are the event loop's monotonic clock."""
 
     def __init__(self, rate_per_second: float, *, max_wait: float) -> None:
         self.interval = 1.0 / rate_per_second if rate_per_second > 0 else 0.0
         self.max_wait = max_wait
-        self._slots: dict[str, _Slot] = {}
+        self._next_free: dict[str, float] = {}
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
 
     def wait_for(self, channel: str) -> float:
         """Seconds until `channel` may receive a post."""
-        slot = self._slots.get(channel)
-        return 0.0 if slot is None else max(0.0, slot.next_free - self._now())
+        return max(0.0, self._next_free.get(channel, 0.0) - self._now())
 
     async def acquire(self, channel: str) -> None:
         """Wait for the channel's turn, or raise `Deferred` when the wait is longer than
@@ -141,16 +136,19 @@ class ChannelPacer:
             raise Deferred(wait, "paced")
         if wait > 0:
             await asyncio.sleep(wait)
-        slot = self._slots.setdefault(channel, _Slot())
-        slot.next_free = max(self._now(), slot.next_free) + self.interval
+        # Until `done`, nobody else may post here (one post in flight per channel).
+        self._next_free[channel] = self._now() + max(self.max_wait, self.interval)
+
+    def done(self, channel: str) -> None:
+        """The post to `channel` was answered: the next one may go `interval` from now."""
+        self._next_free[channel] = self._now() + self.interval
 
     def block(self, channel: str, seconds: float) -> None:
         """Slack asked us to wait `seconds` before the next post to `channel`."""
-        slot = self._slots.setdefault(channel, _Slot())
-        slot.next_free = max(slot.next_free, self._now() + seconds)
+        self._next_free[channel] = max(self._next_free.get(channel, 0.0), self._now() + seconds)
 
     def forget_idle(self) -> None:
-        """Drop slots whose channel is free again (keeps memory bounded)."""
+        """Drop channels that are free again (keeps memory bounded)."""
         now = self._now()
-        for channel in [c for c, s in self._slots.items() if s.next_free <= now]:
-            del self._slots[channel]
+        for channel in [c for c, t in self._next_free.items() if t <= now]:
+            del self._next_free[channel]

@@ -4,6 +4,7 @@ asserted on the bodies the Slack stand-in recorded, over every kind of channel m
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 
 from sqlalchemy.engine import Engine
@@ -70,6 +71,8 @@ async def test_no_pan_name_or_address_in_any_slack_body(engine: Engine) -> None:
     assert len(bodies) > 20
     for body in bodies:
         dumped = json.dumps(body)
-        assert FULL_PAN not in dumped and find_pans(dumped) == []
+        assert FULL_PAN not in dumped
+        # Slack permalinks carry a message ts as 16 digits, which passes Luhn one time in ten.
+        assert find_pans(re.sub(r"/p\d{16}", "/p", dumped)) == []
         assert CARDHOLDER not in dumped
         assert ADDRESS_LINE not in dumped

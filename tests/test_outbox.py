@@ -241,7 +241,7 @@ async def test_restart_resumes_and_an_expired_lease_is_reclaimed(any_engine: Eng
             engine, worker="dead-worker", now=now, lease_until=now + timedelta(seconds=0.5), limit=1
         )
         assert len(claimed) == 1 and claimed[0].channel_id == "C1"
-        await drain(worker, engine)  # C2 goes; C1 is held by the dead worker's lease
+        await worker.drain_once()  # C2 goes; C1 is held by the dead worker's lease
         assert slack.messages(channel="C1") == [] and len(slack.messages(channel="C2")) == 2
 
         restarted = make_worker(runtime, slack)

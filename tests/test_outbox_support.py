@@ -3,6 +3,7 @@ D1 operations recorded through the real intake repository (which fans them out t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
@@ -130,12 +131,18 @@ async def delivery(
         yield slack, runtime, make_worker(runtime, slack)
 
 
-async def drain(worker: OutboxWorker, engine: Engine, *, rounds: int = 50) -> None:
-    """Drain until nothing is due (rows waiting for a later retry stay pending)."""
-    for _ in range(rounds):
+async def drain(worker: OutboxWorker, engine: Engine, *, timeout: float = 15.0) -> None:
+    """Deliver until the outbox is empty, including rows deferred for a moment (an alert
+    waiting for its card's thread, a backoff)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
         if await worker.drain_once() == 0:
-            return
-    raise AssertionError(f"outbox still busy after {rounds} rounds: {repo.pending_count(engine)}")
+            if repo.pending_count(engine) == 0:
+                return
+            if loop.time() > deadline:
+                raise AssertionError(f"outbox not empty after {timeout}s")
+            await asyncio.sleep(0.02)
 
 
 def posted_bodies(slack: LocalSlack) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ from storage.tables import (
     OUTBOX_PENDING,
     OUTBOX_SENT,
     CardRecord,
+    EventRecord,
     OutboxRecord,
 )
 
@@ -348,6 +349,19 @@ def rows_of_channel(engine: Engine, *, channel_id: str) -> list[OutboxRecord]:
         )
 
 
+def events_by_ids(engine: Engine, *, ids: list[int]) -> dict[int, EventRecord]:
+    """Many events at once (the rows of one delivery round often share a few events)."""
+    unique = sorted(set(ids))
+    found: dict[int, EventRecord] = {}
+    with Session(engine) as session:
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            for event in session.exec(select(EventRecord).where(col(EventRecord.id).in_(chunk))):
+                assert event.id is not None
+                found[event.id] = event
+    return found
+
+
 def pending_count(engine: Engine, *, channel_id: str | None = None) -> int:
     query = sa.select(sa.func.count()).where(outbox.c.state == OUTBOX_PENDING)
     if channel_id is not None:
@@ -419,6 +433,7 @@ __all__ = [
     "dead_letters",
     "enqueue_message",
     "enqueue_once",
+    "events_by_ids",
     "find_bursts",
     "get_row",
     "has_pending_card_event",

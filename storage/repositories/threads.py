@@ -38,6 +38,24 @@ def threads_of_card(
         return list(session.exec(query.order_by(ThreadRecord.id)))  # type: ignore[arg-type]
 
 
+def threads_of_cards(
+    engine: Engine, *, card_ids: list[str]
+) -> dict[tuple[str, str, str], ThreadRecord]:
+    """The parents of many cards at once, keyed by (workspace, channel, card)."""
+    found: dict[tuple[str, str, str], ThreadRecord] = {}
+    unique = sorted(set(card_ids))
+    with Session(engine) as session:
+        for start in range(0, len(unique), 500):
+            rows = session.exec(
+                select(ThreadRecord).where(
+                    ThreadRecord.card_id.in_(unique[start : start + 500])  # type: ignore[attr-defined]
+                )
+            )
+            for row in rows:
+                found[(row.workspace_id, row.channel_id, row.card_id)] = row
+    return found
+
+
 def save_thread(
     engine: Engine,
     *,
@@ -88,4 +106,11 @@ def forget_thread(engine: Engine, *, workspace_id: str, channel_id: str, card_id
         )
 
 
-__all__ = ["forget_thread", "get_thread", "save_thread", "threads_of_card", "touch_thread"]
+__all__ = [
+    "forget_thread",
+    "get_thread",
+    "save_thread",
+    "threads_of_card",
+    "threads_of_cards",
+    "touch_thread",
+]
