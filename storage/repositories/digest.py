@@ -84,20 +84,43 @@ class DigestData:
 
 
 def _status_counts(
-    conn: Connection, column: Any, *, previous_start: datetime, start: datetime, end: datetime
-) -> list[StatusCount]:
-    current = sa.func.count(sa.distinct(sa.case((EVENTS.c.received_at >= start, EVENTS.c.card_id))))
-    previous = sa.func.count(sa.distinct(sa.case((EVENTS.c.received_at < start, EVENTS.c.card_id))))
-    rows = conn.execute(
-        sa.select(column, current, previous)
-        .where(
-            EVENTS.c.received_at >= previous_start,
-            EVENTS.c.received_at < end,
-            column.is_not(None),
+    conn: Connection, *, previous_start: datetime, start: datetime, end: datetime
+) -> tuple[list[StatusCount], list[StatusCount]]:
+    """(production counts, shipment counts): one range scan of the events of both days,
+    materialised once, then grouped by each status."""
+    window = (
+        sa.select(
+            EVENTS.c.card_id,
+            EVENTS.c.details_status,
+            EVENTS.c.shipment_status,
+            sa.case((EVENTS.c.received_at >= start, 1), else_=0).label("cur"),
         )
-        .group_by(column)
+        .where(EVENTS.c.received_at >= previous_start, EVENTS.c.received_at < end)
+        .cte("day_events")
+        .prefix_with("MATERIALIZED")
+    )
+
+    def grouped(kind: str, column: Any) -> Any:
+        return (
+            sa.select(
+                sa.literal(kind).label("kind"),
+                column.label("status"),
+                sa.func.count(sa.distinct(sa.case((window.c.cur == 1, window.c.card_id)))),
+                sa.func.count(sa.distinct(sa.case((window.c.cur == 0, window.c.card_id)))),
+            )
+            .where(column.is_not(None))
+            .group_by(column)
+        )
+
+    rows = conn.execute(
+        sa.union_all(
+            grouped("production", window.c.details_status),
+            grouped("shipment", window.c.shipment_status),
+        )
     ).all()
-    return [StatusCount(status=r[0], current=int(r[1]), previous=int(r[2])) for r in rows]
+    production = [StatusCount(r[1], int(r[2]), int(r[3])) for r in rows if r[0] == "production"]
+    shipment = [StatusCount(r[1], int(r[2]), int(r[3])) for r in rows if r[0] == "shipment"]
+    return production, shipment
 
 
 def _reason_expr() -> Any:
@@ -203,8 +226,7 @@ def digest_data(
     `[previous_start, window_start)`, read in one transaction so they agree with each other."""
     window = {"previous_start": previous_start, "start": window_start, "end": window_end}
     with engine.connect() as conn, conn.begin():
-        production = _status_counts(conn, EVENTS.c.details_status, **window)
-        shipment = _status_counts(conn, EVENTS.c.shipment_status, **window)
+        production, shipment = _status_counts(conn, **window)
         total, exceptions, reasons = _exceptions(
             conn,
             start=window_start,

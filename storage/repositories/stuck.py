@@ -88,26 +88,48 @@ def _clock(name: str) -> Any:
     raise ValueError(f"unknown stuck clock {name!r}")
 
 
-def _criterion_select(criterion: StuckCriterion) -> sa.Select[Any]:
-    clock = _clock(criterion.clock)
-    where: list[Any] = [clock < criterion.before]
+def _selector(criterion: StuckCriterion) -> tuple[str, tuple[str, ...]]:
+    """Which index a criterion reads through: criteria sharing one are read in one scan."""
     if criterion.no_shipment:
+        return ("no_shipment", ())
+    if criterion.shipment_statuses:
+        return ("shipment", criterion.shipment_statuses)
+    return ("status", ())
+
+
+def _matches(criterion: StuckCriterion) -> Any:
+    condition = [_clock(criterion.clock) < criterion.before]
+    if criterion.statuses and not criterion.shipment_statuses:
+        condition.append(CARDS.c.status.in_(criterion.statuses))
+    if criterion.shipment_statuses and criterion.statuses:
+        condition.append(CARDS.c.status.in_(criterion.statuses))
+    return sa.and_(*condition)
+
+
+def _group_select(selector: tuple[str, tuple[str, ...]], group: list[StuckCriterion]) -> Any:
+    """One scan for the criteria of a selector; each row labelled with its best rule."""
+    kind, shipment_statuses = selector
+    group = sorted(group, key=lambda c: c.priority)
+    where: list[Any] = [sa.or_(*(_matches(c) for c in group))]
+    if kind == "no_shipment":
         where.append(CARDS.c.shipment_status.is_(None))
-        where.append(CARDS.c.status.in_(criterion.statuses))
-    elif criterion.shipment_statuses:
-        where.append(CARDS.c.shipment_status.in_(criterion.shipment_statuses))
+        # coalesce(): read through the shipment status index (few cards have none), not the
+        # status index (most cards are CARD_SHIPPED).
+        statuses = sorted({s for c in group for s in c.statuses})
+        where.append(sa.func.coalesce(CARDS.c.status, "").in_(statuses))
+    elif kind == "shipment":
+        where.append(CARDS.c.shipment_status.in_(shipment_statuses))
         where.append(sa.or_(CARDS.c.status.is_(None), CARDS.c.status.not_in(FINAL_STATUSES)))
-        if criterion.statuses:
-            where.append(CARDS.c.status.in_(criterion.statuses))
     else:
-        where.append(CARDS.c.status.in_(criterion.statuses))
+        where.append(CARDS.c.status.in_(sorted({s for c in group for s in c.statuses})))
+
     return sa.select(
         CARDS.c.card_id,
-        sa.literal(criterion.rule, sa.String()).label("rule"),
-        sa.literal(criterion.priority, sa.Integer()).label("priority"),
+        sa.case(*((_matches(c), c.rule) for c in group)).label("rule"),
+        sa.case(*((_matches(c), c.priority) for c in group)).label("priority"),
         CARDS.c.status,
         CARDS.c.shipment_status,
-        clock.label("since"),
+        sa.case(*((_matches(c), _clock(c.clock)) for c in group)).label("since"),
         CARDS.c.state_event_time,
         CARDS.c.carrier,
         CARDS.c.shipment_message,
@@ -116,14 +138,17 @@ def _criterion_select(criterion: StuckCriterion) -> sa.Select[Any]:
 
 def _ranked(criteria: Sequence[StuckCriterion]) -> sa.Subquery:
     """One row per stuck card (its highest-priority rule)."""
-    union = sa.union_all(*(_criterion_select(c) for c in criteria)).subquery("matches")
+    groups: dict[tuple[str, tuple[str, ...]], list[StuckCriterion]] = {}
+    for criterion in criteria:
+        groups.setdefault(_selector(criterion), []).append(criterion)
+    selects = [_group_select(selector, group) for selector, group in groups.items()]
+    union = (selects[0] if len(selects) == 1 else sa.union_all(*selects)).subquery("matches")
     rank = (
         sa.func.row_number()
         .over(partition_by=union.c.card_id, order_by=union.c.priority)
         .label("rn")
     )
-    ranked = sa.select(*union.c, rank).subquery("ranked")
-    return ranked
+    return sa.select(*union.c, rank).subquery("ranked")
 
 
 def _card(m: Any) -> StuckCard:
@@ -156,13 +181,13 @@ def stuck_cards_in(
     if not criteria:
         return 0, []
     ranked = _ranked(criteria)
-    total = conn.execute(
-        sa.select(sa.func.count()).select_from(ranked).where(ranked.c.rn == 1)
-    ).scalar_one()
-    query = sa.select(ranked).where(ranked.c.rn == 1).order_by(ranked.c.since, ranked.c.card_id)
+    stuck = sa.select(ranked, sa.func.count().over().label("total")).where(ranked.c.rn == 1)
+    query = stuck.order_by(ranked.c.since, ranked.c.card_id)
     if limit is not None:
         query = query.limit(limit)
-    return int(total), [_card(row._mapping) for row in conn.execute(query)]
+    rows = conn.execute(query).all()
+    total = rows[0].total if rows else 0
+    return int(total), [_card(row._mapping) for row in rows]
 
 
 def stuck_cards(
