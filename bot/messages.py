@@ -2,7 +2,7 @@
 
 Everything here is posted to channels, which many people read: a channel message carries no
 personal data at all (no cardholder name, no address, no `signedBy`), and every piece of text
-that came from outside passes through `_clean`, which masks anything that looks like a PAN.
+that came from outside passes through `mrkdwn.escape`, which masks anything that looks like a PAN.
 Built with `slack_sdk.models.blocks`, whose `to_dict()` checks Slack's limits.
 """
 
@@ -18,25 +18,19 @@ from slack_sdk.models.blocks import (
     Block,
     ButtonElement,
     ContextBlock,
-    HeaderBlock,
     MarkdownTextObject,
     SectionBlock,
 )
 
-from bot import actions
+from bot import actions, mrkdwn
 from d1.models import (
-    PRODUCTION_STATUS_WORDS,
-    SHIPMENT_STATUS_WORDS,
     Shipment,
     find_pans,
-    mask_pan,
 )
 from storage.tables import CardRecord, EventRecord
 
-MAX_FIELDS = 10  # Slack's limit of fields in one section
 MAX_SECTION_TEXT = 3000  # Slack's limit of a section's text
 MAX_SUMMARY_ROWS = 40  # a burst summary longer than this ends with "... and N more"
-HEADER_LIMIT = 150  # Slack's limit of a header's text
 
 
 @dataclass(frozen=True)
@@ -57,65 +51,9 @@ class ChannelMessage:
 # --------------------------------------------------------------------------- text helpers
 
 
-def _clean(text: str | None) -> str:
-    """Outside text made safe for a channel: PAN-like digit runs masked, mrkdwn escaped."""
-    if not text:
-        return ""
-    for pan in find_pans(text):
-        text = text.replace(pan, mask_pan(pan))
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def card_label(card_id: str) -> str:
     """How a card is named in a channel: its D1 card id (masked if it ever looks like a PAN)."""
-    return _clean(card_id)
-
-
-def slack_date(value: datetime, *, with_time: bool = True) -> str:
-    """A date Slack shows in each reader's timezone, with a UTC fallback."""
-    stamp = int(value.timestamp())
-    fmt = "{date_short_pretty} {time}" if with_time else "{date_short_pretty}"
-    fallback = value.strftime("%Y-%m-%d %H:%M UTC" if with_time else "%Y-%m-%d")
-    return f"<!date^{stamp}^{fmt}|{fallback}>"
-
-
-def status_text(status: str | None) -> str:
-    """`Shipped (`CARD_SHIPPED`)`; an unknown status is shown as it is."""
-    if not status:
-        return "Unknown"
-    words = PRODUCTION_STATUS_WORDS.get(status)
-    return f"{words} (`{_clean(status)}`)" if words else f"`{_clean(status)}`"
-
-
-def shipment_text(status: str | None) -> str:
-    if not status:
-        return "Unknown"
-    words = SHIPMENT_STATUS_WORDS.get(status)
-    return f"{words} (`{_clean(status)}`)" if words else f"`{_clean(status)}`"
-
-
-def _plain_status(status: str | None, shipment_status: str | None) -> str:
-    """Status in words without markup, for fallback text and headers."""
-    words = PRODUCTION_STATUS_WORDS.get(status or "", status or "Unknown")
-    if shipment_status:
-        words += " / " + SHIPMENT_STATUS_WORDS.get(shipment_status, shipment_status)
-    return words
-
-
-def _field(label: str, value: str) -> MarkdownTextObject:
-    return MarkdownTextObject(text=f"*{label}*\n{value}")
-
-
-def _sections(fields: list[MarkdownTextObject]) -> list[Block]:
-    return [
-        SectionBlock(fields=fields[i : i + MAX_FIELDS]) for i in range(0, len(fields), MAX_FIELDS)
-    ]
-
-
-def _header(text: str) -> HeaderBlock:
-    if len(text) > HEADER_LIMIT:
-        text = text[: HEADER_LIMIT - 1] + "…"
-    return HeaderBlock(text=text)
+    return mrkdwn.escape(card_id)
 
 
 def _shipment(raw: dict[str, Any] | None) -> Shipment | None:
@@ -131,7 +69,7 @@ def _tracking_link(shipment: Shipment) -> str | None:
     url = shipment.tracking_url or shipment.redirect_url
     if not shipment.tracking_number and not url:
         return None
-    label = _clean(shipment.tracking_number or "Track")
+    label = mrkdwn.escape(shipment.tracking_number or "Track")
     if url and url.startswith(("https://", "http://")) and not find_pans(url):
         return f"<{url.replace('|', '%7C').replace('>', '%3E')}|{label}>"
     return label
@@ -141,26 +79,36 @@ def _shipment_fields(shipment: Shipment) -> list[MarkdownTextObject]:
     """Carrier facts that may go to a channel. Never `signedBy`: it is a person's name."""
     fields: list[MarkdownTextObject] = []
     if shipment.status:
-        value = shipment_text(shipment.status)
+        value = mrkdwn.shipment_words(shipment.status)
         if shipment.message:
-            value += f"\n{_clean(shipment.message)}"
-        fields.append(_field("Shipment", value))
+            value += f"\n{mrkdwn.escape(shipment.message)}"
+        fields.append(mrkdwn.field("Shipment", value))
     if shipment.carrier_name:
-        fields.append(_field("Carrier", _clean(shipment.carrier_name)))
+        fields.append(mrkdwn.field("Carrier", mrkdwn.escape(shipment.carrier_name)))
     link = _tracking_link(shipment)
     if link:
-        fields.append(_field("Tracking", link))
+        fields.append(mrkdwn.field("Tracking", link))
     if shipment.estimated_delivery_date and not shipment.delivery_date:
-        fields.append(_field("ETA", slack_date(shipment.estimated_delivery_date, with_time=False)))
+        fields.append(
+            mrkdwn.field(
+                "ETA", mrkdwn.slack_date(shipment.estimated_delivery_date, with_time=False)
+            )
+        )
     if shipment.delivery_date:
-        fields.append(_field("Delivered", slack_date(shipment.delivery_date)))
+        fields.append(mrkdwn.field("Delivered", mrkdwn.slack_date(shipment.delivery_date)))
     if shipment.failed_delivery_attempts and shipment.failed_delivery_attempts != "0":
-        fields.append(_field("Failed attempts", _clean(shipment.failed_delivery_attempts)))
+        fields.append(
+            mrkdwn.field("Failed attempts", mrkdwn.escape(shipment.failed_delivery_attempts))
+        )
     checkpoint = shipment.last_checkpoint
     if checkpoint is not None and (checkpoint.city or checkpoint.country_name):
-        place = ", ".join(_clean(p) for p in (checkpoint.city, checkpoint.country_name) if p)
-        when = f" ({slack_date(checkpoint.checkpoint_time)})" if checkpoint.checkpoint_time else ""
-        fields.append(_field("Last checkpoint", place + when))
+        place = ", ".join(mrkdwn.escape(p) for p in (checkpoint.city, checkpoint.country_name) if p)
+        when = (
+            f" ({mrkdwn.slack_date(checkpoint.checkpoint_time)})"
+            if checkpoint.checkpoint_time
+            else ""
+        )
+        fields.append(mrkdwn.field("Last checkpoint", place + when))
     return fields
 
 
@@ -171,16 +119,16 @@ def _event_shipment(event: EventRecord) -> Shipment | None:
 
 def _event_line(event: EventRecord) -> str:
     """What an event reported, in one line of mrkdwn."""
-    parts = [status_text(event.details_status)] if event.details_status else []
+    parts = [mrkdwn.status_words(event.details_status)] if event.details_status else []
     if event.shipment_status:
-        shipment = shipment_text(event.shipment_status)
+        shipment = mrkdwn.shipment_words(event.shipment_status)
         if event.shipment_message:
-            shipment += f": {_clean(event.shipment_message)}"
+            shipment += f": {mrkdwn.escape(event.shipment_message)}"
         parts.append(shipment)
     if event.operation_status and event.operation_status != "SUCCESSFUL":
-        parts.append(f"operation `{_clean(event.operation_status)}`")
+        parts.append(f"operation `{mrkdwn.escape(event.operation_status)}`")
     if not parts:
-        parts.append(f"`{_clean(event.operation)}`")
+        parts.append(f"`{mrkdwn.escape(event.operation)}`")
     return " · ".join(parts)
 
 
@@ -190,9 +138,9 @@ def _event_reason(event: EventRecord) -> str | None:
     code = payload.get("errorCode")
     bits = []
     if reason:
-        bits.append(f"reason: {_clean(str(reason))}")
+        bits.append(f"reason: {mrkdwn.escape(str(reason))}")
     if code:
-        bits.append(f"error code `{_clean(str(code))}`")
+        bits.append(f"error code `{mrkdwn.escape(str(code))}`")
     return ", ".join(bits) or None
 
 
@@ -202,26 +150,26 @@ def _event_reason(event: EventRecord) -> str | None:
 def card_parent_message(card: CardRecord) -> ChannelMessage:
     """The first message about a card in a channel, kept current with `chat.update`."""
     label = card_label(card.card_id)
-    plain = _plain_status(card.status, card.shipment_status)
+    plain = mrkdwn.plain_status(card.status, card.shipment_status)
     alert = ":warning: " if card.is_exception else ""
-    fields = [_field("Status", status_text(card.status))]
+    fields = [mrkdwn.field("Status", mrkdwn.status_words(card.status))]
     shipment = _shipment(card.shipment)
     if shipment is not None:
         fields.extend(_shipment_fields(shipment))
     elif card.shipment_status:
-        fields.append(_field("Shipment", shipment_text(card.shipment_status)))
+        fields.append(mrkdwn.field("Shipment", mrkdwn.shipment_words(card.shipment_status)))
     if card.production_site:
-        fields.append(_field("Production site", _clean(card.production_site)))
+        fields.append(mrkdwn.field("Production site", mrkdwn.escape(card.production_site)))
     if card.reason:
-        fields.append(_field("Reason", _clean(card.reason)))
+        fields.append(mrkdwn.field("Reason", mrkdwn.escape(card.reason)))
     context = []
     if card.state_event_time is not None:
-        context.append(f"Status as of {slack_date(card.state_event_time)}")
+        context.append(f"Status as of {mrkdwn.slack_date(card.state_event_time)}")
     context.append("Updates in the thread :thread:")
     blocks: list[Block] = [
-        _header(f"Card {card.card_id if label == card.card_id else label}"),
-        SectionBlock(text=MarkdownTextObject(text=f"{alert}*{_clean(plain)}*")),
-        *_sections(fields),
+        mrkdwn.header(f"Card {card.card_id if label == card.card_id else label}"),
+        SectionBlock(text=MarkdownTextObject(text=f"{alert}*{mrkdwn.escape(plain)}*")),
+        *mrkdwn.sections(fields),
         ContextBlock(elements=[MarkdownTextObject(text=" · ".join(context))]),
     ]
     return ChannelMessage(text=f"{alert}Card {label}: {plain}", blocks=blocks)
@@ -241,25 +189,24 @@ def event_reply_message(event: EventRecord) -> ChannelMessage:
     shipment = _event_shipment(event)
     if shipment is not None:
         fields = [f for f in _shipment_fields(shipment) if not f.text.startswith("*Shipment*")]
-        blocks.extend(_sections(fields))
+        blocks.extend(mrkdwn.sections(fields))
+    when = mrkdwn.slack_date(event.event_time)
     blocks.append(
         ContextBlock(
             elements=[
-                MarkdownTextObject(
-                    text=f"`{_clean(event.operation)}` · event time {slack_date(event.event_time)}"
-                )
+                MarkdownTextObject(text=f"`{mrkdwn.escape(event.operation)}` · event time {when}")
             ]
         )
     )
-    plain = _plain_status(event.details_status, event.shipment_status)
+    plain = mrkdwn.plain_status(event.details_status, event.shipment_status)
     return ChannelMessage(text=f"{alert}Card {card_label(event.card_id)}: {plain}", blocks=blocks)
 
 
 def card_notice_message(card_id: str, text: str) -> ChannelMessage:
     """A plain notice in a card's thread (stuck cards and other scheduled findings)."""
     return ChannelMessage(
-        text=f"Card {card_label(card_id)}: {_clean(text)}",
-        blocks=[SectionBlock(text=MarkdownTextObject(text=_clean(text)[:MAX_SECTION_TEXT]))],
+        text=f"Card {card_label(card_id)}: {mrkdwn.escape(text)}",
+        blocks=[SectionBlock(text=MarkdownTextObject(text=mrkdwn.escape(text)[:MAX_SECTION_TEXT]))],
     )
 
 
@@ -268,12 +215,12 @@ def stuck_card_message(
 ) -> ChannelMessage:
     """A card that has not moved for longer than expected."""
     label = card_label(card.card_id)
-    plain = _plain_status(card.status, card.shipment_status)
+    plain = mrkdwn.plain_status(card.status, card.shipment_status)
     hours = int(stuck_for.total_seconds() // 3600)
     duration = f"{hours // 24} days" if hours >= 48 else f"{hours} hours"
-    line = f":hourglass: Card *{label}* has been *{_clean(plain)}* for {duration}"
+    line = f":hourglass: Card *{label}* has been *{mrkdwn.escape(plain)}* for {duration}"
     if expected:
-        line += f" (expected within {_clean(expected)})"
+        line += f" (expected within {mrkdwn.escape(expected)})"
     return ChannelMessage(
         text=f"Card {label} has been {plain} for {duration}",
         blocks=[
@@ -294,19 +241,22 @@ def _alert_blocks(
     card: CardRecord, event: EventRecord, *, thread_link: str | None
 ) -> tuple[str, list[Block]]:
     label = card_label(card.card_id)
-    plain = _plain_status(event.details_status, event.shipment_status)
+    plain = mrkdwn.plain_status(event.details_status, event.shipment_status)
     what = _event_line(event)
     reason = _event_reason(event)
     if reason:
         what += f"\n{reason}"
-    fields = [_field("Card", f"`{label}`"), _field("Reported", slack_date(event.event_time))]
+    fields = [
+        mrkdwn.field("Card", f"`{label}`"),
+        mrkdwn.field("Reported", mrkdwn.slack_date(event.event_time)),
+    ]
     shipment = _event_shipment(event)
     if shipment is not None:
         fields.extend(_shipment_fields(shipment))
     blocks: list[Block] = [
-        _header(f"Card exception: {plain}"),
+        mrkdwn.header(f"Card exception: {plain}"),
         SectionBlock(text=MarkdownTextObject(text=f":rotating_light: {what}"[:MAX_SECTION_TEXT])),
-        *_sections(fields),
+        *mrkdwn.sections(fields),
     ]
     if thread_link:
         blocks.append(
@@ -354,8 +304,8 @@ def alert_acknowledged_message(
         ContextBlock(
             elements=[
                 MarkdownTextObject(
-                    text=f":white_check_mark: Acknowledged by <@{_clean(acked_by)}> "
-                    f"{slack_date(acked_at)}"
+                    text=f":white_check_mark: Acknowledged by <@{mrkdwn.escape(acked_by)}> "
+                    f"{mrkdwn.slack_date(acked_at)}"
                 )
             ]
         )
@@ -371,7 +321,9 @@ def alert_acknowledged_message(
             ],
         )
     )
-    return ChannelMessage(text=f"{text} (acknowledged by <@{_clean(acked_by)}>)", blocks=blocks)
+    return ChannelMessage(
+        text=f"{text} (acknowledged by <@{mrkdwn.escape(acked_by)}>)", blocks=blocks
+    )
 
 
 # --------------------------------------------------------------------------- burst summary
@@ -387,13 +339,13 @@ def burst_summary_message(cards: Sequence[CardRecord]) -> ChannelMessage:
     lines = []
     for card in ordered[:MAX_SUMMARY_ROWS]:
         mark = ":warning: " if card.is_exception else "• "
-        line = f"{mark}`{card_label(card.card_id)}` {status_text(card.status)}"
+        line = f"{mark}`{card_label(card.card_id)}` {mrkdwn.status_words(card.status)}"
         if card.shipment_status:
-            line += f" · {shipment_text(card.shipment_status)}"
+            line += f" · {mrkdwn.shipment_words(card.shipment_status)}"
         lines.append(line)
     if len(ordered) > MAX_SUMMARY_ROWS:
         lines.append(f"… and {len(ordered) - MAX_SUMMARY_ROWS} more")
-    blocks: list[Block] = [_header(head)]
+    blocks: list[Block] = [mrkdwn.header(head)]
     chunk: list[str] = []
     for line in lines:  # sections of at most MAX_SECTION_TEXT characters
         if chunk and len("\n".join([*chunk, line])) > MAX_SECTION_TEXT:
@@ -420,7 +372,7 @@ def burst_summary_message(cards: Sequence[CardRecord]) -> ChannelMessage:
 def not_in_channel_notice(channel_id: str) -> ChannelMessage:
     """To the subscriber, when the bot cannot post to the channel they subscribed."""
     text = (
-        f"I can't post card updates to <#{_clean(channel_id)}>: I'm not a member of it. "
+        f"I can't post card updates to <#{mrkdwn.escape(channel_id)}>: I'm not a member of it. "
         f"Type `/invite @d1bot` in that channel, and new updates will arrive there."
     )
     return ChannelMessage(text=text, blocks=[SectionBlock(text=MarkdownTextObject(text=text))])

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from bot import commands as cmd
-from bot import views
+from bot import mrkdwn, views
 from bot.metrics import COMMANDS
 from bot.runtime import Runtime
 from d1.errors import MSG_NOT_CONFIGURED, MSG_UNAVAILABLE, D1Error, D1NotFound, D1Unavailable
@@ -193,7 +193,7 @@ class CardService:
         result = await self._ensure_subscribed(who, command.card_id)
         kind = command.tracking_type.lower()
         text = (
-            f"Asked D1 to track *{views.escape(command.card_id)}* ({kind}). "
+            f"Asked D1 to track *{mrkdwn.escape(command.card_id)}* ({kind}). "
             "The results will be posted here in the card's thread."
         )
         if result == FILTER_EXCEPTIONS:
@@ -236,7 +236,7 @@ class CardService:
             now=self.runtime.clock(),
         )
         what = "its exceptions" if filter_ == FILTER_EXCEPTIONS else "every update"
-        card = f"*{views.escape(card_id)}*"
+        card = f"*{mrkdwn.escape(card_id)}*"
         if result.outcome == subscriptions.UNCHANGED:
             return views.message_reply(f"This channel already follows {what} of {card}.")
         if result.outcome == subscriptions.UPDATED:
@@ -255,7 +255,7 @@ class CardService:
             reason="unsubscribed with /card unsubscribe",
             now=self.runtime.clock(),
         )
-        card = f"*{views.escape(card_id)}*"
+        card = f"*{mrkdwn.escape(card_id)}*"
         if removed is None:
             raise Outcome(
                 "not_subscribed", views.message_reply(f"This channel does not follow {card}.")
@@ -343,7 +343,7 @@ class CardService:
                 card_id, status, fetched_at=self.runtime.clock(), shared_by=who.user_id
             )
             await post(shared)
-            return views.message_reply(f"Shared *{views.escape(card_id)}* in this channel.")
+            return views.message_reply(f"Shared *{mrkdwn.escape(card_id)}* in this channel.")
 
         return await self._audited(who, "button_share", card_id, work)
 

@@ -23,16 +23,15 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot import actions
+from bot import actions, mrkdwn
+from bot.mrkdwn import escape, shipment_words, slack_date, status_words
 from d1.models import (
     PRODUCTION_STATUS_WORDS,
-    SHIPMENT_STATUS_WORDS,
     Address,
     ProductionStatus,
     Shipment,
 )
 
-MAX_FIELDS = 10  # Slack's limit of fields in one section
 MAX_LIST_ROWS = 40  # a channel with more subscriptions gets a "... and N more" line
 
 
@@ -72,44 +71,6 @@ class ChannelSubscriptionRow:
 # --------------------------------------------------------------------------- formatting
 
 
-def escape(text: str) -> str:
-    """Slack's mrkdwn escaping of the three control characters."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def slack_date(value: datetime, *, with_time: bool = True) -> str:
-    """A date Slack shows in the reader's own timezone, with a plain fallback."""
-    stamp = int(value.timestamp())
-    fmt = "{date_short_pretty} {time}" if with_time else "{date_short_pretty}"
-    fallback = value.strftime("%Y-%m-%d %H:%M UTC" if with_time else "%Y-%m-%d")
-    return f"<!date^{stamp}^{fmt}|{fallback}>"
-
-
-def status_words(status: str | None) -> str:
-    """`Shipped (CARD_SHIPPED)`; an unknown status is shown as it is."""
-    if not status:
-        return "Unknown"
-    words = PRODUCTION_STATUS_WORDS.get(status)
-    return f"{words} (`{escape(status)}`)" if words else f"`{escape(status)}`"
-
-
-def shipment_words(status: str | None) -> str:
-    if not status:
-        return "Unknown"
-    words = SHIPMENT_STATUS_WORDS.get(status)
-    return f"{words} (`{escape(status)}`)" if words else f"`{escape(status)}`"
-
-
-def _field(label: str, value: str) -> MarkdownTextObject:
-    return MarkdownTextObject(text=f"*{label}*\n{value}")
-
-
-def _sections(fields: list[MarkdownTextObject]) -> list[Block]:
-    return [
-        SectionBlock(fields=fields[i : i + MAX_FIELDS]) for i in range(0, len(fields), MAX_FIELDS)
-    ]
-
-
 def _day(value: date | datetime) -> str:
     if isinstance(value, datetime):
         return slack_date(value, with_time=False)
@@ -120,24 +81,24 @@ def _day(value: date | datetime) -> str:
 
 
 def _production_fields(status: ProductionStatus) -> list[MarkdownTextObject]:
-    fields = [_field("Production status", status_words(status.status))]
+    fields = [mrkdwn.field("Production status", status_words(status.status))]
     if status.reason:
-        fields.append(_field("Reason", escape(status.reason)))
+        fields.append(mrkdwn.field("Reason", escape(status.reason)))
     if status.due_date:
-        fields.append(_field("Due date", _day(status.due_date)))
+        fields.append(mrkdwn.field("Due date", _day(status.due_date)))
     if status.production_site:
-        fields.append(_field("Production site", escape(status.production_site)))
+        fields.append(mrkdwn.field("Production site", escape(status.production_site)))
     if status.production_request_date:
-        fields.append(_field("Requested", slack_date(status.production_request_date)))
+        fields.append(mrkdwn.field("Requested", slack_date(status.production_request_date)))
     if status.production_date:
-        fields.append(_field("Produced", slack_date(status.production_date)))
+        fields.append(mrkdwn.field("Produced", slack_date(status.production_date)))
     if status.masked_pan:
-        fields.append(_field("Card", f"`{escape(status.masked_pan)}`"))
+        fields.append(mrkdwn.field("Card", f"`{escape(status.masked_pan)}`"))
     services = status.services
     if services is not None:
         product = services.card_product_id
         if product:
-            fields.append(_field("Card product", escape(product)))
+            fields.append(mrkdwn.field("Card product", escape(product)))
         wanted = [
             ("issuance", services.issuance),
             ("priority", services.priority),
@@ -146,7 +107,7 @@ def _production_fields(status: ProductionStatus) -> list[MarkdownTextObject]:
         ]
         listed = ", ".join(f"{k} {escape(v)}" for k, v in wanted if v)
         if listed:
-            fields.append(_field("Services", listed))
+            fields.append(mrkdwn.field("Services", listed))
     return fields
 
 
@@ -164,22 +125,22 @@ def shipment_fields(shipment: Shipment) -> list[MarkdownTextObject]:
     """The shipment part of a status: carrier, tracking link, status, ETA, checkpoint ..."""
     fields = []
     if shipment.carrier_name:
-        fields.append(_field("Carrier", escape(shipment.carrier_name)))
+        fields.append(mrkdwn.field("Carrier", escape(shipment.carrier_name)))
     link = _tracking_link(shipment)
     if link:
-        fields.append(_field("Tracking number", link))
+        fields.append(mrkdwn.field("Tracking number", link))
     status = shipment_words(shipment.status)
     if shipment.message:
         status += f"\n_{escape(shipment.message)}_"
-    fields.append(_field("Shipment status", status))
+    fields.append(mrkdwn.field("Shipment status", status))
     if shipment.estimated_delivery_date:
-        fields.append(_field("Estimated delivery", _day(shipment.estimated_delivery_date)))
+        fields.append(mrkdwn.field("Estimated delivery", _day(shipment.estimated_delivery_date)))
     if shipment.delivery_date:
-        fields.append(_field("Delivered", slack_date(shipment.delivery_date)))
+        fields.append(mrkdwn.field("Delivered", slack_date(shipment.delivery_date)))
     if shipment.signed_by:
-        fields.append(_field("Signed by", escape(shipment.signed_by)))
+        fields.append(mrkdwn.field("Signed by", escape(shipment.signed_by)))
     if shipment.failed_delivery_attempts and shipment.failed_delivery_attempts != "0":
-        fields.append(_field("Failed attempts", escape(shipment.failed_delivery_attempts)))
+        fields.append(mrkdwn.field("Failed attempts", escape(shipment.failed_delivery_attempts)))
     checkpoint = shipment.last_checkpoint
     if checkpoint is not None:
         place = ", ".join(escape(p) for p in (checkpoint.city, checkpoint.country_name) if p)
@@ -187,7 +148,7 @@ def shipment_fields(shipment: Shipment) -> list[MarkdownTextObject]:
         if checkpoint.checkpoint_time:
             parts.append(slack_date(checkpoint.checkpoint_time))
         if parts:
-            fields.append(_field("Last checkpoint", "\n".join(parts)))
+            fields.append(mrkdwn.field("Last checkpoint", "\n".join(parts)))
     return fields
 
 
@@ -215,21 +176,21 @@ def status_blocks(
 ) -> list[Block]:
     """The card's status. `personal` adds name and address (ephemeral replies only)."""
     blocks: list[Block] = [HeaderBlock(text=f"Card {card_id}"[:150])]
-    blocks.extend(_sections(_production_fields(status)))
+    blocks.extend(mrkdwn.sections(_production_fields(status)))
     if status.shipment is not None:
         blocks.append(DividerBlock())
-        blocks.extend(_sections(shipment_fields(status.shipment)))
+        blocks.extend(mrkdwn.sections(shipment_fields(status.shipment)))
     if personal and (status.name or status.delivery_address):
         private = []
         if status.name:
-            private.append(_field("Cardholder", escape(status.name)))
+            private.append(mrkdwn.field("Cardholder", escape(status.name)))
         if status.delivery_address:
             lines = _address_lines(status.delivery_address)
             if lines:
-                private.append(_field("Delivery address", lines))
+                private.append(mrkdwn.field("Delivery address", lines))
         if private:
             blocks.append(DividerBlock())
-            blocks.extend(_sections(private))
+            blocks.extend(mrkdwn.sections(private))
             blocks.append(
                 ContextBlock(
                     elements=[
