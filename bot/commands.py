@@ -332,29 +332,9 @@ SUBCOMMANDS: tuple[tuple[tuple[str, ...], Any], ...] = tuple(
 )
 
 
-_DIGIT_GROUPS = re.compile(r"\d+(?:[ -]\d+)*")
-
-
-def looks_like_pan(text: str) -> bool:
-    """`d1.models.contains_pan`, plus PANs that touch other digit groups (`card-1 4111 ...`):
-    any run of whole groups holding 13-19 digits that passes Luhn."""
-    if contains_pan(text):
-        return True
-    for match in _DIGIT_GROUPS.finditer(text):
-        groups = re.split(r"[ -]", match.group(0))
-        for start in range(len(groups)):
-            for end in range(start + 1, len(groups) + 1):
-                digits = "".join(groups[start:end])
-                if len(digits) > 19:
-                    break
-                if len(digits) >= 13 and contains_pan(digits):
-                    return True
-    return False
-
-
 def parse_command(text: str) -> Command:
     """The typed command for the text after `/card`; raises CommandError with a safe message."""
-    if looks_like_pan(text):
+    if contains_pan(text):
         raise CommandError(PAN_WARNING, pan_refused=True)
     if len(text) > MAX_TEXT_LENGTH:
         raise CommandError("That command is too long.")

@@ -18,7 +18,7 @@ import traceback
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-from d1.models import PAN_CANDIDATE, luhn_valid, mask_pan
+from d1.models import redact_pans
 
 REDACTED = "[REDACTED]"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s"
@@ -58,32 +58,11 @@ _SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
-def _mask_pans(text: str) -> str:
-    """Mask every Luhn-valid run of 13-19 digits, grouped or not.
-
-    Like `d1.models.find_pans`, plus a second look inside a candidate that fails Luhn as a whole
-    (a PAN followed by another grouped number), so a PAN is not let through for its neighbours.
-    """
-
-    def replace(match: re.Match[str]) -> str:
-        candidate = match.group(0)
-        digits = re.sub(r"[ -]", "", candidate)
-        if 13 <= len(digits) <= 19 and luhn_valid(digits):
-            return mask_pan(candidate)
-        return re.sub(
-            r"\d{13,19}",
-            lambda m: mask_pan(m.group(0)) if luhn_valid(m.group(0)) else m.group(0),
-            candidate,
-        )
-
-    return PAN_CANDIDATE.sub(replace, text)
-
-
 def redact(text: str) -> str:
     """`text` with card numbers masked and credentials replaced by `[REDACTED]`."""
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
-    return _mask_pans(text)
+    return redact_pans(text)
 
 
 # --------------------------------------------------------------------------- filters

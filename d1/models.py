@@ -557,8 +557,6 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-# 13-19 digits, optionally grouped by single spaces or dashes, not inside a longer digit run.
-PAN_CANDIDATE = re.compile(r"(?<![\d])(?:\d[ -]?){12,18}\d(?![\d])")
 # A run of digit groups separated by single spaces or dashes ("card-1 4111 1111 1111 1111").
 _DIGIT_GROUPS = re.compile(r"\d+(?:[ -]\d+)*")
 _GROUP = re.compile(r"\d+")
