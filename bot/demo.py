@@ -87,24 +87,6 @@ def _bound_socket() -> socket.socket:
     return sock
 
 
-def _wire(runtime: Runtime) -> None:
-    """What `d1bot serve` runs beside the routes, for the parts `build_runtime` has not
-    already added (the demo must not run two outbox workers)."""
-    names = {task.name for task in runtime.background}
-    if runtime.d1_client is None:
-        from d1.client import D1Client
-
-        runtime.d1_client = D1Client.from_settings(runtime.settings)
-    if "outbox" not in names:
-        from bot import outbox
-
-        outbox.install(runtime)
-    if "scheduler" not in names:
-        from bot import scheduler
-
-        scheduler.install(runtime)
-
-
 class Demo:
     """The running demo: servers, the terminal view, and the morning's driver."""
 
@@ -207,7 +189,6 @@ class Demo:
             settings = self._settings(data_dir, sandbox_url)
             runtime = build_runtime(settings)
             await asyncio.to_thread(upgrade, runtime.engine)
-            _wire(runtime)
             self.runtime = runtime
             bot_socket = _bound_socket()
             bot_url = f"http://127.0.0.1:{bot_socket.getsockname()[1]}"
@@ -220,8 +201,6 @@ class Demo:
                 _serving(create_app(runtime), bot_socket)
             )
             stack.callback(runtime.engine.dispose)
-            if runtime.d1_client is not None and hasattr(runtime.d1_client, "aclose"):
-                stack.push_async_callback(runtime.d1_client.aclose)
             protect_handlers()  # LocalSlack's uvicorn configured handlers of its own
             yield
 
