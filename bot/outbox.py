@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -37,11 +40,13 @@ from bot.notify import (
     backoff_seconds,
     classify_slack_error,
 )
+from bot.outbox_commits import SettleQueue
 from bot.runtime import BackgroundTask, Runtime
 from storage.repositories import cards as cards_repo
 from storage.repositories import health
 from storage.repositories import outbox as repo
 from storage.repositories import threads as threads_repo
+from storage.repositories.outbox_settle import Dead, Parent, Progress, Retry, Sent
 from storage.repositories.subscriptions import subscriptions_of_card
 from storage.tables import CardRecord, EventRecord, OutboxRecord, ThreadRecord
 
@@ -56,6 +61,7 @@ DEFAULT_BACKOFF_BASE = 2.0
 DEFAULT_BACKOFF_CAP = 600.0
 DEFAULT_POLL_SECONDS = 1.0
 DEFAULT_MAX_PACING_WAIT = 5.0
+PARENT_MEMORY = 50_000  # parents whose shown state a worker remembers (about 100 bytes each)
 # An exception alert waits this long for the card's thread to exist, to link to it.
 DEFAULT_ALERT_LINK_WAIT = timedelta(seconds=20)
 
@@ -123,6 +129,10 @@ class OutboxWorker:
         self._failed_rounds = 0
         self._own_session: aiohttp.ClientSession | None = None
         self._round = _Round()
+        self.settler = SettleQueue(self.engine, worker=self.name, clock=runtime.clock)
+        # What each parent message shows, as far as this worker knows: a parent already
+        # showing the card's current state is not updated again (see `_parent_update`).
+        self._parent_shown: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     @property
     def client(self) -> AsyncWebClient:
@@ -158,6 +168,7 @@ class OutboxWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._task = None
+        await self.settler.close()
         if self._own_session is not None:
             await self._own_session.close()
             self._own_session = None
@@ -261,14 +272,7 @@ class OutboxWorker:
         except DeliveryError as failure:
             await self._failed(row, failure)
             return
-        sent = await asyncio.to_thread(
-            repo.mark_sent,
-            self.engine,
-            row_id=_id(row),
-            worker=self.name,
-            now=self.runtime.clock(),
-            slack_ts=slack_ts,
-        )
+        sent = await self.settler.settle(Sent(_id(row), slack_ts))
         if not sent:
             log.warning("outbox row %s was sent after its claim expired", row.id)
         if followup is not None:
@@ -296,9 +300,7 @@ class OutboxWorker:
             return
         reason = failure.error if isinstance(failure, PermanentError) else "max_attempts"
         error = failure.error if reason == failure.error else f"max_attempts: {failure.error}"
-        dead = await asyncio.to_thread(
-            repo.mark_dead, self.engine, row_id=_id(row), worker=self.name, now=now, error=error
-        )
+        dead = await self.settler.settle(Dead(_id(row), error))
         if not dead:
             return
         DEAD_LETTERS.labels(reason=_reason_label(reason)).inc()
@@ -316,14 +318,8 @@ class OutboxWorker:
     async def _retry(
         self, row: OutboxRecord, at: datetime, failure: DeliveryError | None, count: bool
     ) -> None:
-        await asyncio.to_thread(
-            repo.retry_later,
-            self.engine,
-            row_id=_id(row),
-            worker=self.name,
-            next_attempt_at=at,
-            error=failure.error if failure else None,
-            count_attempt=count,
+        await self.settler.settle(
+            Retry(_id(row), at, failure.error if failure else None, count_attempt=count)
         )
 
     def _tell_subscriber(self, row: OutboxRecord, now: datetime) -> None:
@@ -413,16 +409,10 @@ class OutboxWorker:
         thread = self._round.threads.get(key) or await asyncio.to_thread(self._thread_of, row)
         if thread is not None:
             return card, thread.parent_ts, False
-        parent_ts = await self.post(row.channel_id, self._round.parent(card))
-        await asyncio.to_thread(
-            threads_repo.save_thread,
-            self.engine,
-            workspace_id=row.workspace_id,
-            channel_id=row.channel_id,
-            card_id=card.card_id,
-            parent_ts=parent_ts,
-            now=self.runtime.clock(),
-        )
+        message = self._round.parent(card)
+        parent_ts = await self.post(row.channel_id, message)
+        await self.settler.settle(Parent(row.workspace_id, row.channel_id, card.card_id, parent_ts))
+        self._remember_parent(row.channel_id, parent_ts, message)
         return card, parent_ts, True
 
     async def _post_in_thread(
@@ -447,9 +437,23 @@ class OutboxWorker:
             card_id=row.card_id or "",
         )
 
-    def _parent_update(self, row: OutboxRecord, card: CardRecord, parent_ts: str) -> Followup:
+    def _remember_parent(self, channel: str, parent_ts: str, message: dict[str, Any]) -> None:
+        self._parent_shown[(channel, parent_ts)] = _digest(message)
+        self._parent_shown.move_to_end((channel, parent_ts))
+        while len(self._parent_shown) > PARENT_MEMORY:
+            self._parent_shown.popitem(last=False)
+
+    def _parent_update(
+        self, row: OutboxRecord, card: CardRecord, parent_ts: str
+    ) -> Followup | None:
+        """The `chat.update` that brings the parent to the card's current state, or None when
+        this worker posted the parent from that very state (the channel's pending events were
+        all enqueued before its parent was posted, so it was rendered from the final state)."""
+        message = self._round.parent(card)
+        if self._parent_shown.get((row.channel_id, parent_ts)) == _digest(message):
+            return None
+
         async def update() -> None:
-            message = self._round.parent(card)
             try:
                 await self.call(
                     "chat.update",
@@ -462,6 +466,9 @@ class OutboxWorker:
                 if failure.error in PARENT_GONE_ERRORS:
                     await asyncio.to_thread(self._forget_thread, row)
                 raise
+            # Only a parent just posted is remembered: after an update the next event of the
+            # card updates it again (rows of one channel can be claimed by other replicas).
+            self._parent_shown.pop((row.channel_id, parent_ts), None)
 
         return update
 
@@ -489,7 +496,7 @@ class OutboxWorker:
         )
 
     async def _send_card_event(self, row: OutboxRecord) -> tuple[str, Followup | None]:
-        event = await asyncio.to_thread(
+        event = self._round.events.get(row.event_id or 0) or await asyncio.to_thread(
             cards_repo.get_event, self.engine, event_id=row.event_id or 0
         )
         if event is None:
@@ -505,7 +512,7 @@ class OutboxWorker:
         return ts, None
 
     async def _send_exception_alert(self, row: OutboxRecord) -> tuple[str, Followup | None]:
-        event = await asyncio.to_thread(
+        event = self._round.events.get(row.event_id or 0) or await asyncio.to_thread(
             cards_repo.get_event, self.engine, event_id=row.event_id or 0
         )
         card = await asyncio.to_thread(self._card_of, row)
@@ -552,9 +559,7 @@ class OutboxWorker:
         main_ts = row.slack_ts
         if main_ts is None:
             main_ts = await self.post(row.channel_id, payload)
-            await asyncio.to_thread(
-                repo.save_progress, self.engine, row_id=_id(row), worker=self.name, slack_ts=main_ts
-            )
+            await self.settler.settle(Progress(_id(row), slack_ts=main_ts))
             row.slack_ts = main_ts
         replies: Sequence[dict[str, Any]] = payload.get("thread") or []
         done = int(payload.get("_replies_posted") or 0)
@@ -562,9 +567,7 @@ class OutboxWorker:
             await self.post(row.channel_id, reply, thread_ts=main_ts)
             done += 1
             payload["_replies_posted"] = done
-            await asyncio.to_thread(
-                repo.save_progress, self.engine, row_id=_id(row), worker=self.name, payload=payload
-            )
+            await self.settler.settle(Progress(_id(row), payload=dict(payload)))
         return main_ts, None
 
     async def _send_direct_message(self, row: OutboxRecord) -> tuple[str, Followup | None]:
@@ -588,6 +591,12 @@ _HANDLERS: dict[str, Handler] = {
 def _id(row: OutboxRecord) -> int:
     assert row.id is not None
     return row.id
+
+
+def _digest(message: dict[str, Any]) -> str:
+    """A short fingerprint of a rendered message (to tell whether a parent needs updating)."""
+    encoded = json.dumps(message, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(encoded.encode(), digest_size=16).hexdigest()
 
 
 def _render_burst(cards: Sequence[CardRecord]) -> dict[str, Any]:

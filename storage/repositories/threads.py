@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, select
 
 from storage.tables import ThreadRecord
@@ -66,26 +66,46 @@ def save_thread(
     now: datetime,
 ) -> None:
     """Remember the parent just posted (replacing a parent that Slack no longer has)."""
+    with engine.begin() as conn:
+        upsert_thread(
+            conn,
+            workspace_id=workspace_id,
+            channel_id=channel_id,
+            card_id=card_id,
+            parent_ts=parent_ts,
+            now=now,
+        )
+
+
+def upsert_thread(
+    conn: Connection,
+    *,
+    workspace_id: str,
+    channel_id: str,
+    card_id: str,
+    parent_ts: str,
+    now: datetime,
+) -> None:
+    """`save_thread` inside the caller's transaction (the outbox's group commit)."""
     key = (
         threads.c.workspace_id == workspace_id,
         threads.c.channel_id == channel_id,
         threads.c.card_id == card_id,
     )
-    with engine.begin() as conn:
-        updated = conn.execute(
-            sa.update(threads).where(*key).values(parent_ts=parent_ts, updated_at=now)
-        ).rowcount
-        if not updated:
-            conn.execute(
-                sa.insert(threads).values(
-                    workspace_id=workspace_id,
-                    channel_id=channel_id,
-                    card_id=card_id,
-                    parent_ts=parent_ts,
-                    created_at=now,
-                    updated_at=now,
-                )
+    updated = conn.execute(
+        sa.update(threads).where(*key).values(parent_ts=parent_ts, updated_at=now)
+    ).rowcount
+    if not updated:
+        conn.execute(
+            sa.insert(threads).values(
+                workspace_id=workspace_id,
+                channel_id=channel_id,
+                card_id=card_id,
+                parent_ts=parent_ts,
+                created_at=now,
+                updated_at=now,
             )
+        )
 
 
 def touch_thread(engine: Engine, *, thread_id: int, now: datetime) -> None:
@@ -113,4 +133,5 @@ __all__ = [
     "threads_of_card",
     "threads_of_cards",
     "touch_thread",
+    "upsert_thread",
 ]
