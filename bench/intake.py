@@ -104,7 +104,7 @@ def serve(db: str, port: int, sync: str, subscriptions: int) -> None:
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from bot.runtime import Runtime
+    from bot.runtime import BackgroundTask, Runtime
     from bot.server import create_app
     from bot.settings import load_settings
     from storage.db import make_engine
@@ -134,6 +134,24 @@ def serve(db: str, port: int, sync: str, subscriptions: int) -> None:
         return Response(status_code=204)
 
     app.add_route("/bare", bare, methods=["POST"])
+    async def nothing() -> None:
+        return None
+
+    async def print_stats() -> None:  # runs at shutdown (uvicorn re-raises SIGTERM after it)
+        committer = runtime.extras.get("intake_committer")
+        if committer is not None:
+            stats = committer.stats
+            print(
+                f"  group commit: {stats.requests} requests in {stats.batches} batches (mean "
+                f"{stats.mean_batch:.1f}, largest {stats.largest}, fallbacks {stats.fallbacks})",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    import os as _os
+    if _os.environ.get("SWITCH"):
+        sys.setswitchinterval(float(_os.environ["SWITCH"]))
+    runtime.background.append(BackgroundTask(name="bench stats", start=nothing, stop=print_stats))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 

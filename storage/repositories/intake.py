@@ -13,9 +13,11 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from d1.models import (
     Operation,
@@ -62,6 +64,16 @@ class _Facts:
     rank: int
     is_exception: bool
     shipment: dict[str, Any] | None
+
+    @cached_property
+    def payload_json(self) -> str:
+        """The stored operation as JSON text (the fast path writes it through the driver)."""
+        return json.dumps(operation_for_storage(self.op))
+
+    @cached_property
+    def shipment_key(self) -> str | None:
+        """The shipment's content in a fixed order: the snapshot tie-break."""
+        return None if self.shipment is None else json.dumps(self.shipment, sort_keys=True)
 
     @property
     def status(self) -> str | None:
@@ -121,7 +133,24 @@ def record_operations(
     extra_exception_statuses: frozenset[str] = frozenset(),
     source: str = SOURCE_D1,
 ) -> IntakeResult:
-    """Record `operations` in one transaction (see the module docstring)."""
+    """Record `operations` in one transaction (see the module docstring): the fast path
+    (`intake_batch`), and on any driver error the Core path, whose errors are SQLAlchemy's."""
+    from storage.repositories.intake_batch import BatchRequest, record_batch
+
+    facts = [_facts(op, extra_exception_statuses) for op in operations]
+    try:
+        with engine.begin() as conn:
+            return record_batch(
+                conn,
+                [BatchRequest(facts, received_at)],
+                workspace_id=workspace_id,
+                exceptions_channel=exceptions_channel,
+                source=source,
+            )[0]
+    except SQLAlchemyError:
+        raise  # begin/commit failed (busy, unreachable): the Core path would fail the same way
+    except Exception:
+        pass  # a driver error inside the batch: rolled back; the Core path names it
     with engine.begin() as conn:
         return record_operations_in(
             conn,
