@@ -23,6 +23,7 @@ from bot.schedules import DigestSchedule, digest_due
 from bot.stuck import criteria, default_rules, notice_payload, rule_titles, stuck_line
 from storage.repositories.digest import enqueue_scheduled_digest
 from storage.repositories.jobs import claim_run, finish_run, last_claimed_run
+from storage.repositories.retention import PruneReport, prune
 from storage.repositories.stuck import StuckAlertResult, StuckCard, raise_stuck_alerts, stuck_cards
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 LATE_AFTER = timedelta(minutes=10)
 STUCK_JOB = "stuck-cards"
 RECONCILE_JOB = "reconcile-quiet"
+RETENTION_JOB = "retention"
 
 
 def send_digest_if_due(runtime: Runtime, schedule: DigestSchedule, *, fired: bool) -> bool:
@@ -166,9 +168,39 @@ async def reconcile_quiet(runtime: Runtime, reconciler: Reconciler) -> Reconcile
     return report
 
 
+def prune_old_rows(runtime: Runtime) -> PruneReport | None:
+    """Delete sent messages, job runs and audit rows past retention, once a day across
+    replicas. None when another replica has today's run."""
+    settings = runtime.settings
+    now = runtime.clock()
+    day = period_start(now, timedelta(days=1))
+    if not claim_run(
+        runtime.engine, job_name=RETENTION_JOB, scheduled_for=day, instance=runtime.instance,
+        now=now,
+    ):  # fmt: skip
+        return None
+    report = prune(
+        runtime.engine,
+        sent_before=now - timedelta(days=settings.d1bot_retention_days),
+        audit_before=now - timedelta(days=settings.d1bot_audit_retention_days),
+    )
+    finish_run(
+        runtime.engine,
+        job_name=RETENTION_JOB,
+        scheduled_for=day,
+        outcome="ok",
+        now=runtime.clock(),
+        detail=f"{report.sent_messages} messages, {report.job_runs} runs, "
+        f"{report.audit_rows} audit rows",
+    )
+    metrics.JOB_RUNS.labels(job="retention", outcome="ok").inc()
+    return report
+
+
 __all__ = [
     "LATE_AFTER",
     "check_stuck",
+    "prune_old_rows",
     "reconcile_quiet",
     "send_digest_if_due",
     "stuck_summary_payload",

@@ -19,7 +19,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bot import metrics
-from bot.jobs import check_stuck, reconcile_quiet, send_digest_if_due
+from bot.jobs import check_stuck, prune_old_rows, reconcile_quiet, send_digest_if_due
 from bot.reconcile import Reconciler
 from bot.runtime import BackgroundTask, Runtime
 from bot.schedules import DigestSchedule, effective_schedules
@@ -34,6 +34,7 @@ DIGEST_MISFIRE_GRACE_SECONDS = 15 * 60
 SYNC_JOB_ID = "sync"
 STUCK_JOB_ID = "stuck"
 RECONCILE_JOB_ID = "reconcile"
+RETENTION_JOB_ID = "retention"
 
 
 class Scheduler:
@@ -78,6 +79,15 @@ class Scheduler:
             max_instances=1,
             misfire_grace_time=None,
             next_run_time=soon + timedelta(seconds=10),
+        )
+        self._scheduler.add_job(
+            self.run_retention,
+            IntervalTrigger(hours=6),  # the run itself is claimed once a day
+            id=RETENTION_JOB_ID,
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=None,
+            next_run_time=soon + timedelta(seconds=30),
         )
         await self.reconciler.start()
         await self.sync()
@@ -189,6 +199,13 @@ class Scheduler:
             return
         if result is not None and result.enqueued:
             self.runtime.wake_outbox()
+
+    async def run_retention(self) -> None:
+        try:
+            await asyncio.to_thread(prune_old_rows, self.runtime)
+        except Exception:
+            metrics.JOB_RUNS.labels(job="retention", outcome="failed").inc()
+            log.exception("retention run failed")
 
     async def run_reconcile(self) -> None:
         try:

@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     d1bot_reconcile_batch: int = 500  # quiet cards asked about per run, at most
     d1bot_scheduler_enabled: bool = True  # False: this replica runs no scheduled jobs
     d1bot_workspace_id: str = "T00000000"  # used until Slack tells us the team id
+    d1bot_retention_days: int = 30  # sent messages and job runs older than this are deleted
+    d1bot_audit_retention_days: int = 365
 
     @field_validator("d1bot_digest_time")
     @classmethod
