@@ -82,3 +82,23 @@ async def test_restarts_after_stop(engine: Engine) -> None:
     await committer.submit([_op(2)], received_at=NOW)
     await committer.stop()
     assert count_events(engine) == 2
+
+
+async def test_only_a_batch_with_a_bad_request_takes_the_savepoint_path(any_engine: Engine) -> None:
+    committer = GroupCommitter(any_engine, workspace_id="T1", exceptions_channel=None)
+    try:
+        good = await asyncio.gather(
+            *(committer.submit([_op(n)], received_at=NOW) for n in range(3))
+        )
+        assert committer.stats.fallbacks == 0
+        outcomes = await asyncio.gather(
+            committer.submit([_op(10)], received_at=NOW),
+            committer.submit([_broken()], received_at=NOW),
+            return_exceptions=True,
+        )
+    finally:
+        await committer.stop()
+    assert committer.stats.fallbacks == 1
+    assert isinstance(outcomes[1], IntegrityError)
+    assert sum(len(r.new_event_ids) for r in [*good, outcomes[0]]) == 4
+    assert count_events(any_engine) == 4

@@ -39,7 +39,13 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from d1.models import Operation
 from storage.repositories.intake import IntakeResult, _Facts, _facts, record_operations_in
-from storage.repositories.intake_batch import BatchRequest, record_batch, record_batch_dbapi
+from storage.repositories.intake_batch import (
+    BatchRequest,
+    FanOut,
+    record_batch,
+    record_batch_dbapi,
+    write_fan_out,
+)
 from storage.tables import SOURCE_D1
 
 log = logging.getLogger(__name__)
@@ -193,6 +199,7 @@ class GroupCommitter:
             await in_thread(self._begin)
         except SQLAlchemyError as exc:  # busy (another process writes), unreachable
             return [exc] * len(batch)
+        fan_out = FanOut()
         record = functools.partial(
             record_batch_dbapi,
             self._raw.dbapi_connection,
@@ -201,6 +208,7 @@ class GroupCommitter:
             workspace_id=self.workspace_id,
             exceptions_channel=self.exceptions_channel,
             source=self.source,
+            fan_out=fan_out,
         )
         try:
             if sum(len(p.facts) for p in batch) <= self.inline_max_operations:
@@ -213,7 +221,7 @@ class GroupCommitter:
             self.stats.fallbacks += 1
             return await in_thread(self._commit_each, batch)
         try:
-            await in_thread(self._finish)
+            await in_thread(self._finish, fan_out)
         except SQLAlchemyError as exc:
             return [exc] * len(batch)
         return results
@@ -223,8 +231,13 @@ class GroupCommitter:
             self._raw = self.engine.raw_connection()
         self._driver_call("BEGIN IMMEDIATE")
 
-    def _finish(self) -> None:
+    def _finish(self, fan_out: FanOut) -> None:
+        """The batch's outbox rows (one INSERT ... SELECT: C work, no GIL needed), then COMMIT."""
         try:
+            try:
+                write_fan_out(self._raw.dbapi_connection, "sqlite", fan_out)
+            except sqlite3.Error as exc:
+                raise DBAPIError.instance("fan-out", None, exc, sqlite3.Error) from exc
             self._driver_call("COMMIT")
         except SQLAlchemyError:
             self._rollback()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cache
 from typing import Any
@@ -79,8 +79,8 @@ class _Sql:
     select_cards: str
     insert_event: str
     earlier_produce: str
-    fan_out: str
-    fan_out_exceptions: str
+    fan_out_head: str
+    fan_out_tail: str
     exception_alert: str
     update_card: str
     update_card_keep_since: str
@@ -126,14 +126,19 @@ def _statements(dialect: str) -> _Sql:
         f" AND NOT (b.details_status {same} :cur_status"
         f" AND b.shipment_status {same} :cur_ship_status)), {lowest})), :cur_at)"
     )
-    fan_out_select = (
-        "INSERT INTO outbox (workspace_id, channel_id, kind, card_id, event_id, subscription_id,"
-        " thread_key, state, attempts, next_attempt_at, created_at)"
-        f" SELECT s.workspace_id, s.channel_id, '{KIND_CARD_EVENT}', s.card_id, :event_id, s.id,"
+    # The fan-out of a whole batch: one INSERT ... SELECT joining the batch's jobs (new events
+    # that became current) to their cards' subscriptions (index ix_subscriptions_card), in
+    # arrival order so that each thread's messages keep their order.
+    fan_out_head = "WITH jobs (seq, card_id, event_id, received_at, exc) AS (VALUES "
+    fan_out_tail = (
+        ") INSERT INTO outbox (workspace_id, channel_id, kind, card_id, event_id,"
+        " subscription_id, thread_key, state, attempts, next_attempt_at, created_at)"
+        f" SELECT s.workspace_id, s.channel_id, '{KIND_CARD_EVENT}', s.card_id, j.event_id, s.id,"
         " s.workspace_id || ':' || s.channel_id || ':' || s.card_id,"
-        f" '{OUTBOX_PENDING}', 0, :received_at, :received_at"
-        " FROM subscriptions s WHERE s.card_id = :card_id AND s.filter IN ({filters})"
-        " ORDER BY s.id"
+        f" '{OUTBOX_PENDING}', 0, j.received_at, j.received_at"
+        " FROM jobs j JOIN subscriptions s ON s.card_id = j.card_id"
+        f" AND (s.filter = '{FILTER_ALL}' OR (j.exc AND s.filter = '{FILTER_EXCEPTIONS}'))"
+        " ORDER BY j.seq, s.id"
     )
     sql = {
         "ensure_card": (
@@ -143,7 +148,17 @@ def _statements(dialect: str) -> _Sql:
         ),
         "select_cards": (
             "SELECT c.*, e.dedup_key AS cur_dedup_key, e.details_status AS cur_status,"
-            " e.shipment_status AS cur_ship_status, e.event_time AS cur_at"
+            " e.shipment_status AS cur_ship_status, e.event_time AS cur_at,"
+            " (SELECT count(*) FROM subscriptions s WHERE s.card_id = c.card_id"
+            f" AND s.filter = '{FILTER_ALL}') AS subs_all,"
+            " (SELECT count(*) FROM subscriptions s WHERE s.card_id = c.card_id"
+            f" AND s.filter = '{FILTER_EXCEPTIONS}') AS subs_exceptions,"
+            # Another state's event at the very time of the current one (it lost the tie):
+            # then a later event of the current state does move state_since (_Card.since_holds).
+            " EXISTS (SELECT 1 FROM events b WHERE b.card_id = c.card_id"
+            " AND b.event_time = e.event_time AND b.id <> e.id"
+            f" AND NOT (b.details_status {same} e.details_status"
+            f" AND b.shipment_status {same} e.shipment_status)) AS cur_tied"
             " FROM cards c LEFT JOIN events e ON e.id = c.last_event_id"
             " WHERE c.card_id IN ({ids}) ORDER BY c.card_id" + (" FOR UPDATE OF c" if pg else "")
         ),
@@ -155,10 +170,8 @@ def _statements(dialect: str) -> _Sql:
             "SELECT 1 FROM events WHERE card_id = :card_id AND operation = 'PRODUCE'"
             " AND id <> :event_id LIMIT 1"
         ),
-        "fan_out": fan_out_select.replace("{filters}", f"'{FILTER_ALL}'"),
-        "fan_out_exceptions": fan_out_select.replace(
-            "{filters}", f"'{FILTER_ALL}', '{FILTER_EXCEPTIONS}'"
-        ),
+        "fan_out_head": fan_out_head,
+        "fan_out_tail": fan_out_tail,
         "exception_alert": (
             "INSERT INTO outbox (workspace_id, channel_id, kind, card_id, event_id, thread_key,"
             " state, attempts, next_attempt_at, created_at) VALUES (:workspace_id, :channel_id,"
@@ -170,7 +183,7 @@ def _statements(dialect: str) -> _Sql:
             + ", ".join(f"{c} = :{c}" for c in _CARD_WRITE)
             + f", state_since = {state_since} WHERE card_id = :card_id"
         ),
-        # A card whose current event is not in history (none stored yet): keep its state_since.
+        # state_since unchanged (see _Card.since_holds), or no current event in history.
         "update_card_keep_since": (
             "UPDATE cards SET "
             + ", ".join(f"{c} = :{c}" for c in _CARD_WRITE)
@@ -191,12 +204,32 @@ def _in_list(sql: str, count: int, dialect: str) -> str:
 class _Card:
     """A card row in memory while a batch is projected onto it."""
 
-    __slots__ = ("cur_key", "cur_state", "row", "ship_key", "touched")
+    __slots__ = (
+        "cur_key",
+        "cur_state",
+        "initial_state",
+        "row",
+        "ship_key",
+        "since_holds",
+        "subs_all",
+        "subs_exceptions",
+        "touched",
+    )
 
     def __init__(self, row: dict[str, Any]) -> None:
+        self.subs_all: int = row.pop("subs_all")
+        self.subs_exceptions: int = row.pop("subs_exceptions")
         self.cur_key: str = row.pop("cur_dedup_key") or ""
         state = (row.pop("cur_status"), row.pop("cur_ship_status"), row.pop("cur_at"))
         self.cur_state: tuple[Any, Any, Any] | None = state if state[2] is not None else None
+        # Whether the stored state_since still holds after this batch: true while every new
+        # event is later than the current one and of the same state (the run only grows at its
+        # end, so its start does not move; the current event is the latest of history).
+        self.initial_state = self.cur_state or (None, None, None)
+        tied = row.pop("cur_tied")
+        self.since_holds = (
+            self.cur_state is not None and row["state_since"] is not None and not tied
+        )
         shipment = row["shipment"]
         if shipment is not None and not isinstance(shipment, str):
             row["shipment"] = json.dumps(shipment)  # psycopg parses json; we write text back
@@ -208,6 +241,15 @@ class _Card:
         if self.ship_key is None and self.row["shipment"] is not None:
             self.ship_key = json.dumps(json.loads(self.row["shipment"]), sort_keys=True)
         return self.ship_key
+
+
+@dataclass
+class FanOut:
+    """The outbox rows a batch owes: jobs (new events that became current, in arrival order:
+    `(seq, card_id, event_id, received_at, is_exception)`) and exceptions-channel alerts."""
+
+    jobs: list[tuple[int, str, int, Any, bool]] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
 
 
 def record_batch(
@@ -238,9 +280,14 @@ def record_batch_dbapi(
     workspace_id: str,
     exceptions_channel: str | None,
     source: str = SOURCE_D1,
+    fan_out: FanOut | None = None,
 ) -> list[IntakeResult]:
-    """`record_batch` on a driver connection (`sqlite3` or psycopg) with a transaction open."""
+    """`record_batch` on a driver connection (`sqlite3` or psycopg) with a transaction open.
+
+    With `fan_out`, the batch's outbox rows are collected there for the caller to write
+    (`write_fan_out`, before the commit); without, they are written here."""
     sql = _statements(dialect)
+    owed = FanOut() if fan_out is None else fan_out
     cursor = dbapi_connection.cursor()
     try:
         cards = _load_cards(cursor, sql, requests)
@@ -255,6 +302,7 @@ def record_batch_dbapi(
                     f,
                     cards[f.op.card_id],
                     result,
+                    owed,
                     received=received,
                     workspace_id=workspace_id,
                     exceptions_channel=exceptions_channel,
@@ -262,9 +310,33 @@ def record_batch_dbapi(
                 )
             results.append(result)
         _write_cards(cursor, sql, [card for card in cards.values() if card.touched])
+        if fan_out is None:
+            _write_fan_out(cursor, sql, owed)
         return results
     finally:
         cursor.close()
+
+
+def write_fan_out(dbapi_connection: Any, dialect: str, fan_out: FanOut) -> None:
+    """Write the outbox rows collected by `record_batch_dbapi(..., fan_out=...)`."""
+    if not fan_out.jobs and not fan_out.alerts:
+        return
+    cursor = dbapi_connection.cursor()
+    try:
+        _write_fan_out(cursor, _statements(dialect), fan_out)
+    finally:
+        cursor.close()
+
+
+def _write_fan_out(cursor: Any, sql: _Sql, fan_out: FanOut) -> None:
+    mark = "(?, ?, ?, ?, ?)" if sql.dialect == "sqlite" else "(%s, %s, %s, %s, %s)"
+    jobs = fan_out.jobs
+    for start in range(0, len(jobs), _CHUNK):
+        chunk = jobs[start : start + _CHUNK]
+        statement = sql.fan_out_head + ", ".join([mark] * len(chunk)) + sql.fan_out_tail
+        cursor.execute(statement, [value for job in chunk for value in job])
+    if fan_out.alerts:
+        cursor.executemany(sql.exception_alert, fan_out.alerts)
 
 
 def _load_cards(cursor: Any, sql: _Sql, requests: Sequence[BatchRequest]) -> dict[str, _Card]:
@@ -299,6 +371,7 @@ def _record_one(
     f: _Facts,
     card: _Card,
     result: IntakeResult,
+    fan_out: FanOut,
     *,
     received: Any,
     workspace_id: str,
@@ -344,6 +417,9 @@ def _record_one(
         result.exception_event_ids.append(event_id)
     card.touched = True
     row["last_seen_at"] = received
+    if card.since_holds:
+        initial = card.initial_state
+        card.since_holds = at > initial[2] and (f.status, f.shipment_status) == initial[:2]
     if becomes_current:
         row.update(
             status=f.status,
@@ -368,13 +444,21 @@ def _record_one(
         if cursor.fetchone() is None and op.card_id not in result.gap_card_ids:
             result.gap_card_ids.append(op.card_id)
     if becomes_current:
-        params = {"card_id": op.card_id, "event_id": event_id, "received_at": received}
-        cursor.execute(sql.fan_out_exceptions if f.is_exception else sql.fan_out, params)
-        result.enqueued += max(cursor.rowcount, 0)
+        subscribed = card.subs_all + (card.subs_exceptions if f.is_exception else 0)
+        # SQLite holds the write lock: the counts are exact, and a card nobody follows needs
+        # no fan-out statement. PostgreSQL always runs it (a subscription may just have come).
+        if subscribed or sql.dialect != "sqlite":
+            fan_out.jobs.append((len(fan_out.jobs), op.card_id, event_id, received, f.is_exception))
+        result.enqueued += subscribed
         if f.is_exception and exceptions_channel:
-            cursor.execute(
-                sql.exception_alert,
-                {**params, "workspace_id": workspace_id, "channel_id": exceptions_channel},
+            fan_out.alerts.append(
+                {
+                    "card_id": op.card_id,
+                    "event_id": event_id,
+                    "received_at": received,
+                    "workspace_id": workspace_id,
+                    "channel_id": exceptions_channel,
+                }
             )
             result.enqueued += 1
 
@@ -382,9 +466,12 @@ def _record_one(
 def _newer_snapshot(f: _Facts, at: Any, card: _Card) -> bool:
     """As `intake._newer_snapshot`: the latest shipment update wins, ties broken by content."""
     row = card.row
-    if row["shipment"] is None or row["last_shipment_update_at"] is None:
+    last = row["last_shipment_update_at"]
+    if row["shipment"] is None or last is None:
         return True
-    return (at, f.shipment_key) > (row["last_shipment_update_at"], card.shipment_key())
+    if at != last:  # decided by time: the card's snapshot need not be parsed
+        return at > last
+    return (f.shipment_key or "") > (card.shipment_key() or "")
 
 
 def _apply_snapshot(sql: _Sql, f: _Facts, at: Any, card: _Card) -> None:
@@ -419,7 +506,7 @@ def _write_cards(cursor: Any, sql: _Sql, cards: list[_Card]) -> None:
     with_state = []
     without = []
     for card in cards:
-        if card.cur_state is None:
+        if card.cur_state is None or card.since_holds:
             without.append(card.row)
         else:
             status, ship_status, at = card.cur_state
@@ -432,4 +519,4 @@ def _write_cards(cursor: Any, sql: _Sql, cards: list[_Card]) -> None:
         cursor.executemany(sql.update_card_keep_since, without)
 
 
-__all__ = ["BatchRequest", "record_batch", "record_batch_dbapi"]
+__all__ = ["BatchRequest", "FanOut", "record_batch", "record_batch_dbapi", "write_fan_out"]
