@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -100,6 +101,7 @@ async def measure(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             intake = json.loads(out.decode().strip().splitlines()[-1])
         finally:
             await asyncio.to_thread(stop, proc)
+            shutil.rmtree(workdir, ignore_errors=True)
     return {"idle": idle, "under_load": busy, "intake": intake}
 
 

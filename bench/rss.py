@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -171,6 +172,7 @@ def run_once(events: int, per_request: int) -> dict:
         final = memory_mb(proc.pid)
     finally:
         stop(proc)
+        shutil.rmtree(workdir, ignore_errors=True)
     for mark, mb in samples:
         print(f"  {mark:>9} events stored: RSS {mb:6.1f} MB")
     print(
