@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -134,6 +135,7 @@ def serve(db: str, port: int, sync: str, subscriptions: int) -> None:
         return Response(status_code=204)
 
     app.add_route("/bare", bare, methods=["POST"])
+
     async def nothing() -> None:
         return None
 
@@ -141,6 +143,13 @@ def serve(db: str, port: int, sync: str, subscriptions: int) -> None:
         committer = runtime.extras.get("intake_committer")
         if committer is not None:
             stats = committer.stats
+            commits = sorted(stats.commit_ms) or [0.0]
+            print(
+                f"  commit (fan-out + COMMIT) ms: p50 {commits[len(commits) // 2]:.1f}, "
+                f"p99 {commits[int(len(commits) * 0.99)]:.1f}, max {commits[-1]:.1f}",
+                file=sys.stderr,
+                flush=True,
+            )
             print(
                 f"  group commit: {stats.requests} requests in {stats.batches} batches (mean "
                 f"{stats.mean_batch:.1f}, largest {stats.largest}, fallbacks {stats.fallbacks})",
@@ -149,6 +158,7 @@ def serve(db: str, port: int, sync: str, subscriptions: int) -> None:
             )
 
     import os as _os
+
     if _os.environ.get("SWITCH"):
         sys.setswitchinterval(float(_os.environ["SWITCH"]))
     runtime.background.append(BackgroundTask(name="bench stats", start=nothing, stop=print_stats))
@@ -170,7 +180,9 @@ def run_wrk(url: str, *, duration: int, connections: int, script: Path) -> dict[
     return figures
 
 
-async def _open_loop(port: int, rate: float, seconds: float, connections: int) -> dict:
+async def _open_loop(
+    port: int, rate: float, seconds: float, connections: int, path: str = PATH
+) -> dict:
     """Send `rate` req/s for `seconds`; latency counted from each request's scheduled time."""
     conns: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
     for _ in range(connections):
@@ -200,7 +212,7 @@ async def _open_loop(port: int, rate: float, seconds: float, connections: int) -
         nonlocal failures
         payload = body(n)
         head = (
-            f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             f"Authorization: Bearer {TOKEN}\r\nContent-Length: {len(payload)}\r\n\r\n"
         ).encode()
         reader, writer = await conns.get()
@@ -288,6 +300,56 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def _pair_row(bare: dict[str, float], intake: dict[str, float]) -> str:
+    return (
+        f"{bare['rps']:>10.0f} {bare['p50_us'] / 1000:>5.1f}ms {bare['p99_us'] / 1000:>5.1f}ms | "
+        f"{intake['rps']:>12.0f} {intake['p50_us'] / 1000:>5.1f}ms "
+        f"{intake['p99_us'] / 1000:>5.1f}ms | {intake['rps'] / bare['rps']:>5.2f} | "
+        f"{intake['status_errors'] + intake['socket_errors']}"
+    )
+
+
+def _median_row(pairs: list[tuple[dict[str, float], dict[str, float]]]) -> str:
+    """Medians of each figure over the repeats (the ratio: median of the per-pair ratios)."""
+
+    def med(values: list[float]) -> float:
+        return statistics.median(values)
+
+    bare = {k: med([b[k] for b, _ in pairs]) for k in ("rps", "p50_us", "p99_us")}
+    intake = {
+        k: med([i[k] for _, i in pairs])
+        for k in ("rps", "p50_us", "p99_us", "status_errors", "socket_errors")
+    }
+    ratio = med([i["rps"] / b["rps"] for b, i in pairs])
+    row = _pair_row(bare, intake)
+    head, _, tail = row.rpartition(" | ")
+    head = head[: head.rindex("|")] + f"| {ratio:>5.2f}"
+    return f"{head} | {tail}"
+
+
+def _fixed_rate(port: int, path: str, rate: float, seconds: float) -> dict[str, float]:
+    """The open-loop generator in its own process (so that it does not share our GIL)."""
+    load = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--load-rate",
+            "--port",
+            str(port),
+            "--path",
+            path,
+            "--rate",
+            str(rate),
+            "--rate-seconds",
+            str(seconds),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(load.stdout.strip().splitlines()[-1])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=int, default=10)
@@ -301,13 +363,17 @@ def main() -> int:
     parser.add_argument("--sync", default="FULL", help=argparse.SUPPRESS)
     parser.add_argument("--subscriptions", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--load-rate", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--path", default=PATH, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="closed-loop bare/intake pairs per server (medians)"
+    )
     args = parser.parse_args()
 
     if args.serve:
         serve(args.serve, args.port, args.sync, args.subscriptions)
         return 0
     if args.load_rate:
-        figures = asyncio.run(_open_loop(args.port, args.rate, args.rate_seconds, 64))
+        figures = asyncio.run(_open_loop(args.port, args.rate, args.rate_seconds, 64, args.path))
         print(json.dumps(figures))
         return 0
     if shutil.which("wrk") is None:
@@ -331,51 +397,34 @@ def main() -> int:
         for fanout in (int(f) for f in args.fanouts.split(",")):
             proc, port = _start_server(workdir, sync, fanout)
             try:
-                bare = run_wrk(
-                    f"http://127.0.0.1:{port}/bare",
-                    duration=args.duration,
-                    connections=args.connections,
-                    script=script,
-                )
-                intake = run_wrk(
-                    f"http://127.0.0.1:{port}{PATH}",
-                    duration=args.duration,
-                    connections=args.connections,
-                    script=script,
-                )
-                rows.append(
-                    f"{sync:7} {fanout:>6} | {bare['rps']:>10.0f} {bare['p50_us'] / 1000:>5.1f}ms "
-                    f"{bare['p99_us'] / 1000:>5.1f}ms | {intake['rps']:>12.0f} "
-                    f"{intake['p50_us'] / 1000:>5.1f}ms {intake['p99_us'] / 1000:>5.1f}ms | "
-                    f"{intake['rps'] / bare['rps']:>5.2f} | "
-                    f"{intake['status_errors'] + intake['socket_errors']}"
-                )
+                pairs = []
+                for _ in range(args.repeat):
+                    bare = run_wrk(
+                        f"http://127.0.0.1:{port}/bare",
+                        duration=args.duration,
+                        connections=args.connections,
+                        script=script,
+                    )
+                    intake = run_wrk(
+                        f"http://127.0.0.1:{port}{PATH}",
+                        duration=args.duration,
+                        connections=args.connections,
+                        script=script,
+                    )
+                    pairs.append((bare, intake))
+                    print(f"  {sync} fanout {fanout}: {_pair_row(bare, intake)}", flush=True)
+                rows.append(f"{sync:7} {fanout:>6} | {_median_row(pairs)}")
                 print(rows[-1], flush=True)
                 if sync == "FULL":
-                    load = subprocess.run(
-                        [
-                            sys.executable,
-                            __file__,
-                            "--load-rate",
-                            "--port",
-                            str(port),
-                            "--rate",
-                            str(args.rate),
-                            "--rate-seconds",
-                            str(args.rate_seconds),
-                        ],
-                        capture_output=True,
-                        text=True,
-                        check=True,
-                    )
-                    fixed = json.loads(load.stdout.strip().splitlines()[-1])
-                    rate_rows.append(
-                        f"FULL fanout {fanout:>3}: {args.rate:.0f} req/s offered, "
-                        f"{fixed['achieved_rps']:.0f} sent, p50 {fixed['p50_ms']:.1f} ms, "
-                        f"p99 {fixed['p99_ms']:.1f} ms, max {fixed['max_ms']:.1f} ms, "
-                        f"non-204 {fixed['failures']}"
-                    )
-                    print(rate_rows[-1], flush=True)
+                    for target, path in (("bare", "/bare"), ("intake", PATH)):
+                        fixed = _fixed_rate(port, path, args.rate, args.rate_seconds)
+                        rate_rows.append(
+                            f"FULL fanout {fanout:>3} {target:>6}: {args.rate:.0f} req/s offered, "
+                            f"{fixed['achieved_rps']:.0f} completed, p50 {fixed['p50_ms']:.1f} "
+                            f"ms, p99 {fixed['p99_ms']:.1f} ms, max {fixed['max_ms']:.1f} ms, "
+                            f"non-204 {fixed['failures']}"
+                        )
+                        print(rate_rows[-1], flush=True)
             finally:
                 _stop(proc)
     print()

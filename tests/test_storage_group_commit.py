@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from d1.models import Operation
 from storage.repositories.cards import count_events
 from storage.repositories.group_commit import GroupCommitter
+from tests.servers import wait_for
 
 NOW = datetime(2026, 5, 22, 12, 0, tzinfo=timezone.utc)
 
@@ -102,3 +103,26 @@ async def test_only_a_batch_with_a_bad_request_takes_the_savepoint_path(any_engi
     assert isinstance(outcomes[1], IntegrityError)
     assert sum(len(r.new_event_ids) for r in [*good, outcomes[0]]) == 4
     assert count_events(any_engine) == 4
+
+
+async def test_sqlite_writer_leaves_checkpointing_to_its_checkpointer(engine: Engine) -> None:
+    committer = GroupCommitter(
+        engine, workspace_id="T1", exceptions_channel=None, checkpoint_interval_s=0.01
+    )
+    try:
+        for n in range(3):
+            await committer.submit([_op(n)], received_at=NOW)
+        await wait_for(lambda: committer._commits_since_checkpoint == 0, timeout=10)
+    finally:
+        await committer.stop()
+    assert count_events(engine) == 3
+    # The writer's connection went back to the pool as it came: autocheckpoint on again.
+    raws = [engine.raw_connection() for _ in range(3)]
+    try:
+        values = [
+            r.dbapi_connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0] for r in raws
+        ]
+    finally:
+        for r in raws:
+            r.close()
+    assert values == [1000, 1000, 1000]
