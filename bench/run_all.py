@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import machine_info  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
+RSS_RUNS = 1
 
 
 @dataclass
@@ -188,10 +189,11 @@ def ack_latency(runs: int, quick: bool) -> list[Figure]:
 
 def rss(runs: int, quick: bool) -> list[Figure]:
     events = 100_000 if quick else 1_000_000
-    r = last_json(run("rss.py", "--events", str(events), "--repeat", str(1 if quick else runs)))
+    repeat = 1 if quick else RSS_RUNS  # a 1M-event load takes ~5 minutes
+    r = last_json(run("rss.py", "--events", str(events), "--repeat", str(repeat)))
     return [
         Figure(
-            f"Server RSS after {events:,} stored events",
+            f"Server RSS after {events:,} stored events ({repeat} run{'s' if repeat > 1 else ''})",
             "<= 200 MB",
             f"{r['rss_mb']:.0f} MB (peak {r['peak_mb']:.0f} MB; at start {r['start_mb']:.0f} MB)",
             r["rss_mb"] <= 200,
@@ -199,6 +201,14 @@ def rss(runs: int, quick: bool) -> list[Figure]:
     ]
 
 
+# What each benchmark's figure names start with: a run with --only keeps the other rows.
+PREFIXES = {
+    "intake": "Intake",
+    "ack_latency": "Slash-command",
+    "fanout": "Fan-out",
+    "digest": "Digest",
+    "rss": "Server RSS",
+}
 BENCHMARKS: dict[str, Callable[[int, bool], list[Figure]]] = {
     "intake": intake,
     "ack_latency": ack_latency,
@@ -211,20 +221,39 @@ BENCHMARKS: dict[str, Callable[[int, bool], list[Figure]]] = {
 # --------------------------------------------------------------------------- the report
 
 
-def write_results(figures: list[Figure], *, runs: int, quick: bool, minutes: float) -> None:
+def kept_rows(ran: list[str]) -> list[str]:
+    """Rows of the current RESULTS.md from benchmarks not run this time."""
+    if not RESULTS.exists():
+        return []
+    fresh = tuple(PREFIXES[name] for name in ran if name in PREFIXES)
+    return [
+        line
+        for line in RESULTS.read_text().splitlines()
+        if line.startswith("| ")
+        and not line.startswith(("| Figure ", "|---"))
+        and not line[2:].startswith(fresh)
+    ]
+
+
+def write_results(
+    figures: list[Figure], *, ran: list[str], runs: int, quick: bool, minutes: float
+) -> None:
     machine = machine_info()
+    previous = kept_rows(ran)
     lines = [
         "# Benchmark results",
         "",
         f"Written by `bench/run_all.py` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
         f" in {minutes:.0f} min{' (--quick: a smoke run, not figures to quote)' if quick else ''}."
         " Each benchmark's own module says exactly what it measures.",
-        f"Figures are medians of {runs} runs unless the line says otherwise.",
+        f"Figures are medians of {runs} runs unless the line says otherwise"
+        + (f"; {len(previous)} rows kept from an earlier run." if previous else "."),
         "",
         "Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()) + ".",
         "",
         "| Figure | Target | Measured | Met |",
         "|---|---|---|---|",
+        *previous,
         *(f.row() for f in figures),
         "",
     ]
@@ -240,14 +269,19 @@ def main() -> int:
     args = parser.parse_args()
     started = time.monotonic()
     figures: list[Figure] = []
-    for name in args.only.split(","):
+    ran = args.only.split(",")
+    for name in ran:
         try:
             figures += BENCHMARKS[name](args.runs, args.quick)
         except (subprocess.SubprocessError, ValueError, KeyError, json.JSONDecodeError) as exc:
             print(f"{name} failed: {exc}", file=sys.stderr, flush=True)
             figures.append(Figure(name, "", f"failed: {type(exc).__name__}", None))
     write_results(
-        figures, runs=args.runs, quick=args.quick, minutes=(time.monotonic() - started) / 60
+        figures,
+        ran=ran,
+        runs=args.runs,
+        quick=args.quick,
+        minutes=(time.monotonic() - started) / 60,
     )
     return 0 if all(f.met is not False for f in figures) else 1
 
