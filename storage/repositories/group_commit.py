@@ -125,6 +125,7 @@ class GroupCommitter:
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._raw: Any = None  # the pooled connection the SQLite writer keeps between batches
+        self._busy_timeout_ms = 0  # that connection's configured busy_timeout
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -223,7 +224,8 @@ class GroupCommitter:
             return loop.run_in_executor(self._executor, fn, *args)
 
         try:
-            await in_thread(self._begin)
+            if not self._begin_now():
+                await in_thread(self._begin)
         except SQLAlchemyError as exc:  # busy (another process writes), unreachable
             return [exc] * len(batch)
         fan_out = FanOut()
@@ -277,14 +279,35 @@ class GroupCommitter:
         except Exception as exc:  # the next round (or any other connection's commit) retries
             log.warning("intake WAL checkpoint failed: %s", type(exc).__name__)
 
+    def _begin_now(self) -> bool:
+        """BEGIN IMMEDIATE on the loop when the write lock is free (the common case: it takes
+        microseconds), saving a round trip to the thread; False when it must wait (busy) or
+        the connection is not made yet: then `_begin` does it in the thread."""
+        if self._raw is None:
+            return False
+        try:
+            self._raw.dbapi_connection.execute("BEGIN IMMEDIATE")  # busy_timeout is 0 here
+        except sqlite3.Error:
+            return False
+        return True
+
     def _begin(self) -> None:
         if self._raw is None:
             self._raw = self.engine.raw_connection()
+            dbapi = self._raw.dbapi_connection
+            self._busy_timeout_ms = int(dbapi.execute("PRAGMA busy_timeout").fetchone()[0])
             # The writer never checkpoints: `_checkpoints` does, beside it (measured: the
             # commit that crossed SQLite's 1,000-page threshold copied the WAL into the database
             # and fsynced it, a 50-250 ms stall for the whole batch: the p99).
-            self._raw.dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
-        self._driver_call("BEGIN IMMEDIATE")
+            dbapi.execute("PRAGMA wal_autocheckpoint=0")
+        # Wait for the lock here, in the thread, with the configured patience; on the loop
+        # (`_begin_now`) the connection never waits.
+        dbapi = self._raw.dbapi_connection
+        dbapi.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+        try:
+            self._driver_call("BEGIN IMMEDIATE")
+        finally:
+            dbapi.execute("PRAGMA busy_timeout=0")
 
     def _finish(self, fan_out: FanOut) -> None:
         """The batch's outbox rows (one INSERT ... SELECT: C work, no GIL needed), then COMMIT."""
@@ -315,9 +338,9 @@ class GroupCommitter:
         if self._raw is not None:
             self._rollback()
             with contextlib.suppress(sqlite3.Error):
-                self._raw.dbapi_connection.execute(
-                    f"PRAGMA wal_autocheckpoint={SQLITE_DEFAULT_AUTOCHECKPOINT}"
-                )
+                dbapi = self._raw.dbapi_connection
+                dbapi.execute(f"PRAGMA wal_autocheckpoint={SQLITE_DEFAULT_AUTOCHECKPOINT}")
+                dbapi.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
             self._raw.close()  # back to the pool, as it came
             self._raw = None
 
