@@ -10,6 +10,13 @@ delivery rate as a fraction of the rate Slack allows, and how many 429s the stan
 "Allowed rate": each channel may take one post per second, so a channel that must receive N
 posts needs at least (N - 1) seconds; the fraction is that ideal span over the measured span
 from the first post to the last (all channels together), and per channel.
+
+The overall figure includes the ramp: every channel's first post must go out before its pacing
+clock starts, so with a peak rate of R posts/s the span is at least ideal + channels / R and the
+overall fraction at most ideal / (ideal + channels / R) (at 1,000 channels and 3 events, 90%
+needs R >= 3,000 posts/s). The bench prints the ramp and that bound, and the CPU time each
+process spent per call (a figure that does not depend on how busy the shared machine is), so
+that one can tell whether the bot or the stand-in was the limit.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import contextlib
 import multiprocessing
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -117,6 +125,20 @@ def _summarise(slack: LocalSlack) -> list[Seen]:
     return [Seen(c.method, c.channel, c.at, c.status, c.ok) for c in slack.calls]
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system) this process used so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def load_average() -> str:
+    try:
+        with open("/proc/loadavg") as loadavg:
+            return loadavg.read().split()[0]
+    except OSError:
+        return "?"
+
+
 def _stand_in_process(conn: Connection) -> None:
     """The Slack stand-in on its own core, as Slack would be: answers `base_url`, then the
     recorded calls when told to stop."""
@@ -125,18 +147,23 @@ def _stand_in_process(conn: Connection) -> None:
         async with LocalSlack() as slack:
             slack.enforce_rate_limit(per_channel_per_second=1.0)
             conn.send(slack.base_url)
+            started = cpu_seconds()
             await asyncio.get_running_loop().run_in_executor(None, conn.recv)
-            conn.send(_summarise(slack))
+            conn.send((_summarise(slack), cpu_seconds() - started))
 
     asyncio.run(serve())
 
 
 @contextlib.asynccontextmanager
-async def stand_in(separate: bool) -> AsyncIterator[tuple[str, Callable[[], list[Seen]]]]:
+async def stand_in(
+    separate: bool,
+) -> AsyncIterator[tuple[str, Callable[[], tuple[list[Seen], float | None]]]]:
+    """The stand-in's base URL, and a function that returns the calls it saw and (in its own
+    process) the CPU seconds it used while serving them."""
     if not separate:
         async with LocalSlack() as slack:
             slack.enforce_rate_limit(per_channel_per_second=1.0)
-            yield slack.base_url, lambda: _summarise(slack)
+            yield slack.base_url, lambda: (_summarise(slack), None)
         return
     ours, theirs = multiprocessing.Pipe()
     process = multiprocessing.get_context("spawn").Process(
@@ -144,13 +171,13 @@ async def stand_in(separate: bool) -> AsyncIterator[tuple[str, Callable[[], list
     )
     process.start()
     base_url = await asyncio.to_thread(ours.recv)
-    collected: list[Seen] = []
+    collected: list[tuple[list[Seen], float | None]] = []
 
-    def calls() -> list[Seen]:
+    def calls() -> tuple[list[Seen], float | None]:
         if not collected:
             ours.send("stop")
-            collected.extend(ours.recv())
-        return collected
+            collected.append(ours.recv())
+        return collected[0]
 
     try:
         yield base_url, calls
@@ -209,6 +236,8 @@ async def run(args: argparse.Namespace) -> None:
                 batch_size=args.batch,
                 poll_seconds=0.05,
             )
+            print(f"load average before delivery: {load_average()}")
+            cpu_started = cpu_seconds()
             started = time.perf_counter()
             await worker.start()
             try:
@@ -218,8 +247,9 @@ async def run(args: argparse.Namespace) -> None:
                 await worker.stop()
                 await session.close()
             elapsed = time.perf_counter() - started
+            bot_cpu = cpu_seconds() - cpu_started
 
-            seen = recorded()
+            seen, slack_cpu = recorded()
 
         posts = [c for c in seen if c.method == "chat.postMessage" and c.ok]
         updates = [c for c in seen if c.method == "chat.update" and c.ok]
@@ -247,6 +277,27 @@ async def run(args: argparse.Namespace) -> None:
             f"{statistics.median(channel_fractions):.0%}, min {min(channel_fractions):.0%}"
         )
         print(f"429 answers: {len(refused)}")
+        firsts = sorted(min(times) for times in per_channel.values())
+        ramp = firsts[-1] - firsts[0]
+        print(
+            f"ramp (first post of the first channel to that of the last): {ramp:.2f} s; "
+            f"bound on the overall fraction at that ramp: {ideal / (ideal + ramp):.0%}"
+        )
+        calls = len(seen)
+        print(
+            f"CPU per Slack call: bot {bot_cpu / calls * 1e6:.0f} us "
+            f"({bot_cpu:.1f} s over {elapsed:.1f} s)"
+            + (
+                f", stand-in {slack_cpu / calls * 1e6:.0f} us ({slack_cpu:.1f} s)"
+                if slack_cpu is not None
+                else ", stand-in in this process"
+            )
+            + f"; load average after: {load_average()}"
+        )
+        print(
+            f"settle commits: {worker.settler.commits} transactions for "
+            f"{worker.settler.items} settlements"
+        )
         engine.dispose()
 
 

@@ -61,6 +61,7 @@ DEFAULT_BACKOFF_BASE = 2.0
 DEFAULT_BACKOFF_CAP = 600.0
 DEFAULT_POLL_SECONDS = 1.0
 DEFAULT_MAX_PACING_WAIT = 5.0
+CLAIM_PAUSE_SECONDS = 0.1
 PARENT_MEMORY = 50_000  # parents whose shown state a worker remembers (about 100 bytes each)
 # An exception alert waits this long for the card's thread to exist, to link to it.
 DEFAULT_ALERT_LINK_WAIT = timedelta(seconds=20)
@@ -128,7 +129,7 @@ class OutboxWorker:
         self._wakeup = runtime.outbox_wakeup
         self._failed_rounds = 0
         self._own_session: aiohttp.ClientSession | None = None
-        self._round = _Round()
+        self._rounds: dict[int, _Round] = {}  # row id -> what its claim batch prefetched
         self.settler = SettleQueue(self.engine, worker=self.name, clock=runtime.clock)
         # What each parent message shows, as far as this worker knows: a parent already
         # showing the card's current state is not updated again (see `_parent_update`).
@@ -178,20 +179,56 @@ class OutboxWorker:
         return self._task is not None and not self._task.done() and self._failed_rounds < 5
 
     async def _run(self) -> None:
+        """Claim and deliver continuously: new heads are claimed while earlier rows are still
+        in flight (no barrier at the end of a round, which would leave slots idle while the
+        slowest rows of a round finish), up to `batch_size` rows in hand."""
         assert self._wakeup is not None
-        while not self._stopping:
-            try:
-                handled = await self.drain_once()
-                self._failed_rounds = 0
-            except Exception:
-                self._failed_rounds += 1
-                log.exception("outbox round failed; retrying")
-                handled = 0
-            if handled or self._stopping:
-                continue
-            self._wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), await self._idle_seconds())
+        in_flight: set[asyncio.Task[None]] = set()
+        gauges_at = 0.0
+        loop = asyncio.get_running_loop()
+        try:
+            while not self._stopping:
+                free = self.batch_size - len(in_flight)
+                rows: list[OutboxRecord] = []
+                if free > 0:
+                    try:
+                        rows = await self._claim(limit=free)
+                        self._failed_rounds = 0
+                    except Exception:
+                        self._failed_rounds += 1
+                        log.exception("outbox round failed; retrying")
+                for row in rows:
+                    task = asyncio.create_task(self._deliver_one(row))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                if loop.time() >= gauges_at:
+                    gauges_at = loop.time() + 1.0
+                    self.pacer.forget_idle()
+                    with contextlib.suppress(Exception):
+                        await asyncio.to_thread(self._update_gauges)
+                if self._stopping or (rows and len(rows) == free):
+                    continue
+                await self._wait_for_work(in_flight, rows_claimed=bool(rows))
+        finally:
+            if in_flight:  # finish the rows in hand
+                await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def _wait_for_work(
+        self, in_flight: set[asyncio.Task[None]], *, rows_claimed: bool
+    ) -> None:
+        """Until claiming again may find something: a row in hand settled (its channel's next
+        row is now the head), a wakeup, or the next row falls due."""
+        assert self._wakeup is not None
+        self._wakeup.clear()
+        idle = self.poll_seconds if rows_claimed else await self._idle_seconds()
+        waiter = asyncio.ensure_future(self._wakeup.wait())
+        try:
+            await asyncio.wait({*in_flight, waiter}, timeout=idle, return_when="FIRST_COMPLETED")
+        finally:
+            waiter.cancel()
+        if in_flight:
+            # Let the answers that arrive together settle together: one claim query for many.
+            await asyncio.sleep(CLAIM_PAUSE_SECONDS)
 
     async def _idle_seconds(self) -> float:
         """How long to sleep when nothing was due: until the next row is due, at most a poll."""
@@ -204,7 +241,18 @@ class OutboxWorker:
     # ------------------------------------------------------------------ one round
 
     async def drain_once(self) -> int:
-        """Coalesce bursts, claim the due heads, deliver them. Returns the rows handled."""
+        """One round: coalesce bursts, claim the due heads, deliver them and wait for all of
+        them. Returns the rows handled. (The running worker does not wait: see `_run`.)"""
+        rows = await self._claim(limit=self.batch_size)
+        if rows:
+            await asyncio.gather(*(self._deliver_one(row) for row in rows))
+            self.pacer.forget_idle()
+        await asyncio.to_thread(self._update_gauges)
+        return len(rows)
+
+    async def _claim(self, *, limit: int) -> list[OutboxRecord]:
+        """Coalesce bursts, then claim up to `limit` due heads (one per channel) in one
+        transaction and prefetch what they need."""
         now = self.runtime.clock()
         await asyncio.to_thread(self._coalesce, now)
         rows = await asyncio.to_thread(
@@ -213,15 +261,25 @@ class OutboxWorker:
             worker=self.name,
             now=now,
             lease_until=now + self.lease,
-            limit=self.batch_size,
+            limit=limit,
         )
         if rows:
-            self._round = await asyncio.to_thread(self._prefetch, rows)
-            await asyncio.gather(*(self._deliver_guarded(row) for row in rows))
-            self._round = _Round()
-            self.pacer.forget_idle()
-        await asyncio.to_thread(self._update_gauges)
-        return len(rows)
+            prefetched = await asyncio.to_thread(self._prefetch, rows)
+            for row in rows:
+                self._rounds[_id(row)] = prefetched
+        return rows
+
+    def _ctx(self, row: OutboxRecord) -> _Round:
+        """What the row's claim batch prefetched (empty for a row claimed some other way)."""
+        return self._rounds.get(row.id or 0) or _Round()
+
+    async def _deliver_one(self, row: OutboxRecord) -> None:
+        try:
+            await self._deliver_guarded(row)
+        except Exception:  # settling failed too: the lease expires and the row is retried
+            log.exception("outbox row %s could not be settled", row.id)
+        finally:
+            self._rounds.pop(row.id or 0, None)
 
     def _prefetch(self, rows: Sequence[OutboxRecord]) -> _Round:
         card_ids = [r.card_id for r in rows if r.card_id]
@@ -400,16 +458,16 @@ class OutboxWorker:
         """The row's card and its parent's ts in the row's channel, posting the parent (from
         the card's current state) when there is none yet. The parent's ts is stored before
         anything else happens. Returns (card, parent ts, whether the parent was just posted)."""
-        card = self._round.cards.get(row.card_id or "") or await asyncio.to_thread(
+        card = self._ctx(row).cards.get(row.card_id or "") or await asyncio.to_thread(
             self._card_of, row
         )
         if card is None:
             raise PermanentError("missing_event")
         key = (row.workspace_id, row.channel_id, card.card_id)
-        thread = self._round.threads.get(key) or await asyncio.to_thread(self._thread_of, row)
+        thread = self._ctx(row).threads.get(key) or await asyncio.to_thread(self._thread_of, row)
         if thread is not None:
             return card, thread.parent_ts, False
-        message = self._round.parent(card)
+        message = self._ctx(row).parent(card)
         parent_ts = await self.post(row.channel_id, message)
         await self.settler.settle(Parent(row.workspace_id, row.channel_id, card.card_id, parent_ts))
         self._remember_parent(row.channel_id, parent_ts, message)
@@ -429,7 +487,7 @@ class OutboxWorker:
         raise TransientError("parent_gone")
 
     def _forget_thread(self, row: OutboxRecord) -> None:
-        self._round.threads.pop((row.workspace_id, row.channel_id, row.card_id or ""), None)
+        self._ctx(row).threads.pop((row.workspace_id, row.channel_id, row.card_id or ""), None)
         threads_repo.forget_thread(
             self.engine,
             workspace_id=row.workspace_id,
@@ -449,7 +507,7 @@ class OutboxWorker:
         """The `chat.update` that brings the parent to the card's current state, or None when
         this worker posted the parent from that very state (the channel's pending events were
         all enqueued before its parent was posted, so it was rendered from the final state)."""
-        message = self._round.parent(card)
+        message = self._ctx(row).parent(card)
         if self._parent_shown.get((row.channel_id, parent_ts)) == _digest(message):
             return None
 
@@ -475,18 +533,18 @@ class OutboxWorker:
     # ------------------------------------------------------------------ kinds
 
     def _event_of(self, row: OutboxRecord) -> EventRecord | None:
-        event = self._round.events.get(row.event_id or 0)
+        event = self._ctx(row).events.get(row.event_id or 0)
         return event or cards_repo.get_event(self.engine, event_id=row.event_id or 0)
 
     def _card_of(self, row: OutboxRecord) -> CardRecord | None:
-        card = self._round.cards.get(row.card_id or "")
+        card = self._ctx(row).cards.get(row.card_id or "")
         return card or cards_repo.get_card(self.engine, card_id=row.card_id or "")
 
     def _thread_of(self, row: OutboxRecord) -> ThreadRecord | None:
         key = (row.workspace_id, row.channel_id, row.card_id or "")
-        if key in self._round.threads:
-            return self._round.threads[key]
-        if row.card_id in self._round.cards:  # prefetched: no thread then means none
+        if key in self._ctx(row).threads:
+            return self._ctx(row).threads[key]
+        if row.card_id in self._ctx(row).cards:  # prefetched: no thread then means none
             return None
         return threads_repo.get_thread(
             self.engine,
@@ -496,13 +554,13 @@ class OutboxWorker:
         )
 
     async def _send_card_event(self, row: OutboxRecord) -> tuple[str, Followup | None]:
-        event = self._round.events.get(row.event_id or 0) or await asyncio.to_thread(
+        event = self._ctx(row).events.get(row.event_id or 0) or await asyncio.to_thread(
             cards_repo.get_event, self.engine, event_id=row.event_id or 0
         )
         if event is None:
             raise PermanentError("missing_event")
         card, parent_ts, created = await self._card_and_thread(row)
-        reply = self._round.reply(event)
+        reply = self._ctx(row).reply(event)
         ts = await self._post_in_thread(row, reply, parent_ts, broadcast=event.is_exception)
         return ts, None if created else self._parent_update(row, card, parent_ts)
 
@@ -512,7 +570,7 @@ class OutboxWorker:
         return ts, None
 
     async def _send_exception_alert(self, row: OutboxRecord) -> tuple[str, Followup | None]:
-        event = self._round.events.get(row.event_id or 0) or await asyncio.to_thread(
+        event = self._ctx(row).events.get(row.event_id or 0) or await asyncio.to_thread(
             cards_repo.get_event, self.engine, event_id=row.event_id or 0
         )
         card = await asyncio.to_thread(self._card_of, row)
