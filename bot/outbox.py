@@ -129,6 +129,7 @@ class OutboxWorker:
         self._wakeup = runtime.outbox_wakeup
         self._failed_rounds = 0
         self._own_session: aiohttp.ClientSession | None = None
+        self._settled = asyncio.Event()  # a row in hand was settled (see `_run`)
         self._rounds: dict[int, _Round] = {}  # row id -> what its claim batch prefetched
         self.settler = SettleQueue(self.engine, worker=self.name, clock=runtime.clock)
         # What each parent message shows, as far as this worker knows: a parent already
@@ -200,7 +201,7 @@ class OutboxWorker:
                 for row in rows:
                     task = asyncio.create_task(self._deliver_one(row))
                     in_flight.add(task)
-                    task.add_done_callback(in_flight.discard)
+                    task.add_done_callback(self._row_done(in_flight))
                 if loop.time() >= gauges_at:
                     gauges_at = loop.time() + 1.0
                     self.pacer.forget_idle()
@@ -213,6 +214,13 @@ class OutboxWorker:
             if in_flight:  # finish the rows in hand
                 await asyncio.gather(*in_flight, return_exceptions=True)
 
+    def _row_done(self, in_flight: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
+        def done(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            self._settled.set()
+
+        return done
+
     async def _wait_for_work(
         self, in_flight: set[asyncio.Task[None]], *, rows_claimed: bool
     ) -> None:
@@ -220,12 +228,16 @@ class OutboxWorker:
         row is now the head), a wakeup, or the next row falls due."""
         assert self._wakeup is not None
         self._wakeup.clear()
+        self._settled.clear()
         idle = self.poll_seconds if rows_claimed else await self._idle_seconds()
-        waiter = asyncio.ensure_future(self._wakeup.wait())
+        waiters = [asyncio.ensure_future(self._wakeup.wait())]
+        if in_flight:
+            waiters.append(asyncio.ensure_future(self._settled.wait()))
         try:
-            await asyncio.wait({*in_flight, waiter}, timeout=idle, return_when="FIRST_COMPLETED")
+            await asyncio.wait(waiters, timeout=idle, return_when="FIRST_COMPLETED")
         finally:
-            waiter.cancel()
+            for waiter in waiters:
+                waiter.cancel()
         if in_flight:
             # Let the answers that arrive together settle together: one claim query for many.
             await asyncio.sleep(CLAIM_PAUSE_SECONDS)
@@ -286,7 +298,10 @@ class OutboxWorker:
         return _Round(
             events=repo.events_by_ids(self.engine, ids=[r.event_id for r in rows if r.event_id]),
             cards=cards_repo.cards_by_ids(self.engine, card_ids=card_ids),
-            threads=threads_repo.threads_of_cards(self.engine, card_ids=card_ids),
+            threads=threads_repo.threads_of_keys(
+                self.engine,
+                keys=[(r.workspace_id, r.channel_id, r.card_id) for r in rows if r.card_id],
+            ),
         )
 
     def _coalesce(self, now: datetime) -> None:

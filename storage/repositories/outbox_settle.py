@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from storage.repositories.outbox import outbox
-from storage.repositories.threads import upsert_thread
+from storage.repositories.threads import upsert_threads
 from storage.tables import OUTBOX_DEAD, OUTBOX_PENDING, OUTBOX_SENT
 
 
@@ -99,18 +99,20 @@ def settle_many(
     with engine.begin() as conn:
         row_ids = [i.row_id for i in items if not isinstance(i, Parent)]
         held = _held(conn, worker=worker, row_ids=row_ids)
+        upsert_threads(
+            conn,
+            parents=[
+                (i.workspace_id, i.channel_id, i.card_id, i.parent_ts)
+                for i in items
+                if isinstance(i, Parent)
+            ],
+            now=now,
+        )
         sent: list[dict[str, Any]] = []
         for item in items:
             if isinstance(item, Parent):
-                upsert_thread(
-                    conn,
-                    workspace_id=item.workspace_id,
-                    channel_id=item.channel_id,
-                    card_id=item.card_id,
-                    parent_ts=item.parent_ts,
-                    now=now,
-                )
-            elif item.row_id not in held:
+                continue
+            if item.row_id not in held:
                 continue
             elif isinstance(item, Sent):
                 sent.append({"rid": item.row_id, "worker": worker, "now": now, "ts": item.slack_ts})

@@ -56,6 +56,33 @@ def threads_of_cards(
     return found
 
 
+def threads_of_keys(
+    engine: Engine, *, keys: list[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], ThreadRecord]:
+    """The parents of these (workspace, channel, card) keys, where they exist. A delivery
+    round needs the parents of its own rows only: loading every channel's parent of a card
+    subscribed in a thousand channels, for each round, cost more than the posts."""
+    wanted = set(keys)
+    found: dict[tuple[str, str, str], ThreadRecord] = {}
+    by_card: dict[str, list[str]] = {}
+    for _workspace, channel, card in wanted:
+        by_card.setdefault(card, []).append(channel)
+    with Session(engine) as session:
+        for card, channels in by_card.items():
+            for start in range(0, len(channels), 500):
+                rows = session.exec(
+                    select(ThreadRecord).where(
+                        ThreadRecord.card_id == card,
+                        ThreadRecord.channel_id.in_(channels[start : start + 500]),  # type: ignore[attr-defined]
+                    )
+                )
+                for row in rows:
+                    key = (row.workspace_id, row.channel_id, row.card_id)
+                    if key in wanted:
+                        found[key] = row
+    return found
+
+
 def save_thread(
     engine: Engine,
     *,
@@ -108,6 +135,53 @@ def upsert_thread(
         )
 
 
+def upsert_threads(
+    conn: Connection, *, parents: list[tuple[str, str, str, str]], now: datetime
+) -> None:
+    """Many `(workspace, channel, card, parent_ts)` in the caller's transaction, in a few
+    statements (a fan-out round posts a thousand parents at once)."""
+    latest = {(w, ch, card): ts for w, ch, card, ts in parents}
+    if not latest:
+        return
+    existing: set[tuple[str, str, str]] = set()
+    by_card: dict[str, list[str]] = {}
+    for _workspace, channel, card in latest:
+        by_card.setdefault(card, []).append(channel)
+    for card, channels in by_card.items():
+        for start in range(0, len(channels), 500):
+            query = sa.select(
+                threads.c.workspace_id, threads.c.channel_id, threads.c.card_id
+            ).where(
+                threads.c.card_id == card,
+                threads.c.channel_id.in_(channels[start : start + 500]),
+            )
+            existing.update((r[0], r[1], r[2]) for r in conn.execute(query))
+    updates = [
+        {"w": w, "ch": ch, "card": card, "ts": ts, "now": now}
+        for (w, ch, card), ts in latest.items()
+        if (w, ch, card) in existing
+    ]
+    inserts = [
+        {"workspace_id": w, "channel_id": ch, "card_id": card, "parent_ts": ts,
+         "created_at": now, "updated_at": now}
+        for (w, ch, card), ts in latest.items()
+        if (w, ch, card) not in existing
+    ]  # fmt: skip
+    if updates:
+        conn.execute(
+            sa.update(threads)
+            .where(
+                threads.c.workspace_id == sa.bindparam("w"),
+                threads.c.channel_id == sa.bindparam("ch"),
+                threads.c.card_id == sa.bindparam("card"),
+            )
+            .values(parent_ts=sa.bindparam("ts"), updated_at=sa.bindparam("now")),
+            updates,
+        )
+    if inserts:
+        conn.execute(sa.insert(threads), inserts)
+
+
 def touch_thread(engine: Engine, *, thread_id: int, now: datetime) -> None:
     """The parent was brought up to date."""
     with engine.begin() as conn:
@@ -132,6 +206,8 @@ __all__ = [
     "save_thread",
     "threads_of_card",
     "threads_of_cards",
+    "threads_of_keys",
     "touch_thread",
     "upsert_thread",
+    "upsert_threads",
 ]
