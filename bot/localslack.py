@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import uvicorn
+from aiohttp import web as aiohttp_web
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -92,7 +93,12 @@ class LocalSlack:
         port: int = 0,
         on_call: Callable[[Call], None] | None = None,
         token_prefix: str = "xox",
+        server: str = "uvicorn",
     ) -> None:
+        if server not in {"uvicorn", "aiohttp"}:
+            raise ValueError(f"unknown server {server!r}: uvicorn or aiohttp")
+        self.server = server  # aiohttp's C HTTP parser costs a third of uvicorn+h11 per call
+        self._runner: aiohttp_web.AppRunner | None = None
         self._host = host
         self._port = port
         self.on_call = on_call
@@ -141,6 +147,9 @@ class LocalSlack:
         port = sock.getsockname()[1]
         self.root_url = f"http://{self._host}:{port}"
         self.base_url = f"{self.root_url}/api/"
+        if self.server == "aiohttp":
+            await self._start_aiohttp(sock)
+            return
         config = uvicorn.Config(
             self.asgi_app(),
             log_level="warning",
@@ -156,7 +165,37 @@ class LocalSlack:
                     self._task.result()
                 await asyncio.sleep(0.01)
 
+    async def _start_aiohttp(self, sock: socket.socket) -> None:
+        app = aiohttp_web.Application()
+        app.router.add_route("GET", "/api/{method}", self._aiohttp_api)
+        app.router.add_route("POST", "/api/{method}", self._aiohttp_api)
+        app.router.add_route("POST", "/response/{token}", self._aiohttp_response)
+        self._runner = aiohttp_web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await aiohttp_web.SockSite(self._runner, sock).start()
+
+    async def _aiohttp_api(self, request: aiohttp_web.Request) -> aiohttp_web.Response:
+        call, headers = self._api_call(
+            request.match_info["method"],
+            dict(request.query),
+            await request.read(),
+            request.headers.get("Content-Type", ""),
+            request.headers.get("Authorization", ""),
+        )
+        return aiohttp_web.json_response(call.response, status=call.status, headers=headers)
+
+    async def _aiohttp_response(self, request: aiohttp_web.Request) -> aiohttp_web.Response:
+        status, text = self._response_call(
+            request.match_info["token"],
+            await request.read(),
+            request.headers.get("Content-Type", ""),
+        )
+        return aiohttp_web.Response(text=text, status=status)
+
     async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
         if self._server is not None:
             self._server.should_exit = True
         if self._task is not None:
@@ -288,41 +327,59 @@ class LocalSlack:
     # ------------------------------------------------------------------ HTTP
 
     async def _handle_response(self, request: Request) -> Response:
-        token = request.path_params["token"]
-        body = await _decode_body(request)
+        raw = await request.body()
+        status, text = self._response_call(
+            request.path_params["token"], raw, request.headers.get("content-type", "")
+        )
+        return Response(text, status_code=status, media_type="text/plain")
+
+    async def _handle_api(self, request: Request) -> Response:
+        call, headers = self._api_call(
+            request.path_params["method"],
+            dict(request.query_params),
+            await request.body(),
+            request.headers.get("content-type", ""),
+            request.headers.get("authorization", ""),
+        )
+        return JSONResponse(call.response, status_code=call.status, headers=headers)
+
+    def _response_call(self, token: str, raw: bytes, content_type: str) -> tuple[int, str]:
+        """A POST to a `response_url` (whichever HTTP server received it)."""
+        body = _decode(raw, content_type)
         call = Call(method="response_url", body=body, at=time.monotonic())
         if token not in self._response_tokens:
             call.status = 404
             call.response = {"ok": False, "error": "invalid_response_url"}
             self._record(call)
-            return Response("invalid_response_url", status_code=404)
+            return 404, "invalid_response_url"
         self.responses.append(body)
         call.response = {"ok": True}
         self._record(call)
-        return Response("ok", media_type="text/plain")
+        return 200, "ok"
 
-    async def _handle_api(self, request: Request) -> Response:
-        method = request.path_params["method"]
-        body = dict(request.query_params)
-        body.update(await _decode_body(request))
+    def _api_call(
+        self, method: str, query: dict[str, str], raw: bytes, content_type: str, authorization: str
+    ) -> tuple[Call, dict[str, str]]:
+        """One Web API call (whichever HTTP server received it): recorded and answered."""
+        body: dict[str, Any] = dict(query)
+        body.update(_decode(raw, content_type))
         body.pop("token", None)
         call = Call(method=method, body=body, at=time.monotonic())
         headers: dict[str, str] = {}
         try:
-            call.status, call.response, headers = self._answer(call, request)
+            call.status, call.response, headers = self._answer(call, authorization)
         except Exception as exc:  # a stand-in bug must show up in the test, not hang it
             call.status, call.response = 500, {"ok": False, "error": f"stand_in_error: {exc}"}
         self._record(call)
-        return JSONResponse(call.response, status_code=call.status, headers=headers)
+        return call, headers
 
     def _record(self, call: Call) -> None:
         self.calls.append(call)
         if self.on_call is not None:
             self.on_call(call)
 
-    def _answer(self, call: Call, request: Request) -> tuple[int, dict[str, Any], dict[str, str]]:
-        auth = request.headers.get("authorization", "")
-        token = auth.removeprefix("Bearer ").strip()
+    def _answer(self, call: Call, authorization: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+        token = authorization.removeprefix("Bearer ").strip()
         if not token:
             return 200, {"ok": False, "error": "not_authed"}, {}
         if not token.startswith(self._token_prefix):
@@ -533,12 +590,10 @@ _HANDLERS: dict[str, Callable[[LocalSlack, dict[str, Any]], dict[str, Any]]] = {
 }
 
 
-async def _decode_body(request: Request) -> dict[str, Any]:
+def _decode(raw: bytes, content_type: str) -> dict[str, Any]:
     """JSON or form-encoded body as a dict; JSON documents inside form fields decoded."""
-    raw = await request.body()
     if not raw:
         return {}
-    content_type = request.headers.get("content-type", "")
     if "json" in content_type:
         try:
             decoded = json.loads(raw)
