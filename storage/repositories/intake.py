@@ -1,10 +1,12 @@
 """Recording notification operations: store each distinct one as an event, project it onto its
 card, and fan it out into outbox rows, all in the caller's one transaction.
 
-`record_operations` owns its transaction; `record_operations_in` works inside an open
-connection (the group committer runs many requests in one transaction, a savepoint each).
-Core statements built once (`intake_sql`): this is the hot path of intake. The same statements
-run on SQLite and PostgreSQL (dialect `INSERT ... ON CONFLICT DO NOTHING`, `SELECT ... FOR UPDATE`).
+`record_operations` owns its transaction and takes the fast path (`intake_batch`, the driver
+cursor), falling back to the Core path on a driver error. `record_operations_in` is the Core
+path (statements built once in `intake_sql`), one request inside an open connection: the
+reference the fast path is property-tested against, and what the group committer falls back to
+(a savepoint per request) when a batch fails. The same statements run on SQLite and PostgreSQL
+(dialect `INSERT ... ON CONFLICT DO NOTHING`, `SELECT ... FOR UPDATE`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The statements of the intake hot path, built once per dialect with bind parameters.
+"""The statements of the intake Core path (the reference and the fallback of `intake_batch`),
+built once per dialect with bind parameters.
 
 Building a SQLAlchemy statement per call costs more than running it (profiled: ~12 ms per
 operation when built inline, mostly statement construction and compilation); built once, each
