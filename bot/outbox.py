@@ -24,7 +24,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import messages
@@ -41,6 +40,7 @@ from bot.notify import (
     classify_slack_error,
 )
 from bot.outbox_commits import SettleQueue
+from bot.outbox_http import SlackHttp
 from bot.runtime import BackgroundTask, Runtime
 from storage.repositories import cards as cards_repo
 from storage.repositories import health
@@ -129,6 +129,7 @@ class OutboxWorker:
         self._wakeup = runtime.outbox_wakeup
         self._failed_rounds = 0
         self._own_session: aiohttp.ClientSession | None = None
+        self._http: SlackHttp | None = None
         self._settled = asyncio.Event()  # a row in hand was settled (see `_run`)
         self._rounds: dict[int, _Round] = {}  # row id -> what its claim batch prefetched
         self.settler = SettleQueue(self.engine, worker=self.name, clock=runtime.clock)
@@ -171,6 +172,9 @@ class OutboxWorker:
                 await self._task
         self._task = None
         await self.settler.close()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
         if self._own_session is not None:
             await self._own_session.close()
             self._own_session = None
@@ -429,32 +433,33 @@ class OutboxWorker:
         if paced_channel is not None:
             await self.pacer.acquire(paced_channel)
         try:
-            response = await self._api_call(method, body, paced_channel)
-        except SlackApiError as exc:
-            answer = exc.response
-            failure = classify_slack_error(
-                status=answer.status_code,
-                error=answer.get("error") if isinstance(answer.data, dict) else None,
-                retry_after=answer.headers.get("Retry-After") if answer.headers else None,
-            )
-            SLACK_CALLS.labels(method=method, outcome=_outcome(failure)).inc()
-            if isinstance(failure, RateLimited) and paced_channel is not None:
-                self.pacer.block(paced_channel, failure.retry_after)
-            raise failure from None
+            status, data, retry_after = await self._api_call(method, body, paced_channel)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             SLACK_CALLS.labels(method=method, outcome="connection_error").inc()
             raise TransientError(f"connection: {type(exc).__name__}") from None
-        SLACK_CALLS.labels(method=method, outcome="ok").inc()
-        return response
+        if status == 200 and isinstance(data, dict) and data.get("ok"):
+            SLACK_CALLS.labels(method=method, outcome="ok").inc()
+            return data
+        failure = classify_slack_error(
+            status=status,
+            error=str(data.get("error")) if isinstance(data, dict) and data.get("error") else None,
+            retry_after=retry_after,
+        )
+        SLACK_CALLS.labels(method=method, outcome=_outcome(failure)).inc()
+        if isinstance(failure, RateLimited) and paced_channel is not None:
+            self.pacer.block(paced_channel, failure.retry_after)
+        raise failure
 
-    async def _api_call(self, method: str, body: dict[str, Any], paced: str | None) -> Any:
+    async def _api_call(
+        self, method: str, body: dict[str, Any], paced: str | None
+    ) -> tuple[int, Any, str | None]:
         try:
             # The bound is on requests in flight, not on rows: a row waiting for its
             # channel's turn must not hold a slot that another channel could use.
             async with self._slots:
-                if method in {"chat.getPermalink", "conversations.info"}:
-                    return await self.client.api_call(method, http_verb="GET", params=body)
-                return await self.client.api_call(method, json=body)
+                if self._http is None:
+                    self._http = SlackHttp(self.client)
+                return await self._http.request(method, body)
         finally:
             if paced is not None:
                 self.pacer.done(paced)
