@@ -195,7 +195,9 @@ async def _open_loop(
     loop = asyncio.get_running_loop()
 
     def body(n: int) -> bytes:
-        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1800000000 + n))
+        # Earlier than every wrk body (2026-05-22 on): the closed-loop runs that follow still
+        # move the cards (and fan out) instead of arriving late.
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1700000000 + n))
         return json.dumps(
             {
                 "operationId": f"rate-{n}",
