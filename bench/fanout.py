@@ -192,6 +192,10 @@ async def run(args: argparse.Namespace) -> None:
         url = args.database_url or f"sqlite:///{tmp}/fanout.db"
         engine = make_engine(url, synchronous=args.synchronous)
         upgrade(engine)
+        with engine.connect() as conn:
+            table = SubscriptionRecord.__table__  # type: ignore[attr-defined]
+            if conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one():
+                raise SystemExit("--database-url must name an empty database")
         channels = [f"C{i:05d}" for i in range(args.channels)]
         subscribe_channels(engine, channels)
         print(

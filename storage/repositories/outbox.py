@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col, select
 
@@ -143,8 +144,9 @@ def claim_due(
     )
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
-            candidates = candidates.with_for_update(skip_locked=True)
-        ids = list(conn.execute(candidates).scalars())
+            ids = _postgres_candidates(conn, heads=heads, now=now, limit=limit)
+        else:
+            ids = list(conn.execute(candidates).scalars())
         if not ids:
             return []
         conn.execute(
@@ -159,6 +161,32 @@ def claim_due(
             .order_by(col(OutboxRecord.id))
         ).all()
         return list(rows)
+
+
+def _postgres_candidates(
+    conn: Connection, *, heads: sa.Select[Any], now: datetime, limit: int
+) -> list[int]:
+    """The due, free heads, locked `FOR UPDATE SKIP LOCKED`, in two steps: the heads (one
+    aggregate over the pending rows), then those rows by primary key. As one query with
+    `id IN (heads)` PostgreSQL planned a nested loop that re-ran the aggregate for every
+    pending row whenever the statistics were stale, as they always are for a table that
+    fills in bursts: 2-5 s to claim 1,000 heads among 3,000 rows, against ~50 ms here."""
+    head_ids = list(conn.execute(heads).scalars())
+    if not head_ids:
+        return []
+    locked = (
+        sa.select(outbox.c.id)
+        .where(
+            outbox.c.id == sa.any_(sa.cast(sa.literal(head_ids), ARRAY(sa.BigInteger))),
+            outbox.c.state == OUTBOX_PENDING,
+            outbox.c.next_attempt_at <= now,
+            _lease_free(now),
+        )
+        .order_by(outbox.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(conn.execute(locked).scalars())
 
 
 def _settle(engine: Engine, *, row_id: int, worker: str, **values: Any) -> bool:
