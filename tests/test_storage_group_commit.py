@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timezone
 
+import pytest
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from d1.models import Operation
+from storage.db import make_engine
+from storage.migrate import upgrade
 from storage.repositories.cards import count_events
 from storage.repositories.group_commit import GroupCommitter
 from tests.servers import wait_for
@@ -126,3 +129,30 @@ async def test_sqlite_writer_leaves_checkpointing_to_its_checkpointer(engine: En
         for r in raws:
             r.close()
     assert values == [1000, 1000, 1000]
+
+
+async def test_sqlite_writer_waits_for_a_held_lock_in_its_thread_then_recovers(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'held.db'}"
+    holder = make_engine(url)
+    upgrade(holder)
+    engine = make_engine(url, busy_timeout_ms=100)
+    committer = GroupCommitter(engine, workspace_id="T1", exceptions_channel=None)
+    try:
+        await committer.submit([_op(1)], received_at=NOW)  # the writer's connection is made
+        with holder.begin() as conn:  # BEGIN IMMEDIATE: another writer holds the lock
+            conn.exec_driver_sql("SELECT 1")
+            with pytest.raises(OperationalError):
+                await committer.submit([_op(2)], received_at=NOW)
+        await committer.submit([_op(3)], received_at=NOW)  # lock free again: on the loop
+    finally:
+        await committer.stop()
+    assert count_events(engine) == 2
+    raws = [engine.raw_connection() for _ in range(2)]
+    try:
+        timeouts = [r.dbapi_connection.execute("PRAGMA busy_timeout").fetchone()[0] for r in raws]
+    finally:
+        for r in raws:
+            r.close()
+    assert timeouts == [100, 100]  # the writer's patience restored when it gave its connection back
+    engine.dispose()
+    holder.dispose()
