@@ -1,12 +1,14 @@
 """The delivery worker: drains the outbox to Slack, paced, retried, exactly once per row.
 
-Each round coalesces bursts (many cards pending for one channel become one summary), claims the
-due head row of each channel (see `storage.repositories.outbox`), and delivers the claimed rows
-concurrently. A row is settled only after Slack answered: sent (with the returned `ts`), retried
-later (5xx, connection errors: exponential backoff with jitter; 429: not before `Retry-After`),
-or dead (permanent errors, or too many attempts), visibly: a WARNING log line and
-`DEAD_LETTERS{reason}`. A parent message's `ts` is stored before its row is marked sent, so a
-crash cannot post a card's parent twice.
+The worker claims the due head row of many channels in one transaction (see
+`storage.repositories.outbox`), delivers them concurrently, and claims again as rows settle
+(no round barrier; bursts for one channel are coalesced into one summary first). A row is
+settled only after Slack answered: sent (with the returned `ts`), retried later (5xx,
+connection errors: exponential backoff with jitter; 429: not before `Retry-After`), or dead
+(permanent errors, or too many attempts), visibly: a WARNING log line and
+`DEAD_LETTERS{reason}`. Settlements are written in group commits (`bot.outbox_commits`); a
+parent message's `ts` is committed before anything is posted in its thread, so a crash cannot
+post a card's parent twice. docs/delivery.md says which crash windows remain.
 """
 
 from __future__ import annotations
