@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
 import secrets
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,7 +28,6 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import messages
 from bot.metrics import DEAD_LETTERS, OUTBOX_DEPTH, OUTBOX_OLDEST_AGE, SLACK_CALLS
 from bot.notify import (
-    PARENT_GONE_ERRORS,
     ChannelPacer,
     Deferred,
     DeliveryError,
@@ -43,18 +39,18 @@ from bot.notify import (
 )
 from bot.outbox_commits import SettleQueue
 from bot.outbox_http import SlackHttp
+from bot.outbox_kinds import MessageKinds, _id, _Round
 from bot.runtime import BackgroundTask, Runtime
 from storage.repositories import cards as cards_repo
 from storage.repositories import health
 from storage.repositories import outbox as repo
 from storage.repositories import threads as threads_repo
-from storage.repositories.outbox_settle import Dead, Parent, Progress, Retry, Sent
+from storage.repositories.outbox_settle import Dead, Retry, Sent
 from storage.repositories.subscriptions import subscriptions_of_card
-from storage.tables import CardRecord, EventRecord, OutboxRecord, ThreadRecord
+from storage.tables import CardRecord, OutboxRecord
 
 log = logging.getLogger(__name__)
 
-Followup = Callable[[], Awaitable[None]]
 
 DEFAULT_BATCH_SIZE = 200
 DEFAULT_CONCURRENCY = 32
@@ -64,36 +60,11 @@ DEFAULT_BACKOFF_CAP = 600.0
 DEFAULT_POLL_SECONDS = 1.0
 DEFAULT_MAX_PACING_WAIT = 5.0
 CLAIM_PAUSE_SECONDS = 0.1
-PARENT_MEMORY = 50_000  # parents whose shown state a worker remembers (about 100 bytes each)
 # An exception alert waits this long for the card's thread to exist, to link to it.
 DEFAULT_ALERT_LINK_WAIT = timedelta(seconds=20)
 
 
-@dataclass
-class _Round:
-    """What the rows of one round need, read in three queries instead of three per row (a
-    fan-out round is a thousand rows about the same card and event)."""
-
-    events: dict[int, EventRecord] = field(default_factory=dict)
-    cards: dict[str, CardRecord] = field(default_factory=dict)
-    threads: dict[tuple[str, str, str], ThreadRecord] = field(default_factory=dict)
-    rendered: dict[tuple[str, object], dict[str, Any]] = field(default_factory=dict)
-
-    def parent(self, card: CardRecord) -> dict[str, Any]:
-        """The card's parent message, rendered once per round (Block Kit models are slow)."""
-        key = ("parent", card.card_id)
-        if key not in self.rendered:
-            self.rendered[key] = messages.card_parent_message(card).as_payload()
-        return self.rendered[key]
-
-    def reply(self, event: EventRecord) -> dict[str, Any]:
-        key = ("reply", event.id)
-        if key not in self.rendered:
-            self.rendered[key] = messages.event_reply_message(event).as_payload()
-        return self.rendered[key]
-
-
-class OutboxWorker:
+class OutboxWorker(MessageKinds):
     """Delivers outbox rows to Slack (see the module docstring)."""
 
     def __init__(
@@ -343,11 +314,11 @@ class OutboxWorker:
             await self._failed(row, TransientError("internal_error"))
 
     async def _deliver(self, row: OutboxRecord) -> None:
-        handler = _HANDLERS.get(row.kind)
+        send = self.sender(row.kind)
         try:
-            if handler is None:
+            if send is None:
                 raise PermanentError(f"unknown_kind:{row.kind}")
-            slack_ts, followup = await handler(self, row)
+            slack_ts, followup = await send(row)
         except DeliveryError as failure:
             await self._failed(row, failure)
             return
@@ -473,210 +444,6 @@ class OutboxWorker:
             body["blocks"] = message["blocks"]
         response = await self.call("chat.postMessage", paced_channel=channel, **body)
         return str(response["ts"])
-
-    # ------------------------------------------------------------------ card threads
-
-    async def _card_and_thread(self, row: OutboxRecord) -> tuple[CardRecord, str, bool]:
-        """The row's card and its parent's ts in the row's channel, posting the parent (from
-        the card's current state) when there is none yet. The parent's ts is stored before
-        anything else happens. Returns (card, parent ts, whether the parent was just posted)."""
-        card = self._ctx(row).cards.get(row.card_id or "") or await asyncio.to_thread(
-            self._card_of, row
-        )
-        if card is None:
-            raise PermanentError("missing_event")
-        key = (row.workspace_id, row.channel_id, card.card_id)
-        thread = self._ctx(row).threads.get(key) or await asyncio.to_thread(self._thread_of, row)
-        if thread is not None:
-            return card, thread.parent_ts, False
-        message = self._ctx(row).parent(card)
-        parent_ts = await self.post(row.channel_id, message)
-        await self.settler.settle(Parent(row.workspace_id, row.channel_id, card.card_id, parent_ts))
-        self._remember_parent(row.channel_id, parent_ts, message)
-        return card, parent_ts, True
-
-    async def _post_in_thread(
-        self, row: OutboxRecord, message: dict[str, Any], parent_ts: str, *, broadcast: bool
-    ) -> str:
-        try:
-            return await self.post(
-                row.channel_id, message, thread_ts=parent_ts, reply_broadcast=broadcast
-            )
-        except PermanentError as failure:
-            if failure.error not in PARENT_GONE_ERRORS:
-                raise
-        await asyncio.to_thread(self._forget_thread, row)
-        raise TransientError("parent_gone")
-
-    def _forget_thread(self, row: OutboxRecord) -> None:
-        self._ctx(row).threads.pop((row.workspace_id, row.channel_id, row.card_id or ""), None)
-        threads_repo.forget_thread(
-            self.engine,
-            workspace_id=row.workspace_id,
-            channel_id=row.channel_id,
-            card_id=row.card_id or "",
-        )
-
-    def _remember_parent(self, channel: str, parent_ts: str, message: dict[str, Any]) -> None:
-        self._parent_shown[(channel, parent_ts)] = _digest(message)
-        self._parent_shown.move_to_end((channel, parent_ts))
-        while len(self._parent_shown) > PARENT_MEMORY:
-            self._parent_shown.popitem(last=False)
-
-    def _parent_update(
-        self, row: OutboxRecord, card: CardRecord, parent_ts: str
-    ) -> Followup | None:
-        """The `chat.update` that brings the parent to the card's current state, or None when
-        this worker posted the parent from that very state (the channel's pending events were
-        all enqueued before its parent was posted, so it was rendered from the final state)."""
-        message = self._ctx(row).parent(card)
-        if self._parent_shown.get((row.channel_id, parent_ts)) == _digest(message):
-            return None
-
-        async def update() -> None:
-            try:
-                await self.call(
-                    "chat.update",
-                    channel=row.channel_id,
-                    ts=parent_ts,
-                    text=message["text"],
-                    blocks=message["blocks"],
-                )
-            except PermanentError as failure:
-                if failure.error in PARENT_GONE_ERRORS:
-                    await asyncio.to_thread(self._forget_thread, row)
-                raise
-            # Only a parent just posted is remembered: after an update the next event of the
-            # card updates it again (rows of one channel can be claimed by other replicas).
-            self._parent_shown.pop((row.channel_id, parent_ts), None)
-
-        return update
-
-    # ------------------------------------------------------------------ kinds
-
-    def _event_of(self, row: OutboxRecord) -> EventRecord | None:
-        event = self._ctx(row).events.get(row.event_id or 0)
-        return event or cards_repo.get_event(self.engine, event_id=row.event_id or 0)
-
-    def _card_of(self, row: OutboxRecord) -> CardRecord | None:
-        card = self._ctx(row).cards.get(row.card_id or "")
-        return card or cards_repo.get_card(self.engine, card_id=row.card_id or "")
-
-    def _thread_of(self, row: OutboxRecord) -> ThreadRecord | None:
-        key = (row.workspace_id, row.channel_id, row.card_id or "")
-        if key in self._ctx(row).threads:
-            return self._ctx(row).threads[key]
-        if row.card_id in self._ctx(row).cards:  # prefetched: no thread then means none
-            return None
-        return threads_repo.get_thread(
-            self.engine,
-            workspace_id=row.workspace_id,
-            channel_id=row.channel_id,
-            card_id=row.card_id or "",
-        )
-
-    async def _send_card_event(self, row: OutboxRecord) -> tuple[str, Followup | None]:
-        event = self._ctx(row).events.get(row.event_id or 0) or await asyncio.to_thread(
-            cards_repo.get_event, self.engine, event_id=row.event_id or 0
-        )
-        if event is None:
-            raise PermanentError("missing_event")
-        card, parent_ts, created = await self._card_and_thread(row)
-        reply = self._ctx(row).reply(event)
-        ts = await self._post_in_thread(row, reply, parent_ts, broadcast=event.is_exception)
-        return ts, None if created else self._parent_update(row, card, parent_ts)
-
-    async def _send_card_notice(self, row: OutboxRecord) -> tuple[str, Followup | None]:
-        _card, parent_ts, _created = await self._card_and_thread(row)
-        ts = await self._post_in_thread(row, row.payload or {}, parent_ts, broadcast=True)
-        return ts, None
-
-    async def _send_exception_alert(self, row: OutboxRecord) -> tuple[str, Followup | None]:
-        event = self._ctx(row).events.get(row.event_id or 0) or await asyncio.to_thread(
-            cards_repo.get_event, self.engine, event_id=row.event_id or 0
-        )
-        card = await asyncio.to_thread(self._card_of, row)
-        if event is None or card is None:
-            raise PermanentError("missing_event")
-        link = await self._thread_link(row, card.card_id)
-        message = messages.exception_alert_message(card, event, thread_link=link)
-        return await self.post(row.channel_id, message.as_payload()), None
-
-    async def _thread_link(self, row: OutboxRecord, card_id: str) -> str | None:
-        """A permalink to the card's thread in a subscribed channel; waits (boundedly) for a
-        card event still on its way to create one."""
-        threads = await asyncio.to_thread(
-            threads_repo.threads_of_card,
-            self.engine,
-            card_id=card_id,
-            workspace_id=row.workspace_id,
-        )
-        threads = [t for t in threads if t.channel_id != row.channel_id]
-        if not threads:
-            young = self.runtime.clock() - row.created_at < self.alert_link_wait
-            if young and await asyncio.to_thread(
-                repo.has_pending_card_event,
-                self.engine,
-                card_id=card_id,
-                before_id=_id(row),
-                workspace_id=row.workspace_id,
-            ):
-                raise Deferred(1.0, "waiting_for_thread")
-            return None
-        thread = threads[0]
-        try:
-            answer = await self.call(
-                "chat.getPermalink", channel=thread.channel_id, message_ts=thread.parent_ts
-            )
-        except (PermanentError, TransientError) as failure:
-            log.info("no permalink for the thread of an alert: %s", failure.error)
-            return None
-        return str(answer.get("permalink") or "") or None
-
-    async def _send_message(self, row: OutboxRecord) -> tuple[str, Followup | None]:
-        """A message with optional replies in its thread; progress is saved after each post."""
-        payload = dict(row.payload or {})
-        main_ts = row.slack_ts
-        if main_ts is None:
-            main_ts = await self.post(row.channel_id, payload)
-            await self.settler.settle(Progress(_id(row), slack_ts=main_ts))
-            row.slack_ts = main_ts
-        replies: Sequence[dict[str, Any]] = payload.get("thread") or []
-        done = int(payload.get("_replies_posted") or 0)
-        for reply in replies[done:]:
-            await self.post(row.channel_id, reply, thread_ts=main_ts)
-            done += 1
-            payload["_replies_posted"] = done
-            await self.settler.settle(Progress(_id(row), payload=dict(payload)))
-        return main_ts, None
-
-    async def _send_direct_message(self, row: OutboxRecord) -> tuple[str, Followup | None]:
-        payload = row.payload or {}
-        user = payload.get("user") or row.channel_id
-        opened = await self.call("conversations.open", users=user)
-        channel = str(opened["channel"]["id"])
-        return await self.post(channel, payload), None
-
-
-Handler = Callable[[OutboxWorker, OutboxRecord], Awaitable[tuple[str, Followup | None]]]
-_HANDLERS: dict[str, Handler] = {
-    repo.KIND_CARD_EVENT: OutboxWorker._send_card_event,
-    repo.KIND_CARD_NOTICE: OutboxWorker._send_card_notice,
-    repo.KIND_EXCEPTION_ALERT: OutboxWorker._send_exception_alert,
-    repo.KIND_MESSAGE: OutboxWorker._send_message,
-    repo.KIND_DIRECT_MESSAGE: OutboxWorker._send_direct_message,
-}
-
-
-def _id(row: OutboxRecord) -> int:
-    assert row.id is not None
-    return row.id
-
-
-def _digest(message: dict[str, Any]) -> str:
-    """A short fingerprint of a rendered message (to tell whether a parent needs updating)."""
-    encoded = json.dumps(message, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.blake2b(encoded.encode(), digest_size=16).hexdigest()
 
 
 def _render_burst(cards: Sequence[CardRecord]) -> dict[str, Any]:
