@@ -132,6 +132,7 @@ class Reconciler:
         self._gap_event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._gap_task: asyncio.Task[None] | None = None
+        self._gap_give_backs = 0  # consecutive gap runs that found D1 down
 
     # ------------------------------------------------------------------ on demand (gaps)
 
@@ -249,8 +250,23 @@ class Reconciler:
             else:
                 with self._gaps_lock:
                     self._gaps.update(untried)
+                self._retry_gaps_later()
             report.given_back = len(untried)
+        elif period is None:
+            self._gap_give_backs = 0
         return report
+
+    def _retry_gaps_later(self) -> None:
+        """Wake the gap loop again after a backoff that grows while D1 stays down, so given-back
+        gap cards do not wait for another card's gap or the next quiet-period run."""
+        if self._loop is None or self._gap_event is None:
+            return
+        delay = min(
+            self._backoff_max,
+            self._backoff_base * 2 ** (ATTEMPTS_WHEN_UNAVAILABLE - 1 + self._gap_give_backs),
+        )
+        self._gap_give_backs += 1
+        self._loop.call_later(delay, self._gap_event.set)
 
     async def _pace(self) -> None:
         async with self._pace_lock:
