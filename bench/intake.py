@@ -10,7 +10,10 @@ the notification endpoint, and reports p50/p99 measured from each request's sche
 coordinated omission). Then wrk drives the bare route (the ceiling) and the notification
 endpoint with realistic, distinct shipment updates at a fixed concurrency, `--repeat` times
 (each pair printed, then the medians; the ratio is the median of the per-pair ratios). The
-server prints its group-commit figures (batch sizes, commit times) when it stops. Needs `wrk`
+server prints its group-commit figures (batch sizes, commit times) when it stops. Every server
+first takes `--warmup` seconds of intake load, unmeasured: on a fresh database file the first
+seconds are several times slower (the WAL and the database file grow, so every fsync also
+flushes file-size metadata); a long-lived database is past that. Needs `wrk`
 (apt-get install wrk). Prints figures; asserts nothing.
 """
 
@@ -370,6 +373,9 @@ def main() -> int:
     parser.add_argument("--load-rate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--path", default=PATH, help=argparse.SUPPRESS)
     parser.add_argument(
+        "--warmup", type=int, default=5, help="seconds of intake load before measuring (0: none)"
+    )
+    parser.add_argument(
         "--repeat", type=int, default=1, help="closed-loop bare/intake pairs per server (medians)"
     )
     args = parser.parse_args()
@@ -402,6 +408,13 @@ def main() -> int:
         for fanout in (int(f) for f in args.fanouts.split(",")):
             proc, port = _start_server(workdir, sync, fanout)
             try:
+                if args.warmup:  # a fresh database file: let its WAL grow to its working size
+                    run_wrk(
+                        f"http://127.0.0.1:{port}{PATH}",
+                        duration=args.warmup,
+                        connections=args.connections,
+                        script=script,
+                    )
                 # The fixed rate first, on the fresh server: its latency is not to depend on
                 # the backlog (WAL, checkpoints) the saturating runs leave behind.
                 if sync == "FULL":
