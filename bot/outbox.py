@@ -488,6 +488,7 @@ def install(runtime: Runtime, **options: Any) -> OutboxWorker:
     """Run an outbox worker beside the server; it wakes on `runtime.outbox_wakeup`."""
     if runtime.outbox_wakeup is None:
         runtime.outbox_wakeup = asyncio.Event()
+    options.setdefault("lease_seconds", runtime.settings.d1bot_outbox_lease_seconds)
     worker = OutboxWorker(runtime, **options)
     runtime.background.append(
         BackgroundTask(
