@@ -4,10 +4,11 @@ Same semantics as the per-request Core path in `intake.py` (which stays the refe
 fallback), at a fraction of the cost: profiling showed ~1.4 ms of writer time per request, most
 of it SQLAlchemy statement execution (7 statements and 2 savepoint statements per request). Here a
 batch costs, per card touched, one ensure-insert (executemany) + one read (all cards in one
-`SELECT ... IN`) + one update (executemany, `state_since` computed inside it), and per operation
-one `INSERT ... ON CONFLICT DO NOTHING RETURNING id` and, for an event that becomes current, one
-fan-out `INSERT ... SELECT` (index `ix_subscriptions_card`). The cards are projected in Python
-between the reads and the writes, in arrival order, exactly as the Core path does one by one.
+`SELECT ... IN`) + one update (executemany, `state_since` computed inside it or kept), per
+operation one `INSERT ... ON CONFLICT DO NOTHING RETURNING id`, and once per batch one fan-out
+`INSERT ... SELECT` for every event that became current (index `ix_subscriptions_card`). The
+cards are projected in Python between the reads and the writes, in arrival order, exactly as
+the Core path does one by one. Statements: `intake_batch_sql`.
 
 There is no savepoint per request: if anything fails, the caller rolls the whole transaction
 back and records the batch again on the Core path, a savepoint per request, so a bad request
@@ -17,11 +18,9 @@ still fails alone.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from functools import cache
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -32,34 +31,13 @@ from storage.repositories.intake import (
     _cut,
     _Facts,
 )
-from storage.repositories.intake_sql import KIND_CARD_EVENT, KIND_EXCEPTION_ALERT
-from storage.tables import FILTER_ALL, FILTER_EXCEPTIONS, OUTBOX_PENDING, SOURCE_D1
-
-# Rows per `IN (...)` list: far below SQLite's and PostgreSQL's bind parameter limits.
-_CHUNK = 500
-
-# The card columns the projection writes back (state_since is computed by the UPDATE itself).
-_CARD_WRITE = (
-    "issuer_id",
-    "status",
-    "operation",
-    "operation_status",
-    "production_site",
-    "reason",
-    "state_rank",
-    "state_event_time",
-    "last_event_id",
-    "is_exception",
-    "shipment",
-    "shipment_status",
-    "shipment_message",
-    "carrier",
-    "tracking_number",
-    "estimated_delivery_at",
-    "delivered_at",
-    "last_shipment_update_at",
-    "last_seen_at",
+from storage.repositories.intake_batch_sql import (
+    CHUNK,
+    BatchSql,
+    batch_statements,
+    in_list,
 )
+from storage.tables import SOURCE_D1
 
 
 @dataclass(frozen=True)
@@ -68,134 +46,6 @@ class BatchRequest:
 
     facts: Sequence[_Facts]
     received_at: datetime
-
-
-@dataclass(frozen=True)
-class _Sql:
-    """The statements for one dialect, as driver-level text."""
-
-    dialect: str
-    ensure_card: str
-    select_cards: str
-    insert_event: str
-    earlier_produce: str
-    fan_out_head: str
-    fan_out_tail: str
-    exception_alert: str
-    update_card: str
-    update_card_keep_since: str
-
-    def ts(self, value: datetime | None) -> Any:
-        """A datetime as the column stores it: SQLAlchemy's SQLite text form, else aware."""
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        value = value.astimezone(timezone.utc)
-        if self.dialect == "sqlite":
-            return value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-        return value
-
-
-def _paramstyle(sql: str, dialect: str) -> str:
-    """`:name` (sqlite3) to `%(name)s` (psycopg)."""
-    if dialect == "sqlite":
-        return sql
-    return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql)
-
-
-@cache
-def _statements(dialect: str) -> _Sql:
-    pg = dialect == "postgresql"
-    same = "IS NOT DISTINCT FROM" if pg else "IS"
-    lowest = "'-infinity'::timestamptz" if pg else "''"
-    event_columns = (
-        "dedup_key, card_id, operation_id, operation, operation_status, details_status, "
-        "tracking_type, shipment_status, shipment_message, event_time, received_at, "
-        "is_exception, became_current, source, payload"
-    )
-    event_values = ", ".join(":" + c.strip() for c in event_columns.split(","))
-    # When the card entered its current state: the earliest event of that state after the last
-    # event of another state (the Core path's `state_since`, inlined in the card update).
-    state_since = (
-        "COALESCE((SELECT MIN(e.event_time) FROM events e WHERE e.card_id = :card_id"
-        f" AND e.event_time <= :cur_at AND e.details_status {same} :cur_status"
-        f" AND e.shipment_status {same} :cur_ship_status"
-        " AND e.event_time > COALESCE((SELECT MAX(b.event_time) FROM events b"
-        " WHERE b.card_id = :card_id AND b.event_time < :cur_at"
-        f" AND NOT (b.details_status {same} :cur_status"
-        f" AND b.shipment_status {same} :cur_ship_status)), {lowest})), :cur_at)"
-    )
-    # The fan-out of a whole batch: one INSERT ... SELECT joining the batch's jobs (new events
-    # that became current) to their cards' subscriptions (index ix_subscriptions_card), in
-    # arrival order so that each thread's messages keep their order.
-    fan_out_head = "WITH jobs (seq, card_id, event_id, received_at, exc) AS (VALUES "
-    fan_out_tail = (
-        ") INSERT INTO outbox (workspace_id, channel_id, kind, card_id, event_id,"
-        " subscription_id, thread_key, state, attempts, next_attempt_at, created_at)"
-        f" SELECT s.workspace_id, s.channel_id, '{KIND_CARD_EVENT}', s.card_id, j.event_id, s.id,"
-        " s.workspace_id || ':' || s.channel_id || ':' || s.card_id,"
-        f" '{OUTBOX_PENDING}', 0, j.received_at, j.received_at"
-        " FROM jobs j JOIN subscriptions s ON s.card_id = j.card_id"
-        f" AND (s.filter = '{FILTER_ALL}' OR (j.exc AND s.filter = '{FILTER_EXCEPTIONS}'))"
-        " ORDER BY j.seq, s.id"
-    )
-    sql = {
-        "ensure_card": (
-            "INSERT INTO cards (card_id, issuer_id, state_rank, is_exception, first_seen_at,"
-            " last_seen_at) VALUES (:card_id, :issuer_id, 0, FALSE, :received_at, :received_at)"
-            " ON CONFLICT (card_id) DO NOTHING"
-        ),
-        "select_cards": (
-            "SELECT c.*, e.dedup_key AS cur_dedup_key, e.details_status AS cur_status,"
-            " e.shipment_status AS cur_ship_status, e.event_time AS cur_at,"
-            " (SELECT count(*) FROM subscriptions s WHERE s.card_id = c.card_id"
-            f" AND s.filter = '{FILTER_ALL}') AS subs_all,"
-            " (SELECT count(*) FROM subscriptions s WHERE s.card_id = c.card_id"
-            f" AND s.filter = '{FILTER_EXCEPTIONS}') AS subs_exceptions,"
-            # Another state's event at the very time of the current one (it lost the tie):
-            # then a later event of the current state does move state_since (_Card.since_holds).
-            " EXISTS (SELECT 1 FROM events b WHERE b.card_id = c.card_id"
-            " AND b.event_time = e.event_time AND b.id <> e.id"
-            f" AND NOT (b.details_status {same} e.details_status"
-            f" AND b.shipment_status {same} e.shipment_status)) AS cur_tied"
-            " FROM cards c LEFT JOIN events e ON e.id = c.last_event_id"
-            " WHERE c.card_id IN ({ids}) ORDER BY c.card_id" + (" FOR UPDATE OF c" if pg else "")
-        ),
-        "insert_event": (
-            f"INSERT INTO events ({event_columns}) VALUES ({event_values})"
-            " ON CONFLICT (dedup_key) DO NOTHING RETURNING id"
-        ),
-        "earlier_produce": (
-            "SELECT 1 FROM events WHERE card_id = :card_id AND operation = 'PRODUCE'"
-            " AND id <> :event_id LIMIT 1"
-        ),
-        "fan_out_head": fan_out_head,
-        "fan_out_tail": fan_out_tail,
-        "exception_alert": (
-            "INSERT INTO outbox (workspace_id, channel_id, kind, card_id, event_id, thread_key,"
-            " state, attempts, next_attempt_at, created_at) VALUES (:workspace_id, :channel_id,"
-            f" '{KIND_EXCEPTION_ALERT}', :card_id, :event_id, NULL, '{OUTBOX_PENDING}', 0,"
-            " :received_at, :received_at)"
-        ),
-        "update_card": (
-            "UPDATE cards SET "
-            + ", ".join(f"{c} = :{c}" for c in _CARD_WRITE)
-            + f", state_since = {state_since} WHERE card_id = :card_id"
-        ),
-        # state_since unchanged (see _Card.since_holds), or no current event in history.
-        "update_card_keep_since": (
-            "UPDATE cards SET "
-            + ", ".join(f"{c} = :{c}" for c in _CARD_WRITE)
-            + " WHERE card_id = :card_id"
-        ),
-    }
-    return _Sql(dialect=dialect, **{k: _paramstyle(v, dialect) for k, v in sql.items()})
-
-
-def _in_list(sql: str, count: int, dialect: str) -> str:
-    marks = ", ".join(["?" if dialect == "sqlite" else "%s"] * count)
-    return sql.replace("{ids}", marks)
 
 
 # --------------------------------------------------------------------------- the batch
@@ -286,7 +136,7 @@ def record_batch_dbapi(
 
     With `fan_out`, the batch's outbox rows are collected there for the caller to write
     (`write_fan_out`, before the commit); without, they are written here."""
-    sql = _statements(dialect)
+    sql = batch_statements(dialect)
     owed = FanOut() if fan_out is None else fan_out
     cursor = dbapi_connection.cursor()
     try:
@@ -323,23 +173,23 @@ def write_fan_out(dbapi_connection: Any, dialect: str, fan_out: FanOut) -> None:
         return
     cursor = dbapi_connection.cursor()
     try:
-        _write_fan_out(cursor, _statements(dialect), fan_out)
+        _write_fan_out(cursor, batch_statements(dialect), fan_out)
     finally:
         cursor.close()
 
 
-def _write_fan_out(cursor: Any, sql: _Sql, fan_out: FanOut) -> None:
+def _write_fan_out(cursor: Any, sql: BatchSql, fan_out: FanOut) -> None:
     mark = "(?, ?, ?, ?, ?)" if sql.dialect == "sqlite" else "(%s, %s, %s, %s, %s)"
     jobs = fan_out.jobs
-    for start in range(0, len(jobs), _CHUNK):
-        chunk = jobs[start : start + _CHUNK]
+    for start in range(0, len(jobs), CHUNK):
+        chunk = jobs[start : start + CHUNK]
         statement = sql.fan_out_head + ", ".join([mark] * len(chunk)) + sql.fan_out_tail
         cursor.execute(statement, [value for job in chunk for value in job])
     if fan_out.alerts:
         cursor.executemany(sql.exception_alert, fan_out.alerts)
 
 
-def _load_cards(cursor: Any, sql: _Sql, requests: Sequence[BatchRequest]) -> dict[str, _Card]:
+def _load_cards(cursor: Any, sql: BatchSql, requests: Sequence[BatchRequest]) -> dict[str, _Card]:
     """Ensure every card of the batch has a row, then read (and on PostgreSQL lock) them all,
     in card id order so that concurrent replicas cannot deadlock."""
     first: dict[str, dict[str, Any]] = {}
@@ -355,9 +205,9 @@ def _load_cards(cursor: Any, sql: _Sql, requests: Sequence[BatchRequest]) -> dic
     ids = sorted(first)
     cursor.executemany(sql.ensure_card, [first[card_id] for card_id in ids])
     cards: dict[str, _Card] = {}
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
-        cursor.execute(_in_list(sql.select_cards, len(chunk), sql.dialect), chunk)
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        cursor.execute(in_list(sql.select_cards, len(chunk), sql.dialect), chunk)
         names = [d[0] for d in cursor.description]
         for values in cursor.fetchall():
             row = dict(zip(names, values, strict=True))
@@ -367,7 +217,7 @@ def _load_cards(cursor: Any, sql: _Sql, requests: Sequence[BatchRequest]) -> dic
 
 def _record_one(
     cursor: Any,
-    sql: _Sql,
+    sql: BatchSql,
     f: _Facts,
     card: _Card,
     result: IntakeResult,
@@ -474,7 +324,7 @@ def _newer_snapshot(f: _Facts, at: Any, card: _Card) -> bool:
     return (f.shipment_key or "") > (card.shipment_key() or "")
 
 
-def _apply_snapshot(sql: _Sql, f: _Facts, at: Any, card: _Card) -> None:
+def _apply_snapshot(sql: BatchSql, f: _Facts, at: Any, card: _Card) -> None:
     ship = f.op.details.shipment
     assert ship is not None
     delivered = ship.delivery_date
@@ -500,7 +350,7 @@ def _is_gap_candidate(f: _Facts) -> bool:
     )
 
 
-def _write_cards(cursor: Any, sql: _Sql, cards: list[_Card]) -> None:
+def _write_cards(cursor: Any, sql: BatchSql, cards: list[_Card]) -> None:
     """One executemany for every card the batch moved (and one for the odd card without a
     stored current event)."""
     with_state = []

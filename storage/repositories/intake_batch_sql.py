@@ -1,0 +1,175 @@
+"""The statements of the intake fast path (`intake_batch`), as driver-level text per dialect.
+
+Written as text for the driver cursor (`sqlite3`: `:name`; psycopg: `%(name)s`): SQLAlchemy's
+per-statement execution cost was most of the writer's time (see `intake_batch`). The same
+statements run on SQLite and PostgreSQL; only `IS` / `IS NOT DISTINCT FROM`, the lowest
+timestamp and `FOR UPDATE OF c` differ.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cache
+from typing import Any
+
+from storage.repositories.intake_sql import KIND_CARD_EVENT, KIND_EXCEPTION_ALERT
+from storage.tables import FILTER_ALL, FILTER_EXCEPTIONS, OUTBOX_PENDING
+
+# Rows per `IN (...)` list: far below SQLite's and PostgreSQL's bind parameter limits.
+CHUNK = 500
+
+# The card columns the projection writes back (state_since is computed by the UPDATE itself).
+CARD_WRITE = (
+    "issuer_id",
+    "status",
+    "operation",
+    "operation_status",
+    "production_site",
+    "reason",
+    "state_rank",
+    "state_event_time",
+    "last_event_id",
+    "is_exception",
+    "shipment",
+    "shipment_status",
+    "shipment_message",
+    "carrier",
+    "tracking_number",
+    "estimated_delivery_at",
+    "delivered_at",
+    "last_shipment_update_at",
+    "last_seen_at",
+)
+
+
+@dataclass(frozen=True)
+class BatchSql:
+    """The statements for one dialect, as driver-level text."""
+
+    dialect: str
+    ensure_card: str
+    select_cards: str
+    insert_event: str
+    earlier_produce: str
+    fan_out_head: str
+    fan_out_tail: str
+    exception_alert: str
+    update_card: str
+    update_card_keep_since: str
+
+    def ts(self, value: datetime | None) -> Any:
+        """A datetime as the column stores it: SQLAlchemy's SQLite text form, else aware."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        value = value.astimezone(timezone.utc)
+        if self.dialect == "sqlite":
+            return value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+        return value
+
+
+def _paramstyle(sql: str, dialect: str) -> str:
+    """`:name` (sqlite3) to `%(name)s` (psycopg)."""
+    if dialect == "sqlite":
+        return sql
+    return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql)
+
+
+@cache
+def batch_statements(dialect: str) -> BatchSql:
+    pg = dialect == "postgresql"
+    same = "IS NOT DISTINCT FROM" if pg else "IS"
+    lowest = "'-infinity'::timestamptz" if pg else "''"
+    event_columns = (
+        "dedup_key, card_id, operation_id, operation, operation_status, details_status, "
+        "tracking_type, shipment_status, shipment_message, event_time, received_at, "
+        "is_exception, became_current, source, payload"
+    )
+    event_values = ", ".join(":" + c.strip() for c in event_columns.split(","))
+    # When the card entered its current state: the earliest event of that state after the last
+    # event of another state (the Core path's `state_since`, inlined in the card update).
+    state_since = (
+        "COALESCE((SELECT MIN(e.event_time) FROM events e WHERE e.card_id = :card_id"
+        f" AND e.event_time <= :cur_at AND e.details_status {same} :cur_status"
+        f" AND e.shipment_status {same} :cur_ship_status"
+        " AND e.event_time > COALESCE((SELECT MAX(b.event_time) FROM events b"
+        " WHERE b.card_id = :card_id AND b.event_time < :cur_at"
+        f" AND NOT (b.details_status {same} :cur_status"
+        f" AND b.shipment_status {same} :cur_ship_status)), {lowest})), :cur_at)"
+    )
+    # The fan-out of a whole batch: one INSERT ... SELECT joining the batch's jobs (new events
+    # that became current) to their cards' subscriptions (index ix_subscriptions_card), in
+    # arrival order so that each thread's messages keep their order.
+    fan_out_head = "WITH jobs (seq, card_id, event_id, received_at, exc) AS (VALUES "
+    fan_out_tail = (
+        ") INSERT INTO outbox (workspace_id, channel_id, kind, card_id, event_id,"
+        " subscription_id, thread_key, state, attempts, next_attempt_at, created_at)"
+        f" SELECT s.workspace_id, s.channel_id, '{KIND_CARD_EVENT}', s.card_id, j.event_id, s.id,"
+        " s.workspace_id || ':' || s.channel_id || ':' || s.card_id,"
+        f" '{OUTBOX_PENDING}', 0, j.received_at, j.received_at"
+        " FROM jobs j JOIN subscriptions s ON s.card_id = j.card_id"
+        f" AND (s.filter = '{FILTER_ALL}' OR (j.exc AND s.filter = '{FILTER_EXCEPTIONS}'))"
+        " ORDER BY j.seq, s.id"
+    )
+    sql = {
+        "ensure_card": (
+            "INSERT INTO cards (card_id, issuer_id, state_rank, is_exception, first_seen_at,"
+            " last_seen_at) VALUES (:card_id, :issuer_id, 0, FALSE, :received_at, :received_at)"
+            " ON CONFLICT (card_id) DO NOTHING"
+        ),
+        "select_cards": (
+            "SELECT c.*, e.dedup_key AS cur_dedup_key, e.details_status AS cur_status,"
+            " e.shipment_status AS cur_ship_status, e.event_time AS cur_at,"
+            " (SELECT count(*) FROM subscriptions s WHERE s.card_id = c.card_id"
+            f" AND s.filter = '{FILTER_ALL}') AS subs_all,"
+            " (SELECT count(*) FROM subscriptions s WHERE s.card_id = c.card_id"
+            f" AND s.filter = '{FILTER_EXCEPTIONS}') AS subs_exceptions,"
+            # Another state's event at the very time of the current one (it lost the tie):
+            # then a later event of the current state does move state_since (_Card.since_holds).
+            " EXISTS (SELECT 1 FROM events b WHERE b.card_id = c.card_id"
+            " AND b.event_time = e.event_time AND b.id <> e.id"
+            f" AND NOT (b.details_status {same} e.details_status"
+            f" AND b.shipment_status {same} e.shipment_status)) AS cur_tied"
+            " FROM cards c LEFT JOIN events e ON e.id = c.last_event_id"
+            " WHERE c.card_id IN ({ids}) ORDER BY c.card_id" + (" FOR UPDATE OF c" if pg else "")
+        ),
+        "insert_event": (
+            f"INSERT INTO events ({event_columns}) VALUES ({event_values})"
+            " ON CONFLICT (dedup_key) DO NOTHING RETURNING id"
+        ),
+        "earlier_produce": (
+            "SELECT 1 FROM events WHERE card_id = :card_id AND operation = 'PRODUCE'"
+            " AND id <> :event_id LIMIT 1"
+        ),
+        "fan_out_head": fan_out_head,
+        "fan_out_tail": fan_out_tail,
+        "exception_alert": (
+            "INSERT INTO outbox (workspace_id, channel_id, kind, card_id, event_id, thread_key,"
+            " state, attempts, next_attempt_at, created_at) VALUES (:workspace_id, :channel_id,"
+            f" '{KIND_EXCEPTION_ALERT}', :card_id, :event_id, NULL, '{OUTBOX_PENDING}', 0,"
+            " :received_at, :received_at)"
+        ),
+        "update_card": (
+            "UPDATE cards SET "
+            + ", ".join(f"{c} = :{c}" for c in CARD_WRITE)
+            + f", state_since = {state_since} WHERE card_id = :card_id"
+        ),
+        # state_since unchanged (see _Card.since_holds), or no current event in history.
+        "update_card_keep_since": (
+            "UPDATE cards SET "
+            + ", ".join(f"{c} = :{c}" for c in CARD_WRITE)
+            + " WHERE card_id = :card_id"
+        ),
+    }
+    return BatchSql(dialect=dialect, **{k: _paramstyle(v, dialect) for k, v in sql.items()})
+
+
+def in_list(sql: str, count: int, dialect: str) -> str:
+    marks = ", ".join(["?" if dialect == "sqlite" else "%s"] * count)
+    return sql.replace("{ids}", marks)
+
+
+__all__ = ["CARD_WRITE", "CHUNK", "BatchSql", "batch_statements", "in_list"]
