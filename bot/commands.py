@@ -16,7 +16,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ValidationError
 
-from d1.models import CARD_ID_PATTERN, contains_pan, track_request_adapter
+from d1.carddata import contains_pan
+from d1.models import CARD_ID_PATTERN, track_request_adapter
 from storage.tables import FILTER_ALL, FILTER_EXCEPTIONS
 
 HELP_POINTER = "Type `/card help` to see every command with an example."

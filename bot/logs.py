@@ -18,7 +18,7 @@ import traceback
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-from d1.models import redact_pans
+from d1.carddata import redact_pans
 
 REDACTED = "[REDACTED]"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s"

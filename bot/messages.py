@@ -23,10 +23,8 @@ from slack_sdk.models.blocks import (
 )
 
 from bot import actions, mrkdwn
-from d1.models import (
-    Shipment,
-    find_pans,
-)
+from d1.carddata import find_pans
+from d1.models import Shipment
 from storage.tables import CardRecord, EventRecord
 
 MAX_SECTION_TEXT = 3000  # Slack's limit of a section's text

@@ -10,7 +10,8 @@ from datetime import datetime
 
 from slack_sdk.models.blocks import Block, HeaderBlock, MarkdownTextObject, SectionBlock
 
-from d1.models import PRODUCTION_STATUS_WORDS, SHIPMENT_STATUS_WORDS, redact_pans
+from d1.carddata import redact_pans
+from d1.models import PRODUCTION_STATUS_WORDS, SHIPMENT_STATUS_WORDS
 
 MAX_FIELDS = 10  # Slack's limit of fields in one section
 HEADER_LIMIT = 150  # Slack's limit of a header's text

@@ -15,11 +15,8 @@ from typing import Any, Protocol
 from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject, SectionBlock
 
 from bot.settings import Settings
-from d1.models import (
-    FINAL_STATUSES,
-    PRODUCTION_STATUS_WORDS,
-    SHIPMENT_STATUS_WORDS,
-)
+from d1.models import PRODUCTION_STATUS_WORDS, SHIPMENT_STATUS_WORDS
+from d1.semantics import FINAL_STATUSES
 from storage.repositories.stuck import (
     CLOCK_ETA,
     CLOCK_SHIPMENT,

@@ -18,7 +18,7 @@ a full PAN.
 
 from __future__ import annotations
 
-from d1.models import find_pans, mask_pan
+from d1.carddata import find_pans, mask_pan
 
 MSG_BAD_REQUEST = "D1 did not accept those details; check the values and try again."
 MSG_UNAUTHORIZED = "The bot could not sign in to D1; an administrator needs to check its D1 keys."

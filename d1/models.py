@@ -7,10 +7,7 @@ D1 "enum" is a plain string here; the known values are listed as constants for r
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
-from collections.abc import Callable
 from datetime import date, datetime, timezone
 from typing import Annotated, Any, Literal
 
@@ -23,6 +20,8 @@ from pydantic import (
     field_validator,
 )
 from pydantic.alias_generators import to_camel
+
+from d1.carddata import mask_pan
 
 # --------------------------------------------------------------------------- known values
 
@@ -411,218 +410,6 @@ class TokenResponse(BaseModel):
     expires_in: int = 900
     expires_at: int | None = None
     scope: str | None = None
-
-
-# --------------------------------------------------------------------------- D1 semantics
-
-# Lifecycle rank: how far along a card is. Used to break ties between events with the same
-# event time (the later stage wins). Exceptions rank with the stage they interrupt.
-_PRODUCTION_RANK: dict[str, int] = {
-    "CARD_PROD_REQUESTED": 10,
-    "DATA_PREPARED": 20,
-    "DATA_EXCEPTION": 25,
-    "CARD_PROD_READY": 30,
-    "CARD_PROD_ONHOLD": 35,
-    "CARD_PROD_ONGOING": 40,
-    "CARD_PROD_EXCEPTION": 45,
-    "CARD_PROD_DONE": 50,
-    "CARD_PROD_CANCELED": 55,
-    "CARD_SHIPPED": 60,
-    "CARD_RETURNED": 90,
-}
-_SHIPMENT_RANK: dict[str, int] = {
-    "PENDING": 1,
-    "INFO_RECEIVED": 2,
-    "IN_TRANSIT": 3,
-    "EXPIRED": 3,
-    "OUT_FOR_DELIVERY": 4,
-    "FAILED_ATTEMPT": 5,
-    "EXCEPTION": 5,
-    "AVAILABLE_FOR_PICKUP": 6,
-    "DELIVERED": 7,
-}
-
-PRODUCTION_EXCEPTIONS = frozenset(
-    {"DATA_EXCEPTION", "CARD_PROD_EXCEPTION", "CARD_PROD_ONHOLD", "CARD_PROD_CANCELED"}
-)
-TRACKING_EXCEPTIONS = frozenset({"CARD_RETURNED"})
-SHIPMENT_EXCEPTIONS = frozenset({"EXCEPTION", "FAILED_ATTEMPT", "EXPIRED"})
-FINAL_STATUSES = frozenset({"CARD_PROD_CANCELED", "CARD_RETURNED"})
-FINAL_SHIPMENT_STATUSES = frozenset({"DELIVERED"})
-
-
-def lifecycle_rank(status: str | None, shipment_status: str | None = None) -> int:
-    """How far along the lifecycle a (status, shipment status) pair is; unknown ranks lowest."""
-    base = _PRODUCTION_RANK.get(status or "", 0) * 10
-    return base + _SHIPMENT_RANK.get(shipment_status or "", 0)
-
-
-def is_exception(
-    status: str | None,
-    shipment_status: str | None = None,
-    operation_status: str | None = None,
-    extra_exception_statuses: frozenset[str] = frozenset(),
-) -> bool:
-    """Whether a reported state is alert-worthy (see ARCHITECTURE: exceptions)."""
-    if operation_status == "FAILED":
-        return True
-    if status in PRODUCTION_EXCEPTIONS or status in TRACKING_EXCEPTIONS:
-        return True
-    if shipment_status in SHIPMENT_EXCEPTIONS:
-        return True
-    return bool(extra_exception_statuses & {status, shipment_status})
-
-
-def is_final(status: str | None, shipment_status: str | None = None) -> bool:
-    """A card in a final state will not move again on its own (no reconciliation needed)."""
-    return status in FINAL_STATUSES or shipment_status in FINAL_SHIPMENT_STATUSES
-
-
-def operation_event_time(op: Operation) -> datetime:
-    """When the reported state happened: shipment.lastUpdatedAt for shipment updates, else
-    endTime, else timestamp, else startTime. Never None: falls back to the epoch."""
-    shipment = op.details.shipment
-    if shipment is not None and shipment.last_updated_at is not None:
-        return shipment.last_updated_at
-    for candidate in (op.end_time, op.timestamp, op.start_time):
-        if candidate is not None:
-            return candidate
-    return datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-def operation_dedup_key(op: Operation) -> str:
-    """Identity of a reported state: the same operation reporting the same state again is a
-    duplicate; the same operationId with a new step or a new shipment update is not."""
-    shipment = op.details.shipment
-    checkpoint = shipment.last_checkpoint if shipment else None
-    parts = {
-        "operationId": op.operation_id,
-        "operation": op.operation,
-        "status": op.status,
-        "detailsStatus": op.details.status,
-        "trackingType": op.details.tracking_type,
-        "errorCode": op.error_code,
-        "shipment": None
-        if shipment is None
-        else {
-            "status": shipment.status,
-            "message": shipment.message,
-            "trackingNumber": shipment.tracking_number,
-            "lastUpdatedAt": _iso(shipment.last_updated_at),
-            "deliveryDate": _iso(shipment.delivery_date),
-            "failedDeliveryAttempts": shipment.failed_delivery_attempts,
-            "checkpoint": None
-            if checkpoint is None
-            else {
-                "time": _iso(checkpoint.checkpoint_time),
-                "city": checkpoint.city,
-                "message": checkpoint.message,
-            },
-        },
-    }
-    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(timezone.utc).isoformat()
-
-
-def operation_for_storage(op: Operation) -> dict[str, Any]:
-    """The operation as stored in history: wire names, and nothing sensitive (D1 notifications
-    carry no PAN or address, but a free-text `error` might: it is dropped)."""
-    wire = op.to_wire()
-    wire.pop("error", None)
-    details = wire.get("details") or {}
-    details.pop("deliveryAddress", None)
-    details.pop("name", None)
-    return wire
-
-
-# --------------------------------------------------------------------------- card data helpers
-
-_DIGITS = re.compile(r"\d")
-
-
-def luhn_valid(digits: str) -> bool:
-    """The Luhn checksum that every payment card number passes."""
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        value = ord(char) - 48
-        if index % 2 == 1:
-            value *= 2
-            if value > 9:
-                value -= 9
-        total += value
-    return total % 10 == 0
-
-
-# A run of digit groups separated by single spaces or dashes ("card-1 4111 1111 1111 1111").
-_DIGIT_GROUPS = re.compile(r"\d+(?:[ -]\d+)*")
-_GROUP = re.compile(r"\d+")
-
-
-def pan_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of every substring that looks like a full PAN: whole digit groups adding up
-    to 13-19 digits and passing Luhn. Windows of whole groups are tried, so a PAN that follows
-    an unrelated number ("card-1 4111 ...") is still found; an unbroken run of digits is never
-    cut (a 20-digit tracking number is not a PAN)."""
-    spans: list[tuple[int, int]] = []
-    for run in _DIGIT_GROUPS.finditer(text):
-        groups = [(g.start(), g.end()) for g in _GROUP.finditer(text, run.start(), run.end())]
-        start_index = 0
-        while start_index < len(groups):
-            matched_end = None
-            total = 0
-            for end_index in range(start_index, len(groups)):
-                total += groups[end_index][1] - groups[end_index][0]
-                if total > 19:
-                    break
-                if total >= 13:
-                    first, last = groups[start_index][0], groups[end_index][1]
-                    digits = "".join(c for c in text[first:last] if c.isdigit())
-                    if luhn_valid(digits):
-                        matched_end = end_index
-            if matched_end is None:
-                start_index += 1
-                continue
-            spans.append((groups[start_index][0], groups[matched_end][1]))
-            start_index = matched_end + 1
-    return spans
-
-
-def find_pans(text: str) -> list[str]:
-    """Substrings of `text` that look like a full PAN (13-19 digits passing Luhn)."""
-    return [text[start:end] for start, end in pan_spans(text)]
-
-
-def redact_pans(text: str, replacement: Callable[[str], str] | None = None) -> str:
-    """`text` with every PAN-like substring replaced (by default masked to its last four)."""
-    spans = pan_spans(text)
-    if not spans:
-        return text
-    replace = replacement or (lambda pan: mask_pan(re.sub(r"[ -]", "", pan)))
-    pieces: list[str] = []
-    cursor = 0
-    for start, end in spans:
-        pieces.append(text[cursor:start])
-        pieces.append(replace(text[start:end]))
-        cursor = end
-    pieces.append(text[cursor:])
-    return "".join(pieces)
-
-
-def contains_pan(text: str) -> bool:
-    return bool(find_pans(text))
-
-
-def mask_pan(value: str) -> str:
-    """Keep at most the last four digits; everything else becomes '*'."""
-    if len(value) <= 4:
-        return "*" * len(value)
-    digits = [c for c in value]
-    visible_from = len(digits) - 4
-    return "".join(c if i >= visible_from or not c.isdigit() else "*" for i, c in enumerate(digits))
 
 
 def parse_operations(body: Any) -> list[Operation]:

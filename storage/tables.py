@@ -89,7 +89,7 @@ class CardRecord(SQLModel, table=True):
     shipment: dict[str, Any] | None = _json()  # last shipment snapshot, wire names
     production_site: str | None = Field(default=None, max_length=64)
     reason: str | None = Field(default=None, max_length=255)
-    state_rank: int = 0  # d1.models.lifecycle_rank of the current state
+    state_rank: int = 0  # d1.semantics.lifecycle_rank of the current state
     state_event_time: datetime | None = _ts(nullable=True)  # event time of the current state
     state_since: datetime | None = _ts(nullable=True)  # when the card entered this status
     last_shipment_update_at: datetime | None = _ts(nullable=True)
@@ -124,7 +124,7 @@ class EventRecord(SQLModel, table=True):
     is_exception: bool = False
     became_current: bool = False  # False for a late, older event kept only in history
     source: str = Field(default=SOURCE_D1, max_length=32)
-    payload: dict[str, Any] | None = _json()  # d1.models.operation_for_storage
+    payload: dict[str, Any] | None = _json()  # d1.semantics.operation_for_storage
 
 
 class SubscriptionRecord(SQLModel, table=True):

@@ -9,7 +9,8 @@ from datetime import timedelta
 
 from sqlalchemy.engine import Engine
 
-from d1.models import Operation, find_pans
+from d1.carddata import find_pans
+from d1.models import Operation
 from tests.test_outbox_support import (
     CARDHOLDER,
     FULL_PAN,

@@ -24,7 +24,7 @@ from bot.demo_morning import (
     terminal_text,
 )
 from bot.localslack import Call
-from d1.models import find_pans
+from d1.carddata import find_pans
 
 DEMO = [sys.executable, "-m", "bot.cli", "demo"]
 

@@ -23,7 +23,7 @@ from bot.localslack import LocalSlack
 from bot.runtime import Runtime
 from bot.server import create_app
 from bot.settings import Settings
-from d1.models import contains_pan, find_pans
+from d1.carddata import contains_pan, find_pans
 from tests.reliability.threaded import served_in_thread
 from tests.slack_signing import SIGNING_SECRET, command_body, signed_headers
 

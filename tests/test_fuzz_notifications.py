@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
 from bot.server import create_app
-from d1.models import contains_pan
+from d1.carddata import contains_pan
 from tests.intake_support import ISSUER, PATH, STATIC_TOKEN, make_runtime, snapshot
 from tests.reliability.threaded import served_in_thread
 

@@ -7,7 +7,7 @@ import json
 from datetime import datetime, timedelta, timezone
 
 from bot import actions, messages
-from d1.models import operation_for_storage
+from d1.semantics import operation_for_storage
 from storage.tables import CardRecord, EventRecord
 from tests.test_outbox_support import CARDHOLDER, FULL_PAN, shipment
 

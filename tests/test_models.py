@@ -7,21 +7,15 @@ from datetime import datetime, timezone
 import pytest
 from pydantic import ValidationError
 
+from d1.carddata import contains_pan, find_pans, mask_pan, redact_pans
 from d1.models import (
     PRODUCTION_STATUSES,
     Operation,
     ProductionStatus,
-    contains_pan,
-    find_pans,
-    is_exception,
-    lifecycle_rank,
-    mask_pan,
-    operation_dedup_key,
-    operation_event_time,
     parse_operations,
-    redact_pans,
     track_request_adapter,
 )
+from d1.semantics import is_exception, lifecycle_rank, operation_dedup_key, operation_event_time
 from tests.spec_examples import notification_examples, track_request_examples
 
 

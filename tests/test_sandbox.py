@@ -12,9 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from d1.models import operation_dedup_key, parse_operations
+from d1.models import parse_operations
 from d1.sandbox import SCENARIOS, Sandbox, generate_es256_keypair
 from d1.sandbox.scenarios import SCENARIO_EXCEPTION_MESSAGES, scenario_for_card_id
+from d1.semantics import operation_dedup_key
 from d1.tokens import JWT_BEARER_GRANT, mint_assertion
 from tests.d1_fixtures import (
     TEST_KEYS,

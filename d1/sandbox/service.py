@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from d1.models import Address, CardOrderRequest, mask_pan, track_request_adapter
+from d1.carddata import mask_pan
+from d1.models import Address, CardOrderRequest, track_request_adapter
 from d1.sandbox import lifecycle
 from d1.sandbox.delivery import Notifier
 from d1.sandbox.faults import Faults

@@ -21,8 +21,8 @@ from typing import Any
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from d1.models import (
-    Operation,
+from d1.models import Operation
+from d1.semantics import (
     is_exception,
     lifecycle_rank,
     operation_dedup_key,

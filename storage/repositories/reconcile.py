@@ -9,7 +9,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from d1.models import FINAL_SHIPMENT_STATUSES, FINAL_STATUSES
+from d1.semantics import FINAL_SHIPMENT_STATUSES, FINAL_STATUSES
 from storage.repositories.jobs import JOB_RUNS, claim_run_in
 from storage.tables import CardRecord, SubscriptionRecord
 

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from d1.models import FINAL_STATUSES
+from d1.semantics import FINAL_STATUSES
 from storage.repositories.jobs import insert_ignoring_conflict
 from storage.tables import (
     OUTBOX_PENDING,

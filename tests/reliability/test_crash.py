@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from bot.localslack import Call
-from d1.models import Operation, operation_dedup_key
+from d1.models import Operation
 from d1.sandbox import SCENARIOS
+from d1.semantics import operation_dedup_key
 from tests.reliability.processes import BotStack, bot_stack
 from tests.servers import wait_for
 

@@ -1,0 +1,136 @@
+"""D1's semantics that the product relies on: how far along a card is, which states are
+exceptions or final, when a reported state happened, and when two notifications report the same
+state (the dedup key). Pure functions over `d1.models` payloads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from d1.models import Operation
+
+# Lifecycle rank: how far along a card is. Used to break ties between events with the same
+# event time (the later stage wins). Exceptions rank with the stage they interrupt.
+_PRODUCTION_RANK: dict[str, int] = {
+    "CARD_PROD_REQUESTED": 10,
+    "DATA_PREPARED": 20,
+    "DATA_EXCEPTION": 25,
+    "CARD_PROD_READY": 30,
+    "CARD_PROD_ONHOLD": 35,
+    "CARD_PROD_ONGOING": 40,
+    "CARD_PROD_EXCEPTION": 45,
+    "CARD_PROD_DONE": 50,
+    "CARD_PROD_CANCELED": 55,
+    "CARD_SHIPPED": 60,
+    "CARD_RETURNED": 90,
+}
+_SHIPMENT_RANK: dict[str, int] = {
+    "PENDING": 1,
+    "INFO_RECEIVED": 2,
+    "IN_TRANSIT": 3,
+    "EXPIRED": 3,
+    "OUT_FOR_DELIVERY": 4,
+    "FAILED_ATTEMPT": 5,
+    "EXCEPTION": 5,
+    "AVAILABLE_FOR_PICKUP": 6,
+    "DELIVERED": 7,
+}
+
+PRODUCTION_EXCEPTIONS = frozenset(
+    {"DATA_EXCEPTION", "CARD_PROD_EXCEPTION", "CARD_PROD_ONHOLD", "CARD_PROD_CANCELED"}
+)
+TRACKING_EXCEPTIONS = frozenset({"CARD_RETURNED"})
+SHIPMENT_EXCEPTIONS = frozenset({"EXCEPTION", "FAILED_ATTEMPT", "EXPIRED"})
+FINAL_STATUSES = frozenset({"CARD_PROD_CANCELED", "CARD_RETURNED"})
+FINAL_SHIPMENT_STATUSES = frozenset({"DELIVERED"})
+
+
+def lifecycle_rank(status: str | None, shipment_status: str | None = None) -> int:
+    """How far along the lifecycle a (status, shipment status) pair is; unknown ranks lowest."""
+    base = _PRODUCTION_RANK.get(status or "", 0) * 10
+    return base + _SHIPMENT_RANK.get(shipment_status or "", 0)
+
+
+def is_exception(
+    status: str | None,
+    shipment_status: str | None = None,
+    operation_status: str | None = None,
+    extra_exception_statuses: frozenset[str] = frozenset(),
+) -> bool:
+    """Whether a reported state is alert-worthy (see ARCHITECTURE: exceptions)."""
+    if operation_status == "FAILED":
+        return True
+    if status in PRODUCTION_EXCEPTIONS or status in TRACKING_EXCEPTIONS:
+        return True
+    if shipment_status in SHIPMENT_EXCEPTIONS:
+        return True
+    return bool(extra_exception_statuses & {status, shipment_status})
+
+
+def is_final(status: str | None, shipment_status: str | None = None) -> bool:
+    """A card in a final state will not move again on its own (no reconciliation needed)."""
+    return status in FINAL_STATUSES or shipment_status in FINAL_SHIPMENT_STATUSES
+
+
+def operation_event_time(op: Operation) -> datetime:
+    """When the reported state happened: shipment.lastUpdatedAt for shipment updates, else
+    endTime, else timestamp, else startTime. Never None: falls back to the epoch."""
+    shipment = op.details.shipment
+    if shipment is not None and shipment.last_updated_at is not None:
+        return shipment.last_updated_at
+    for candidate in (op.end_time, op.timestamp, op.start_time):
+        if candidate is not None:
+            return candidate
+    return datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def operation_dedup_key(op: Operation) -> str:
+    """Identity of a reported state: the same operation reporting the same state again is a
+    duplicate; the same operationId with a new step or a new shipment update is not."""
+    shipment = op.details.shipment
+    checkpoint = shipment.last_checkpoint if shipment else None
+    parts = {
+        "operationId": op.operation_id,
+        "operation": op.operation,
+        "status": op.status,
+        "detailsStatus": op.details.status,
+        "trackingType": op.details.tracking_type,
+        "errorCode": op.error_code,
+        "shipment": None
+        if shipment is None
+        else {
+            "status": shipment.status,
+            "message": shipment.message,
+            "trackingNumber": shipment.tracking_number,
+            "lastUpdatedAt": _iso(shipment.last_updated_at),
+            "deliveryDate": _iso(shipment.delivery_date),
+            "failedDeliveryAttempts": shipment.failed_delivery_attempts,
+            "checkpoint": None
+            if checkpoint is None
+            else {
+                "time": _iso(checkpoint.checkpoint_time),
+                "city": checkpoint.city,
+                "message": checkpoint.message,
+            },
+        },
+    }
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(timezone.utc).isoformat()
+
+
+def operation_for_storage(op: Operation) -> dict[str, Any]:
+    """The operation as stored in history: wire names, and nothing sensitive (D1 notifications
+    carry no PAN or address, but a free-text `error` might: it is dropped)."""
+    wire = op.to_wire()
+    wire.pop("error", None)
+    details = wire.get("details") or {}
+    details.pop("deliveryAddress", None)
+    details.pop("name", None)
+    return wire
