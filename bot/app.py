@@ -172,10 +172,21 @@ def make_slack_client(settings: Settings) -> AsyncWebClient | None:
     )
 
 
+class _ClientTokenNotice(logging.Filter):
+    """Bolt warns that SLACK_BOT_TOKEN "will be unused" when it is given a client: we build the
+    client from that same token (with SLACK_API_URL), so the warning only misleads operators."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
+
+
 def build_bolt_app(runtime: Runtime) -> AsyncApp:
     """The Bolt app for `runtime` (its Slack client, signing secret and allowlists)."""
     settings = runtime.settings
     secret = settings.slack_signing_secret
+    bolt_log = logging.getLogger("d1bot.slack")
+    if not any(isinstance(f, _ClientTokenNotice) for f in bolt_log.filters):
+        bolt_log.addFilter(_ClientTokenNotice())
     app = AsyncApp(
         client=runtime.slack_client,
         signing_secret=secret.get_secret_value() if secret is not None else None,
@@ -183,7 +194,7 @@ def build_bolt_app(runtime: Runtime) -> AsyncApp:
         request_verification_enabled=secret is not None,
         process_before_response=False,
         raise_error_for_unhandled_request=False,
-        logger=logging.getLogger("d1bot.slack"),
+        logger=bolt_log,
     )
     service = CardService(runtime)
     access = AccessControl.from_settings(settings, runtime.slack_client)
