@@ -122,7 +122,6 @@ def bot_env(
         "PORT": str(port),
         "LOG_LEVEL": "WARNING",
         "DATABASE_URL": database_url,
-        "SQLITE_SYNCHRONOUS": "NORMAL",
         "SLACK_BOT_TOKEN": "xoxb-reliability",
         "SLACK_SIGNING_SECRET": SIGNING_SECRET,
         "SLACK_API_URL": slack_url,
@@ -194,20 +193,6 @@ class BotStack:
             client_id=NOTIFY_CLIENT_ID,
             client_secret=NOTIFY_CLIENT_SECRET,
         )
-
-    def expire_leases_of(self, bot: BotProcess) -> int:
-        """Let the outbox leases of a dead `bot` lapse now, as they would after
-        `bot.outbox.DEFAULT_LEASE_SECONDS` (120 s): a test cannot wait that long."""
-        assert not bot.alive(), "only a dead process's leases may be expired"
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                sa.text(
-                    "UPDATE outbox SET claimed_until = NULL, claimed_by = NULL "
-                    "WHERE state = 'pending' AND claimed_by LIKE :who"
-                ),
-                {"who": f"%:{bot.proc.pid}:%"},
-            )
-            return int(result.rowcount or 0)
 
     def subscribe(self, channel: str, card_id: str, *, filter: str = "all") -> None:
         subscriptions.subscribe(

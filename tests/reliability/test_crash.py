@@ -27,6 +27,9 @@ pytestmark = pytest.mark.slow
 SEED = 7
 CARDS = 16
 KILLS = 2
+# Outbox claims of a killed process are taken over after this (D1BOT_OUTBOX_LEASE_SECONDS):
+# short here so the test does not wait two minutes, long enough for a loopback Slack call.
+LEASE = "3"
 TICK_SECONDS = 0.02
 CRASH_WINDOW = 1.0
 CARD_IN_TEXT = re.compile(r"Card (\S+?):")
@@ -108,7 +111,7 @@ async def test_two_sigkills_lose_and_repeat_nothing(tmp_path: Path) -> None:
             stack.subscribe("CALL", card)
             if i % 2 == 0:
                 stack.subscribe("CHALF", card)
-        bot = await stack.start_bot()
+        bot = await stack.start_bot(D1BOT_OUTBOX_LEASE_SECONDS=LEASE)
         stack.point_d1_at(bot)
         total_steps = CARDS * 8  # roughly: the happy path has ten steps, exceptions fewer
         kill_points = sorted(rng.sample(range(total_steps // 5, total_steps * 3 // 4), KILLS))
@@ -125,8 +128,7 @@ async def test_two_sigkills_lose_and_repeat_nothing(tmp_path: Path) -> None:
             bot.kill()
             kill_times.append(time.monotonic())
             killed_at.append(len(acknowledged(stack)))
-            stack.expire_leases_of(bot)
-            bot = await stack.start_bot(port=bot.port)
+            bot = await stack.start_bot(port=bot.port, D1BOT_OUTBOX_LEASE_SECONDS=LEASE)
         await asyncio.wait_for(driver, 60)
         await stack.sandbox.flush(timeout=60)
         await wait_for(lambda: outbox_settled(stack), timeout=60, message="outbox drained")
