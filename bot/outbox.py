@@ -1,5 +1,8 @@
 """The delivery worker: drains the outbox to Slack, paced, retried, exactly once per row.
 
+Each round first expands the fan-out markers intake wrote into per-subscription outbox rows
+(`storage.repositories.fanout`: oldest first, one INSERT ... SELECT, never twice).
+
 The worker claims the due head row of many channels in one transaction (see
 `storage.repositories.outbox`), delivers them concurrently, and claims again as rows settle
 (no round barrier; bursts for one channel are coalesced into one summary first). A row is
@@ -42,6 +45,7 @@ from bot.outbox_http import SlackHttp
 from bot.outbox_kinds import MessageKinds, _id, _Round
 from bot.runtime import BackgroundTask, Runtime
 from storage.repositories import cards as cards_repo
+from storage.repositories import fanout as fanout_repo
 from storage.repositories import health
 from storage.repositories import outbox as repo
 from storage.repositories import threads as threads_repo
@@ -240,9 +244,11 @@ class OutboxWorker(MessageKinds):
         return len(rows)
 
     async def _claim(self, *, limit: int) -> list[OutboxRecord]:
-        """Coalesce bursts, then claim up to `limit` due heads (one per channel) in one
-        transaction and prefetch what they need."""
+        """Expand the fan-out markers intake wrote (oldest first), coalesce bursts, then
+        claim up to `limit` due heads (one per channel) in one transaction and prefetch what
+        they need."""
         now = self.runtime.clock()
+        await asyncio.to_thread(fanout_repo.expand_all, self.engine)
         await asyncio.to_thread(self._coalesce, now)
         rows = await asyncio.to_thread(
             repo.claim_due,

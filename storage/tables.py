@@ -210,6 +210,23 @@ class OutboxRecord(SQLModel, table=True):
     slack_ts: str | None = Field(default=None, max_length=32)
 
 
+class FanoutRecord(SQLModel, table=True):
+    """A new current event whose per-subscription outbox rows are still owed: written by intake
+    (one row instead of one per subscribed channel, and no secondary index to maintain), turned
+    into `card_event` rows (and the exceptions-channel alert) by the delivery worker, in id
+    order, and deleted in that same transaction."""
+
+    __tablename__ = "fanouts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    card_id: str = Field(max_length=64)
+    event_id: int
+    is_exception: bool = False
+    workspace_id: str = Field(default="", max_length=32)  # of the alert
+    alert_channel: str | None = Field(default=None, max_length=32)  # exceptions channel, if owed
+    received_at: datetime = _ts()
+
+
 class AuditRecord(SQLModel, table=True):
     """Every command and button press: who, where, what card, outcome."""
 

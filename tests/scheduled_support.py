@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from bot.runtime import Runtime
 from bot.settings import load_settings
 from d1.models import Operation
+from storage.repositories.fanout import expand_all
 from storage.repositories.intake import record_operations
 from storage.tables import OutboxRecord, SubscriptionRecord
 
@@ -109,6 +110,8 @@ def make_runtime(engine: Engine, clock: FixedClock, **overrides: Any) -> Runtime
 
 
 def outbox_rows(engine: Engine, **where: Any) -> list[dict[str, Any]]:
+    """The outbox once the delivery worker has expanded intake's fan-out markers."""
+    expand_all(engine)
     table = OutboxRecord.__table__  # type: ignore[attr-defined]
     query = sa.select(table).order_by(table.c.id)
     for name, value in where.items():

@@ -12,6 +12,7 @@ from sqlmodel import Session
 
 from bot.metrics import NOTIFICATIONS_REJECTED
 from storage.repositories.cards import events_of_card, get_card
+from storage.repositories.fanout import expand_all
 from storage.tables import SubscriptionRecord
 from tests.intake_support import (
     ISSUER,
@@ -96,7 +97,9 @@ async def test_fan_out_wakes_the_outbox_and_reports_gaps(any_engine: Engine) -> 
         assert r.status_code == 204
     assert runtime.outbox_wakeup.is_set()
     assert gaps == ["k1"]
-    assert count(any_engine, "outbox") == 1
+    assert count(any_engine, "fanouts") == 1  # owed, written as one marker
+    assert expand_all(any_engine) == 1  # what the woken worker does first
+    assert count(any_engine, "outbox") == 1 and count(any_engine, "fanouts") == 0
 
 
 async def test_token_flow_then_notification(any_engine: Engine) -> None:

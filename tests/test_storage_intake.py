@@ -13,6 +13,7 @@ from sqlmodel import Session, select
 
 from d1.models import Operation, parse_operations
 from storage.repositories.cards import count_events, events_of_card, get_card
+from storage.repositories.fanout import expand_all
 from storage.repositories.intake import IntakeResult, record_operations
 from storage.tables import CardRecord, EventRecord, OutboxRecord, SubscriptionRecord
 from tests.spec_examples import notification_examples
@@ -76,6 +77,8 @@ def subscribe(engine: Engine, channel: str, *, card: str = CARD, filter: str = "
 
 
 def outbox_rows(engine: Engine) -> list[OutboxRecord]:
+    """The outbox once the delivery worker has expanded intake's fan-out markers."""
+    expand_all(engine)
     with Session(engine) as s:
         return list(s.exec(select(OutboxRecord).order_by(OutboxRecord.id)).all())
 

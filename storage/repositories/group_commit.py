@@ -310,7 +310,7 @@ class GroupCommitter:
             dbapi.execute("PRAGMA busy_timeout=0")
 
     def _finish(self, fan_out: FanOut) -> None:
-        """The batch's outbox rows (one INSERT ... SELECT: C work, no GIL needed), then COMMIT."""
+        """The batch's fan-out markers (one executemany: C work, no GIL needed), then COMMIT."""
         try:
             try:
                 write_fan_out(self._raw.dbapi_connection, "sqlite", fan_out)

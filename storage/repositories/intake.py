@@ -1,5 +1,7 @@
 """Recording notification operations: store each distinct one as an event, project it onto its
-card, and fan it out into outbox rows, all in the caller's one transaction.
+card, and owe its notifications (one fan-out marker per new current event that someone wants,
+expanded into per-subscription outbox rows by the delivery worker: `fanout.py`), all in the
+caller's one transaction.
 
 `record_operations` owns its transaction and takes the fast path (`intake_batch`, the driver
 cursor), falling back to the Core path on a driver error. `record_operations_in` is the Core
@@ -38,7 +40,11 @@ _SHIPPING_STATUSES = frozenset({"CARD_SHIPPED"})
 
 @dataclass
 class IntakeResult:
-    """What one call recorded. `gap_card_ids`: cards whose earlier history was never seen."""
+    """What one call recorded. `enqueued`: the outbox rows the new events owe (subscriptions
+    that want them, plus exceptions-channel alerts) as counted in the intake transaction; they
+    are written when the delivery worker expands the fan-out markers, so the rows that appear
+    may differ if a subscription changes in between. `gap_card_ids`: cards whose earlier
+    history was never seen."""
 
     new_event_ids: list[int] = field(default_factory=list)
     duplicates: int = 0
@@ -344,24 +350,26 @@ def _fan_out(
     workspace_id: str,
     exceptions_channel: str | None,
 ) -> int:
-    """One `INSERT ... SELECT` over the card's subscriptions (index ix_subscriptions_card), plus
-    the exceptions-channel alert. Returns the number of outbox rows created."""
+    """Count the subscriptions that want the event and write its fan-out marker (`fanouts`),
+    which the delivery worker expands into their outbox rows, plus the exceptions-channel
+    alert (`storage.repositories.fanout`). Returns the number of outbox rows owed."""
     sql = statements(conn.dialect.name)
-    params = {
-        "card_id": card_id,
-        "card_key": card_id,
-        "event_id": event_id,
-        "received_at": received_at,
-    }
-    query = sql.fan_out_exceptions if exception else sql.fan_out
-    enqueued = len(conn.execute(query, params).all())
-    if exception and exceptions_channel:
+    query = sql.subscribers_exceptions if exception else sql.subscribers
+    subscribed = int(conn.execute(query, {"card_id": card_id}).scalar_one())
+    alert = exceptions_channel if exception and exceptions_channel else None
+    if subscribed or alert:  # as the fast path: an event nobody wants needs no marker
         conn.execute(
-            sql.exception_alert,
-            {**params, "workspace_id": workspace_id, "channel_id": exceptions_channel},
+            sql.fanout_marker,
+            {
+                "card_id": card_id,
+                "event_id": event_id,
+                "is_exception": exception,
+                "workspace_id": workspace_id,
+                "alert_channel": alert,
+                "received_at": received_at,
+            },
         )
-        enqueued += 1
-    return enqueued
+    return subscribed + (1 if alert else 0)
 
 
 __all__ = [

@@ -5,8 +5,9 @@ fallback), at a fraction of the cost: profiling showed ~1.4 ms of writer time pe
 of it SQLAlchemy statement execution (7 statements and 2 savepoint statements per request). Here a
 batch costs, per card touched, one ensure-insert (executemany) + one read (all cards in one
 `SELECT ... IN`) + one update (executemany, `state_since` computed inside it or kept), per
-operation one `INSERT ... ON CONFLICT DO NOTHING RETURNING id`, and once per batch one fan-out
-`INSERT ... SELECT` for every event that became current (index `ix_subscriptions_card`). The
+operation one `INSERT ... ON CONFLICT DO NOTHING RETURNING id`, and once per batch one
+executemany of fan-out markers (`fanouts`, one row per event that became current and is wanted:
+the delivery worker expands them into per-subscription outbox rows, `fanout.py`). The
 cards are projected in Python between the reads and the writes, in arrival order, exactly as
 the Core path does one by one. Statements: `intake_batch_sql`.
 
@@ -95,11 +96,11 @@ class _Card:
 
 @dataclass
 class FanOut:
-    """The outbox rows a batch owes: jobs (new events that became current, in arrival order:
-    `(seq, card_id, event_id, received_at, is_exception)`) and exceptions-channel alerts."""
+    """The fan-out markers a batch owes (one per new event that became current and that some
+    subscription or the exceptions channel wants), in arrival order: the `fanouts` rows the
+    delivery worker expands into outbox rows (`storage.repositories.fanout`)."""
 
-    jobs: list[tuple[int, str, int, Any, bool]] = field(default_factory=list)
-    alerts: list[dict[str, Any]] = field(default_factory=list)
+    markers: list[dict[str, Any]] = field(default_factory=list)
 
 
 def record_batch(
@@ -134,7 +135,7 @@ def record_batch_dbapi(
 ) -> list[IntakeResult]:
     """`record_batch` on a driver connection (`sqlite3` or psycopg) with a transaction open.
 
-    With `fan_out`, the batch's outbox rows are collected there for the caller to write
+    With `fan_out`, the batch's fan-out markers are collected there for the caller to write
     (`write_fan_out`, before the commit); without, they are written here."""
     sql = batch_statements(dialect)
     owed = FanOut() if fan_out is None else fan_out
@@ -168,8 +169,8 @@ def record_batch_dbapi(
 
 
 def write_fan_out(dbapi_connection: Any, dialect: str, fan_out: FanOut) -> None:
-    """Write the outbox rows collected by `record_batch_dbapi(..., fan_out=...)`."""
-    if not fan_out.jobs and not fan_out.alerts:
+    """Write the markers collected by `record_batch_dbapi(..., fan_out=...)`."""
+    if not fan_out.markers:
         return
     cursor = dbapi_connection.cursor()
     try:
@@ -179,14 +180,8 @@ def write_fan_out(dbapi_connection: Any, dialect: str, fan_out: FanOut) -> None:
 
 
 def _write_fan_out(cursor: Any, sql: BatchSql, fan_out: FanOut) -> None:
-    mark = "(?, ?, ?, ?, ?)" if sql.dialect == "sqlite" else "(%s, %s, %s, %s, %s)"
-    jobs = fan_out.jobs
-    for start in range(0, len(jobs), CHUNK):
-        chunk = jobs[start : start + CHUNK]
-        statement = sql.fan_out_head + ", ".join([mark] * len(chunk)) + sql.fan_out_tail
-        cursor.execute(statement, [value for job in chunk for value in job])
-    if fan_out.alerts:
-        cursor.executemany(sql.exception_alert, fan_out.alerts)
+    if fan_out.markers:
+        cursor.executemany(sql.fanout_marker, fan_out.markers)
 
 
 def _load_cards(cursor: Any, sql: BatchSql, requests: Sequence[BatchRequest]) -> dict[str, _Card]:
@@ -295,22 +290,21 @@ def _record_one(
             result.gap_card_ids.append(op.card_id)
     if becomes_current:
         subscribed = card.subs_all + (card.subs_exceptions if f.is_exception else 0)
-        # SQLite holds the write lock: the counts are exact, and a card nobody follows needs
-        # no fan-out statement. PostgreSQL always runs it (a subscription may just have come).
-        if subscribed or sql.dialect != "sqlite":
-            fan_out.jobs.append((len(fan_out.jobs), op.card_id, event_id, received, f.is_exception))
-        result.enqueued += subscribed
-        if f.is_exception and exceptions_channel:
-            fan_out.alerts.append(
+        alert = exceptions_channel if f.is_exception and exceptions_channel else None
+        result.enqueued += subscribed + (1 if alert else 0)
+        # An event nobody wants needs no marker. (On PostgreSQL a subscription committed after
+        # the count was read misses this event, as it missed the INSERT ... SELECT before.)
+        if subscribed or alert:
+            fan_out.markers.append(
                 {
                     "card_id": op.card_id,
                     "event_id": event_id,
-                    "received_at": received,
+                    "is_exception": f.is_exception,
                     "workspace_id": workspace_id,
-                    "channel_id": exceptions_channel,
+                    "alert_channel": alert,
+                    "received_at": received,
                 }
             )
-            result.enqueued += 1
 
 
 def _newer_snapshot(f: _Facts, at: Any, card: _Card) -> bool:

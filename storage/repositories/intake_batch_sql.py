@@ -14,8 +14,7 @@ from datetime import datetime, timezone
 from functools import cache
 from typing import Any
 
-from storage.repositories.intake_sql import KIND_CARD_EVENT, KIND_EXCEPTION_ALERT
-from storage.tables import FILTER_ALL, FILTER_EXCEPTIONS, OUTBOX_PENDING
+from storage.tables import FILTER_ALL, FILTER_EXCEPTIONS
 
 # Rows per `IN (...)` list: far below SQLite's and PostgreSQL's bind parameter limits.
 CHUNK = 500
@@ -53,9 +52,7 @@ class BatchSql:
     select_cards: str
     insert_event: str
     earlier_produce: str
-    fan_out_head: str
-    fan_out_tail: str
-    exception_alert: str
+    fanout_marker: str
     update_card: str
     update_card_keep_since: str
 
@@ -100,20 +97,6 @@ def batch_statements(dialect: str) -> BatchSql:
         f" AND NOT (b.details_status {same} :cur_status"
         f" AND b.shipment_status {same} :cur_ship_status)), {lowest})), :cur_at)"
     )
-    # The fan-out of a whole batch: one INSERT ... SELECT joining the batch's jobs (new events
-    # that became current) to their cards' subscriptions (index ix_subscriptions_card), in
-    # arrival order so that each thread's messages keep their order.
-    fan_out_head = "WITH jobs (seq, card_id, event_id, received_at, exc) AS (VALUES "
-    fan_out_tail = (
-        ") INSERT INTO outbox (workspace_id, channel_id, kind, card_id, event_id,"
-        " subscription_id, thread_key, state, attempts, next_attempt_at, created_at)"
-        f" SELECT s.workspace_id, s.channel_id, '{KIND_CARD_EVENT}', s.card_id, j.event_id, s.id,"
-        " s.workspace_id || ':' || s.channel_id || ':' || s.card_id,"
-        f" '{OUTBOX_PENDING}', 0, j.received_at, j.received_at"
-        " FROM jobs j JOIN subscriptions s ON s.card_id = j.card_id"
-        f" AND (s.filter = '{FILTER_ALL}' OR (j.exc AND s.filter = '{FILTER_EXCEPTIONS}'))"
-        " ORDER BY j.seq, s.id"
-    )
     sql = {
         "ensure_card": (
             "INSERT INTO cards (card_id, issuer_id, state_rank, is_exception, first_seen_at,"
@@ -144,13 +127,11 @@ def batch_statements(dialect: str) -> BatchSql:
             "SELECT 1 FROM events WHERE card_id = :card_id AND operation = 'PRODUCE'"
             " AND id <> :event_id LIMIT 1"
         ),
-        "fan_out_head": fan_out_head,
-        "fan_out_tail": fan_out_tail,
-        "exception_alert": (
-            "INSERT INTO outbox (workspace_id, channel_id, kind, card_id, event_id, thread_key,"
-            " state, attempts, next_attempt_at, created_at) VALUES (:workspace_id, :channel_id,"
-            f" '{KIND_EXCEPTION_ALERT}', :card_id, :event_id, NULL, '{OUTBOX_PENDING}', 0,"
-            " :received_at, :received_at)"
+        # The batch's fan-out markers (`fanouts`), expanded into outbox rows by the worker.
+        "fanout_marker": (
+            "INSERT INTO fanouts (card_id, event_id, is_exception, workspace_id, alert_channel,"
+            " received_at) VALUES (:card_id, :event_id, :is_exception, :workspace_id,"
+            " :alert_channel, :received_at)"
         ),
         "update_card": (
             "UPDATE cards SET "

@@ -17,16 +17,15 @@ import sqlalchemy as sa
 from storage.tables import (
     FILTER_ALL,
     FILTER_EXCEPTIONS,
-    OUTBOX_PENDING,
     CardRecord,
     EventRecord,
-    OutboxRecord,
+    FanoutRecord,
     SubscriptionRecord,
 )
 
 cards: sa.Table = CardRecord.__table__  # type: ignore[attr-defined]
 events: sa.Table = EventRecord.__table__  # type: ignore[attr-defined]
-outbox: sa.Table = OutboxRecord.__table__  # type: ignore[attr-defined]
+fanouts: sa.Table = FanoutRecord.__table__  # type: ignore[attr-defined]
 subscriptions: sa.Table = SubscriptionRecord.__table__  # type: ignore[attr-defined]
 
 KIND_CARD_EVENT = "card_event"
@@ -72,9 +71,9 @@ class IntakeStatements:
     current_state: Any
     state_since: Any
     earlier_produce: Any
-    fan_out: Any
-    fan_out_exceptions: Any
-    exception_alert: Any
+    subscribers: Any
+    subscribers_exceptions: Any
+    fanout_marker: Any
 
 
 def _insert_ignoring_conflict(
@@ -144,50 +143,20 @@ def statements(dialect: str) -> IntakeStatements:
         .limit(1)
     )
 
-    def fan_out_for(filters: list[str]) -> Any:
-        card_id = _bind(outbox, "card_id")
-        received = _bind(outbox, "next_attempt_at", "received_at")
-        thread_key = subscriptions.c.workspace_id + ":" + subscriptions.c.channel_id + ":"
-        select = sa.select(
-            subscriptions.c.workspace_id,
-            subscriptions.c.channel_id,
-            sa.literal(KIND_CARD_EVENT),
-            card_id,
-            _bind(outbox, "event_id"),
-            subscriptions.c.id,
-            thread_key + sa.bindparam("card_key", type_=sa.String()),
-            sa.literal(OUTBOX_PENDING),
-            sa.literal(0),
-            received,
-            received,
-        ).where(subscriptions.c.card_id == card_id, subscriptions.c.filter.in_(filters))
-        columns = [
-            "workspace_id",
-            "channel_id",
-            "kind",
-            "card_id",
-            "event_id",
-            "subscription_id",
-            "thread_key",
-            "state",
-            "attempts",
-            "next_attempt_at",
-            "created_at",
-        ]
-        # RETURNING rather than rowcount: psycopg reports -1 for INSERT ... SELECT.
-        return sa.insert(outbox).from_select(columns, select).returning(outbox.c.id)
+    def subscribers(filters: list[str]) -> Any:
+        """How many subscriptions want the card's event (index ix_subscriptions_card)."""
+        return sa.select(sa.func.count()).where(
+            subscriptions.c.card_id == sa.bindparam("card_id"),
+            subscriptions.c.filter.in_(filters),
+        )
 
-    exception_alert = sa.insert(outbox).values(
-        workspace_id=_bind(outbox, "workspace_id"),
-        channel_id=_bind(outbox, "channel_id"),
-        kind=KIND_EXCEPTION_ALERT,
-        card_id=_bind(outbox, "card_id"),
-        event_id=_bind(outbox, "event_id"),
-        thread_key=None,
-        state=OUTBOX_PENDING,
-        attempts=0,
-        next_attempt_at=_bind(outbox, "next_attempt_at", "received_at"),
-        created_at=_bind(outbox, "created_at", "received_at"),
+    fanout_marker = sa.insert(fanouts).values(
+        card_id=_bind(fanouts, "card_id"),
+        event_id=_bind(fanouts, "event_id"),
+        is_exception=_bind(fanouts, "is_exception"),
+        workspace_id=_bind(fanouts, "workspace_id"),
+        alert_channel=_bind(fanouts, "alert_channel"),
+        received_at=_bind(fanouts, "received_at"),
     )
     return IntakeStatements(
         ensure_card=ensure_card,
@@ -197,7 +166,7 @@ def statements(dialect: str) -> IntakeStatements:
         current_state=current_state,
         state_since=state_since,
         earlier_produce=earlier_produce,
-        fan_out=fan_out_for([FILTER_ALL]),
-        fan_out_exceptions=fan_out_for([FILTER_ALL, FILTER_EXCEPTIONS]),
-        exception_alert=exception_alert,
+        subscribers=subscribers([FILTER_ALL]),
+        subscribers_exceptions=subscribers([FILTER_ALL, FILTER_EXCEPTIONS]),
+        fanout_marker=fanout_marker,
     )

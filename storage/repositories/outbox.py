@@ -1,5 +1,8 @@
 """The outbox: messages waiting for Slack, claimed and settled by the delivery worker.
 
+Card events arrive as fan-out markers written by intake; the worker expands them into rows here
+before it claims (`storage.repositories.fanout`).
+
 Claiming rules (what makes delivery exactly-once per row and ordered per channel):
 - only the oldest pending row of each channel (its *head*) can be claimed, so a channel has at
   most one message in flight and its messages leave in the order they were enqueued;
@@ -22,17 +25,22 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col, select
 
+from storage.repositories.fanout import expand_in
 from storage.tables import (
     OUTBOX_DEAD,
     OUTBOX_PENDING,
     OUTBOX_SENT,
     CardRecord,
     EventRecord,
+    FanoutRecord,
     OutboxRecord,
+    SubscriptionRecord,
 )
 
 outbox = OutboxRecord.__table__  # type: ignore[attr-defined]
 cards = CardRecord.__table__  # type: ignore[attr-defined]
+fanouts = FanoutRecord.__table__  # type: ignore[attr-defined]
+subscriptions = SubscriptionRecord.__table__  # type: ignore[attr-defined]
 
 KIND_CARD_EVENT = "card_event"
 KIND_EXCEPTION_ALERT = "exception_alert"
@@ -112,6 +120,8 @@ def enqueue_once(
 
 
 def _insert_row(conn: Connection, *, now: datetime, **values: Any) -> int:
+    # Owed card events first: a row enqueued after an event must not overtake its messages.
+    expand_in(conn, limit=None, wait=True)
     return conn.execute(
         sa.insert(outbox)
         .values(state=OUTBOX_PENDING, attempts=0, next_attempt_at=now, created_at=now, **values)
@@ -125,7 +135,8 @@ def _insert_row(conn: Connection, *, now: datetime, **values: Any) -> int:
 def claim_due(
     engine: Engine, *, worker: str, now: datetime, lease_until: datetime, limit: int
 ) -> list[OutboxRecord]:
-    """Claim up to `limit` due heads (one per channel), oldest first (see module docstring)."""
+    """Expand the oldest fan-out markers, then claim up to `limit` due heads (one per
+    channel), oldest first, in one transaction (see module docstring)."""
     heads = (
         sa.select(sa.func.min(outbox.c.id))
         .where(outbox.c.state == OUTBOX_PENDING)
@@ -143,6 +154,7 @@ def claim_due(
         .limit(limit)
     )
     with engine.begin() as conn:
+        expand_in(conn)  # the oldest owed card events become rows first (skipped if busy)
         if conn.dialect.name == "postgresql":
             ids = _postgres_candidates(conn, heads=heads, now=now, limit=limit)
         else:
@@ -332,6 +344,7 @@ def coalesce_burst(
         .order_by(outbox.c.id)
     )
     with engine.begin() as conn:
+        expand_in(conn, limit=None, wait=True)  # owed card events join the burst
         if conn.dialect.name == "postgresql":
             rows_query = rows_query.with_for_update(skip_locked=True)
         rows = conn.execute(rows_query).all()
@@ -391,11 +404,22 @@ def events_by_ids(engine: Engine, *, ids: list[int]) -> dict[int, EventRecord]:
 
 
 def pending_count(engine: Engine, *, channel_id: str | None = None) -> int:
+    """Pending rows, counting each fan-out marker not yet expanded as one more (for a channel:
+    the markers of cards it follows), so that zero means nothing is on its way."""
     query = sa.select(sa.func.count()).where(outbox.c.state == OUTBOX_PENDING)
+    markers = sa.select(sa.func.count()).select_from(fanouts)
     if channel_id is not None:
         query = query.where(outbox.c.channel_id == channel_id)
+        markers = markers.where(
+            sa.exists().where(
+                subscriptions.c.card_id == fanouts.c.card_id,
+                subscriptions.c.channel_id == channel_id,
+            )
+            | (fanouts.c.alert_channel == channel_id)
+        )
     with engine.connect() as conn:
-        return int(_reading(conn).execute(query).scalar_one())
+        reading = _reading(conn)
+        return int(reading.execute(query).scalar_one()) + int(reading.execute(markers).scalar_one())
 
 
 def count_dead_letters(engine: Engine, *, channel_id: str | None = None) -> int:
@@ -418,13 +442,20 @@ def dead_letters(
 
 
 def next_due_at(engine: Engine) -> datetime | None:
-    """When the earliest pending row becomes due (None when nothing is pending)."""
+    """When the earliest pending row becomes due (None when nothing is pending); a fan-out
+    marker not yet expanded is due at once."""
     query = sa.select(sa.func.min(outbox.c.next_attempt_at)).where(outbox.c.state == OUTBOX_PENDING)
+    marker = sa.select(sa.func.min(fanouts.c.received_at))
     with engine.connect() as conn:
-        value = _reading(conn).execute(query).scalar_one_or_none()
-    if value is None:
-        return None
-    return outbox.c.next_attempt_at.type.process_result_value(value, engine.dialect)
+        reading = _reading(conn)
+        value = reading.execute(query).scalar_one_or_none()
+        owed = reading.execute(marker).scalar_one_or_none()
+    due = [
+        outbox.c.next_attempt_at.type.process_result_value(v, engine.dialect)
+        for v in (value, owed)
+        if v is not None
+    ]
+    return min(due) if due else None
 
 
 def has_pending_card_event(
