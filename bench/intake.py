@@ -151,7 +151,7 @@ def serve(db: str, port: int, sync: str, subscriptions: int) -> None:
             stats = committer.stats
             commits = sorted(stats.commit_ms) or [0.0]
             print(
-                f"  commit (fan-out + COMMIT) ms: p50 {commits[len(commits) // 2]:.1f}, "
+                f"  commit (fan-out markers + COMMIT) ms: p50 {commits[len(commits) // 2]:.1f}, "
                 f"p99 {commits[int(len(commits) * 0.99)]:.1f}, max {commits[-1]:.1f}",
                 file=sys.stderr,
                 flush=True,
