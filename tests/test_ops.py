@@ -22,7 +22,7 @@ from bot.runtime import BackgroundTask, Runtime
 from bot.server import create_app
 from bot.settings import load_settings
 from storage.db import make_engine
-from storage.tables import OUTBOX_DEAD, OUTBOX_PENDING, OUTBOX_SENT, OutboxRecord
+from storage.tables import OUTBOX_DEAD, OUTBOX_PENDING, OUTBOX_SENT, FanoutRecord, OutboxRecord
 from tests.servers import free_port, serve_asgi, wait_for
 
 NOW = datetime(2025, 3, 4, 9, 30, tzinfo=timezone.utc)
@@ -129,6 +129,17 @@ async def test_metrics_reads_the_outbox_backlog_at_scrape_time(any_engine: Engin
     assert before["d1bot_outbox_oldest_pending_seconds"] == 0
     assert after["d1bot_outbox_pending"] == 2
     assert after["d1bot_outbox_oldest_pending_seconds"] == pytest.approx(90)
+
+
+async def test_unexpanded_fanout_markers_count_in_the_backlog(engine: Engine) -> None:
+    """A dead delivery worker leaves intake's fan-out markers unexpanded: they must show."""
+    with Session(engine) as session, session.begin():
+        session.add(FanoutRecord(card_id="c-1", event_id=1, received_at=NOW - timedelta(minutes=5)))
+    _outbox(engine, (OUTBOX_PENDING, timedelta(seconds=30)))
+    response = await _get(_runtime(engine), "/metrics")
+    samples = _samples(response.text)
+    assert samples["d1bot_outbox_pending"] == 2
+    assert samples["d1bot_outbox_oldest_pending_seconds"] == pytest.approx(300)
 
 
 async def test_metrics_lists_the_product_families(engine: Engine) -> None:

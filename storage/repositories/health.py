@@ -11,7 +11,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from storage.tables import OUTBOX_PENDING, OutboxRecord
+from storage.tables import OUTBOX_PENDING, FanoutRecord, OutboxRecord
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,20 @@ def ping(*, engine: Engine) -> None:
 
 
 def outbox_backlog(*, engine: Engine) -> OutboxBacklog:
+    """Pending messages, counting each fan-out marker not yet expanded as one: a dead worker
+    shows as a growing backlog even before its markers become outbox rows."""
     table = OutboxRecord.__table__  # type: ignore[attr-defined]
-    query = sa.select(sa.func.count(), sa.func.min(table.c.created_at)).where(
+    markers = FanoutRecord.__table__  # type: ignore[attr-defined]
+    pending = sa.select(sa.func.count(), sa.func.min(table.c.created_at)).where(
         table.c.state == OUTBOX_PENDING
     )
+    unexpanded = sa.select(sa.func.count(), sa.func.min(markers.c.received_at))
     with engine.connect() as conn:
-        count, oldest = conn.execution_options(sqlite_begin="DEFERRED").execute(query).one()
-    return OutboxBacklog(pending=int(count or 0), oldest_created_at=oldest)
+        reader = conn.execution_options(sqlite_begin="DEFERRED")
+        count, oldest = reader.execute(pending).one()
+        marker_count, oldest_marker = reader.execute(unexpanded).one()
+    candidates = [t for t in (oldest, oldest_marker) if t is not None]
+    return OutboxBacklog(
+        pending=int(count or 0) + int(marker_count or 0),
+        oldest_created_at=min(candidates) if candidates else None,
+    )

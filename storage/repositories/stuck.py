@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from d1.semantics import FINAL_STATUSES
+from storage.repositories.fanout import expand_in
 from storage.repositories.jobs import insert_ignoring_conflict
 from storage.tables import (
     OUTBOX_PENDING,
@@ -275,6 +276,9 @@ def raise_stuck_alerts(
                 )
             )
         if rows:
+            # Card events still waiting as fan-out markers go first: a notice never overtakes
+            # them in a card's thread.
+            expand_in(conn, limit=None, wait=True)
             conn.execute(sa.insert(OUTBOX), rows)
     return StuckAlertResult(new_cards=new_cards, enqueued=len(rows))
 
