@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.engine import Engine
+import psycopg
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from d1.models import Operation
@@ -53,6 +54,8 @@ from storage.tables import SOURCE_D1
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 256
+# How long a PostgreSQL intake transaction waits for a lock before answering 503.
+POSTGRES_LOCK_TIMEOUT_MS = 5000
 # Above this many operations in a batch, SQLite statements run in the writer thread (see above).
 DEFAULT_INLINE_MAX_OPERATIONS = 512
 # SQLite: how often the WAL is checkpointed beside the writer (see `_checkpoints`).
@@ -352,6 +355,7 @@ class GroupCommitter:
         or COMMIT (busy, unreachable) fails them all."""
         try:
             with self.engine.connect() as conn, conn.begin():
+                _bound_lock_waits(conn)
                 return list(
                     record_batch(
                         conn,
@@ -363,6 +367,11 @@ class GroupCommitter:
                 )
         except SQLAlchemyError as exc:
             return [exc] * len(batch)
+        except (sqlite3.OperationalError, psycopg.OperationalError) as exc:
+            # The database is busy or locked (not a bad request): the whole batch gets 503 and
+            # D1 retries, rather than waiting again request by request.
+            base = sqlite3.Error if isinstance(exc, sqlite3.Error) else psycopg.Error
+            return [DBAPIError.instance(None, None, exc, base)] * len(batch)
         except Exception as exc:
             log.info("intake batch re-recorded request by request: %s", type(exc).__name__)
             self.stats.fallbacks += 1
@@ -372,6 +381,7 @@ class GroupCommitter:
         """One transaction, a savepoint per request (the Core path), one commit."""
         outcomes: list[IntakeResult | BaseException] = []
         with self.engine.connect() as conn, conn.begin():
+            _bound_lock_waits(conn)
             for pending in batch:
                 savepoint = conn.begin_nested()
                 try:
@@ -392,6 +402,14 @@ class GroupCommitter:
                     savepoint.commit()
                     outcomes.append(result)
         return outcomes
+
+
+def _bound_lock_waits(conn: Connection) -> None:
+    """PostgreSQL: a lock held elsewhere (a migration, an operator's LOCK TABLE) fails this
+    transaction after a bound instead of holding D1's request open: the route answers 503 and
+    D1 retries, as with SQLite's busy timeout."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{POSTGRES_LOCK_TIMEOUT_MS}ms'")
 
 
 __all__ = ["BatchStats", "GroupCommitter"]

@@ -6,12 +6,12 @@ Reads begin DEFERRED on SQLite so that a health probe or a scrape never takes th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from storage.tables import OUTBOX_PENDING, FanoutRecord, OutboxRecord
+from storage.tables import OUTBOX_PENDING, FanoutRecord, OutboxRecord, UTCDateTime
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,13 @@ class OutboxBacklog:
         return max(0.0, (now - self.oldest_created_at).total_seconds())
 
 
+def _aware(value: datetime | str | None) -> datetime | None:
+    """min() over a UNION loses the column type on SQLite (a naive UTC string comes back)."""
+    if value is None or isinstance(value, datetime):
+        return UTCDateTime().process_result_value(value, None)  # type: ignore[arg-type]
+    return datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
+
+
 def ping(*, engine: Engine) -> None:
     """Raises when the database does not answer a trivial query."""
     with engine.connect() as conn:
@@ -38,16 +45,13 @@ def outbox_backlog(*, engine: Engine) -> OutboxBacklog:
     shows as a growing backlog even before its markers become outbox rows."""
     table = OutboxRecord.__table__  # type: ignore[attr-defined]
     markers = FanoutRecord.__table__  # type: ignore[attr-defined]
-    pending = sa.select(sa.func.count(), sa.func.min(table.c.created_at)).where(
-        table.c.state == OUTBOX_PENDING
-    )
-    unexpanded = sa.select(sa.func.count(), sa.func.min(markers.c.received_at))
+    pending = sa.select(table.c.created_at).where(table.c.state == OUTBOX_PENDING)
+    unexpanded = sa.select(markers.c.received_at.label("created_at"))
+    # ONE statement, so one snapshot: an expansion committing between two reads would hide
+    # its rows from both.
+    owed = sa.union_all(pending, unexpanded).subquery()
+    query = sa.select(sa.func.count(), sa.func.min(owed.c.created_at))
     with engine.connect() as conn:
         reader = conn.execution_options(sqlite_begin="DEFERRED")
-        count, oldest = reader.execute(pending).one()
-        marker_count, oldest_marker = reader.execute(unexpanded).one()
-    candidates = [t for t in (oldest, oldest_marker) if t is not None]
-    return OutboxBacklog(
-        pending=int(count or 0) + int(marker_count or 0),
-        oldest_created_at=min(candidates) if candidates else None,
-    )
+        count, oldest = reader.execute(query).one()
+    return OutboxBacklog(pending=int(count or 0), oldest_created_at=_aware(oldest))

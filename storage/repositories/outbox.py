@@ -417,9 +417,11 @@ def pending_count(engine: Engine, *, channel_id: str | None = None) -> int:
             )
             | (fanouts.c.alert_channel == channel_id)
         )
+    # ONE statement, so one snapshot: read separately, an expansion committing in between
+    # (markers gone, their rows not yet seen) would make the total look like zero.
+    both = sa.select(query.scalar_subquery() + markers.scalar_subquery())
     with engine.connect() as conn:
-        reading = _reading(conn)
-        return int(reading.execute(query).scalar_one()) + int(reading.execute(markers).scalar_one())
+        return int(_reading(conn).execute(both).scalar_one())
 
 
 def count_dead_letters(engine: Engine, *, channel_id: str | None = None) -> int:
