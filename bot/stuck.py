@@ -15,8 +15,8 @@ from typing import Any, Protocol
 from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject, SectionBlock
 
 from bot.settings import Settings
-from d1.models import PRODUCTION_STATUS_WORDS, SHIPMENT_STATUS_WORDS
-from d1.semantics import FINAL_STATUSES
+from d1.models import PRODUCTION_STATUS_WORDS, SHIPMENT_STATUS_WORDS, SHIPMENT_STATUSES
+from d1.semantics import FINAL_SHIPMENT_STATUSES, FINAL_STATUSES
 from storage.repositories.stuck import (
     CLOCK_ETA,
     CLOCK_SHIPMENT,
@@ -26,15 +26,8 @@ from storage.repositories.stuck import (
 )
 
 # Shipment statuses of a card still on its way (everything but DELIVERED).
-UNDELIVERED_SHIPMENT_STATUSES: tuple[str, ...] = (
-    "PENDING",
-    "INFO_RECEIVED",
-    "IN_TRANSIT",
-    "OUT_FOR_DELIVERY",
-    "FAILED_ATTEMPT",
-    "AVAILABLE_FOR_PICKUP",
-    "EXCEPTION",
-    "EXPIRED",
+UNDELIVERED_SHIPMENT_STATUSES: tuple[str, ...] = tuple(
+    status for status in SHIPMENT_STATUSES if status not in FINAL_SHIPMENT_STATUSES
 )
 SHIPPED_STATUSES: tuple[str, ...] = ("CARD_SHIPPED",)
 
