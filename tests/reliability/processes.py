@@ -209,6 +209,17 @@ class BotStack:
         body = command_body(text, response_url=self.slack.response_url(), team_id=WORKSPACE)
         return await post_signed(http, f"{bot.url}/slack/events", body)
 
+    def outbox_settled(self) -> bool:
+        """Nothing owed to Slack: no pending outbox row and no fan-out marker still to expand
+        (read in one statement, so an expansion committing meanwhile cannot hide both)."""
+        return (
+            self.scalar(
+                "SELECT (SELECT count(*) FROM outbox WHERE state NOT IN ('sent', 'dead'))"
+                " + (SELECT count(*) FROM fanouts)"
+            )
+            == 0
+        )
+
     def scalar(self, sql: str, **params: Any) -> Any:
         with self.engine.connect() as conn:
             return conn.execute(sa.text(sql), params).scalar_one()

@@ -86,7 +86,7 @@ def without_crash_window_repeats(
 
 
 def outbox_settled(stack: BotStack) -> bool:
-    return stack.scalar("SELECT count(*) FROM outbox WHERE state NOT IN ('sent', 'dead')") == 0
+    return stack.outbox_settled()
 
 
 async def drive(stack: BotStack, cards: list[str], rng: random.Random) -> None:

@@ -38,7 +38,7 @@ REPLICA_ENV = {
 
 
 def settled(stack: BotStack) -> bool:
-    return stack.scalar("SELECT count(*) FROM outbox WHERE state NOT IN ('sent', 'dead')") == 0
+    return stack.outbox_settled()
 
 
 async def metric(bot: BotProcess, name: str) -> float:

@@ -33,12 +33,7 @@ async def test_503_then_429_then_recovery_loses_and_repeats_nothing(tmp_path: Pa
                 stack.sandbox.advance(card)
         await stack.sandbox.flush(timeout=30)
 
-        def settled() -> bool:
-            return (
-                stack.scalar("SELECT count(*) FROM outbox WHERE state NOT IN ('sent', 'dead')") == 0
-            )
-
-        await wait_for(settled, timeout=60, message="outbox drained after the outage")
+        await wait_for(stack.outbox_settled, timeout=60, message="outbox drained after the outage")
 
         calls = stack.slack.calls_to("chat.postMessage")
         statuses = Counter(c.status for c in calls)
