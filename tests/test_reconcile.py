@@ -132,6 +132,9 @@ async def test_a_gap_is_reconciled_on_demand(engine) -> None:
         await sandbox.flush(timeout=10)
         reconciler = Reconciler(runtime, sleep=_no_sleep)
         runtime.gap_listeners.append(reconciler.request)
+        # The finding is timed "now": the test's frozen clock must not lag behind the events
+        # the sandbox (on the real clock) already delivered, as a live clock never does.
+        clock.advance(minutes=1)
         await reconciler.start()
         try:
             runtime.report_gap(CARD)  # no quiet period needed
