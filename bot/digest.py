@@ -40,7 +40,8 @@ from d1.models import (
     SHIPMENT_STATUSES,
     TRACKING_STATUSES,
 )
-from storage.repositories.digest import DigestData, StatusCount, digest_data, enqueue_message
+from storage.repositories.digest import DigestData, StatusCount, digest_data
+from storage.repositories.outbox import enqueue_message
 from storage.repositories.schedules import disable_schedule, get_schedule, set_schedule
 
 log = logging.getLogger(__name__)
@@ -328,6 +329,7 @@ async def _post(
             runtime.engine,
             workspace_id=workspace_id,
             channel_id=channel_id,
+            kind="message",
             payload=payload,
             now=now,
         )

@@ -253,25 +253,6 @@ def digest_data(
     )
 
 
-def enqueue_message(
-    engine: Engine, *, workspace_id: str, channel_id: str, payload: dict[str, Any], now: datetime
-) -> None:
-    """Queue a channel message (`kind="message"`: text, blocks and thread pages)."""
-    with engine.begin() as conn:
-        conn.execute(
-            sa.insert(OUTBOX),
-            [
-                outbox_row(
-                    now=now,
-                    workspace_id=workspace_id,
-                    channel_id=channel_id,
-                    kind="message",
-                    payload=payload,
-                )
-            ],
-        )
-
-
 def enqueue_scheduled_digest(
     engine: Engine,
     *,
@@ -312,6 +293,5 @@ __all__ = [
     "ReasonCount",
     "StatusCount",
     "digest_data",
-    "enqueue_message",
     "enqueue_scheduled_digest",
 ]
