@@ -93,6 +93,38 @@ class _Facts:
         return _cut(ship.status if ship else None, 64)
 
 
+def event_values(
+    f: _Facts,
+    *,
+    event_time: Any,
+    received_at: Any,
+    becomes_current: bool,
+    source: str,
+    payload: Any,
+) -> dict[str, Any]:
+    """The `events` row of one operation, for both recording paths (Core and batch): the
+    times and the payload come in the form each driver path binds."""
+    op = f.op
+    ship = op.details.shipment
+    return {
+        "dedup_key": f.dedup_key,
+        "card_id": op.card_id,
+        "operation_id": op.operation_id,
+        "operation": op.operation,
+        "operation_status": op.status,
+        "details_status": f.status,
+        "tracking_type": _cut(op.details.tracking_type, 32),
+        "shipment_status": f.shipment_status,
+        "shipment_message": _cut(ship.message if ship else None, 255),
+        "event_time": event_time,
+        "received_at": received_at,
+        "is_exception": f.is_exception,
+        "became_current": becomes_current,
+        "source": source,
+        "payload": payload,
+    }
+
+
 def _cut(value: str | None, length: int) -> str | None:
     """Columns hold bounded text; the full value stays in the event's payload."""
     return value if value is None or len(value) <= length else value[:length]
@@ -231,26 +263,16 @@ def _record_one(
         card.state_rank,
         card.current_dedup_key or "",
     )
-    ship = op.details.shipment
     event_id = conn.execute(
         sql.insert_event,
-        {
-            "dedup_key": f.dedup_key,
-            "card_id": card_id,
-            "operation_id": op.operation_id,
-            "operation": op.operation,
-            "operation_status": op.status,
-            "details_status": f.status,
-            "tracking_type": _cut(op.details.tracking_type, 32),
-            "shipment_status": f.shipment_status,
-            "shipment_message": _cut(ship.message if ship else None, 255),
-            "event_time": f.event_time,
-            "received_at": received_at,
-            "is_exception": f.is_exception,
-            "became_current": becomes_current,
-            "source": source,
-            "payload": operation_for_storage(op),
-        },
+        event_values(
+            f,
+            event_time=f.event_time,
+            received_at=received_at,
+            becomes_current=becomes_current,
+            source=source,
+            payload=operation_for_storage(op),
+        ),
     ).scalar_one_or_none()
     if event_id is None:
         result.duplicates += 1

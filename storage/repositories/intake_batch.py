@@ -31,6 +31,7 @@ from storage.repositories.intake import (
     IntakeResult,
     _cut,
     _Facts,
+    event_values,
 )
 from storage.repositories.intake_batch_sql import (
     CHUNK,
@@ -231,26 +232,16 @@ def _record_one(
         row["state_rank"],
         card.cur_key,
     )
-    ship = op.details.shipment
     cursor.execute(
         sql.insert_event,
-        {
-            "dedup_key": f.dedup_key,
-            "card_id": op.card_id,
-            "operation_id": op.operation_id,
-            "operation": op.operation,
-            "operation_status": op.status,
-            "details_status": f.status,
-            "tracking_type": _cut(op.details.tracking_type, 32),
-            "shipment_status": f.shipment_status,
-            "shipment_message": _cut(ship.message if ship else None, 255),
-            "event_time": at,
-            "received_at": received,
-            "is_exception": f.is_exception,
-            "became_current": becomes_current,
-            "source": source,
-            "payload": f.payload_json,
-        },
+        event_values(
+            f,
+            event_time=at,
+            received_at=received,
+            becomes_current=becomes_current,
+            source=source,
+            payload=f.payload_json,
+        ),
     )
     inserted = cursor.fetchone()
     if inserted is None:
