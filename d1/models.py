@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
@@ -118,38 +119,33 @@ class D1Model(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-def _aware(value: Any) -> Any:
-    """D1 timestamps are UTC; a naive one is read as UTC rather than rejected."""
+def _naive_is_utc(value: Any) -> Any:
+    """D1 timestamps are UTC; a naive one (a string without offset, or a naive datetime) is
+    read as UTC rather than rejected. Applied to timestamp fields only: free text that happens
+    to look like a date is never touched."""
+    if isinstance(value, str):
+        if len(value) >= 19 and value[10:11] == "T" and not any(c in value[19:] for c in "Zz+-"):
+            return value + "Z"
+        return value
     if isinstance(value, datetime) and value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value
 
 
-Timestamp = Annotated[AwareDatetime, Field()]
-
-
-class _Timestamps(D1Model):
-    @field_validator("*", mode="before")
-    @classmethod
-    def _naive_is_utc(cls, value: Any) -> Any:
-        if isinstance(value, str) and len(value) >= 19 and value[10:11] == "T":
-            tail = value[19:]
-            if not any(c in tail for c in "Zz+-"):
-                return value + "Z"
-        return _aware(value)
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_naive_is_utc)]
 
 
 # --------------------------------------------------------------------------- shipment
 
 
-class LastCheckpoint(_Timestamps):
+class LastCheckpoint(D1Model):
     checkpoint_time: Timestamp | None = None
     city: str | None = None
     country_name: str | None = None
     message: str | None = None
 
 
-class Shipment(_Timestamps):
+class Shipment(D1Model):
     """`details.shipment` / `productionStatus.shipment`: carrier tracking as D1 normalises it."""
 
     carrier: str | None = None
@@ -214,7 +210,7 @@ class Address(D1Model):
     country_code: str | None = None
 
 
-class ProductionStatus(_Timestamps):
+class ProductionStatus(D1Model):
     """The answer of `GET .../physicalCards/{cardId}/productionStatus`."""
 
     status: str
@@ -252,7 +248,7 @@ class ProductionStatus(_Timestamps):
 # --------------------------------------------------------------------------- notifications
 
 
-class OperationDetails(_Timestamps):
+class OperationDetails(D1Model):
     """`details` of a notification operation; PRODUCE and STANDALONE_TRACKING share this shape."""
 
     status: str | None = None
@@ -272,13 +268,13 @@ class OperationDetails(_Timestamps):
         return value
 
 
-class Operation(_Timestamps):
+class Operation(D1Model):
     """One notification operation, as D1 posts it to the issuer's callback."""
 
     operation_id: str = Field(min_length=1, max_length=128)
     operation: str = Field(min_length=1, max_length=64)
     status: str = Field(min_length=1, max_length=32)
-    card_id: str = Field(min_length=1, max_length=64)
+    card_id: str = Field(min_length=1, max_length=64, pattern=CARD_ID_PATTERN.pattern)
     start_time: Timestamp | None = None
     end_time: Timestamp | None = None
     timestamp: Timestamp | None = None
@@ -288,13 +284,6 @@ class Operation(_Timestamps):
     error: str | None = None
     input_file_name: str | None = None
     issuer_request_id: str | None = None
-
-    @field_validator("card_id")
-    @classmethod
-    def _card_id_format(cls, value: str) -> str:
-        if not CARD_ID_PATTERN.match(value):
-            raise ValueError("cardId does not match D1's identifier format")
-        return value
 
     @field_validator("details", mode="before")
     @classmethod

@@ -125,12 +125,18 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(timezone.utc).isoformat()
 
 
+# What history never keeps: D1 notifications carry no PAN or address, but a free-text `error`
+# might (and should D1 ever add a name or an address to `details`, they stay out too).
+_NOT_STORED: dict[str, Any] = {"error": True, "details": {"delivery_address", "name"}}
+
+
+def operation_json_for_storage(op: Operation) -> str:
+    """The operation as stored in history, as JSON text: wire names, nothing sensitive.
+    (Serialised by pydantic in one step: intake stores one per notification.)"""
+    return op.model_dump_json(by_alias=True, exclude_none=True, exclude=_NOT_STORED)
+
+
 def operation_for_storage(op: Operation) -> dict[str, Any]:
-    """The operation as stored in history: wire names, and nothing sensitive (D1 notifications
-    carry no PAN or address, but a free-text `error` might: it is dropped)."""
-    wire = op.to_wire()
-    wire.pop("error", None)
-    details = wire.get("details") or {}
-    details.pop("deliveryAddress", None)
-    details.pop("name", None)
-    return wire
+    """`operation_json_for_storage` as a dict."""
+    stored: dict[str, Any] = json.loads(operation_json_for_storage(op))
+    return stored

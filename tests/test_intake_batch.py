@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -118,14 +119,22 @@ def _clear(engine: Engine) -> None:
             conn.execute(sa.text(f"DELETE FROM {table}"))
 
 
+def _parsed(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
 def _state(engine: Engine, results: list[IntakeResult]) -> dict[str, Any]:
-    """Everything recorded, with database ids replaced by dedup keys (sequences differ)."""
+    """Everything recorded, with database ids replaced by dedup keys (sequences differ) and
+    JSON columns parsed (the paths serialise the same content with different spacing)."""
     with engine.connect() as conn:
         events = [dict(r._mapping) for r in conn.execute(sa.text("SELECT * FROM events"))]
+        for event in events:
+            event["payload"] = _parsed(event["payload"])
         key = {e["id"]: e["dedup_key"] for e in events}
         cards = []
         for r in conn.execute(sa.text("SELECT * FROM cards ORDER BY card_id")):
             row = dict(r._mapping)
+            row["shipment"] = _parsed(row["shipment"])
             row["last_event_id"] = key.get(row["last_event_id"])
             cards.append(row)
         outbox: dict[str, list[tuple]] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 import pytest
@@ -15,7 +16,14 @@ from d1.models import (
     parse_operations,
     track_request_adapter,
 )
-from d1.semantics import is_exception, lifecycle_rank, operation_dedup_key, operation_event_time
+from d1.semantics import (
+    is_exception,
+    lifecycle_rank,
+    operation_dedup_key,
+    operation_event_time,
+    operation_for_storage,
+    operation_json_for_storage,
+)
 from tests.spec_examples import notification_examples, track_request_examples
 
 
@@ -78,6 +86,49 @@ def test_unknown_status_operation_and_fields_are_kept() -> None:
 def test_bad_card_id_is_rejected() -> None:
     with pytest.raises(ValidationError):
         parse_operations(produce("CARD_SHIPPED") | {"cardId": "bad id!"})
+
+
+@pytest.mark.parametrize("card_id", ["card-1\n", "x" * 65, ""])
+def test_card_id_must_match_the_whole_pattern(card_id: str) -> None:
+    with pytest.raises(ValidationError):
+        parse_operations(produce("CARD_SHIPPED") | {"cardId": card_id})
+
+
+def test_naive_timestamps_read_as_utc_and_free_text_left_alone() -> None:
+    """Only timestamp fields get the UTC reading: a message that happens to have a `T` at
+    position 10 (like "Delivered To front door") is kept exactly as D1 sent it."""
+    op = Operation.model_validate(
+        produce("CARD_SHIPPED")
+        | {"endTime": "2026-05-01T09:00:00"}
+        | {
+            "details": {
+                "status": "CARD_SHIPPED",
+                "reason": "Production To be resumed",
+                "shipment": {
+                    "message": "Delivered To front door",
+                    "lastUpdatedAt": "2026-05-02T10:00:00.500",
+                },
+            }
+        }
+    )
+    assert op.end_time == datetime(2026, 5, 1, 9, tzinfo=timezone.utc)
+    assert op.details.reason == "Production To be resumed"
+    assert op.details.shipment is not None
+    assert op.details.shipment.message == "Delivered To front door"
+    assert op.details.shipment.last_updated_at == datetime(
+        2026, 5, 2, 10, 0, 0, 500000, tzinfo=timezone.utc
+    )
+
+
+def test_stored_operation_keeps_wire_names_and_drops_the_free_text_error() -> None:
+    op = Operation.model_validate(
+        produce("CARD_PROD_ON_HOLD") | {"errorCode": "E1", "error": "card 4111 1111 1111 1111"}
+    )
+    stored = operation_for_storage(op)
+    assert stored["errorCode"] == "E1"
+    assert "error" not in stored
+    assert stored["details"] == {"status": "CARD_PROD_ON_HOLD"}
+    assert json.loads(operation_json_for_storage(op)) == stored
 
 
 def test_event_time_prefers_shipment_update_then_end_time() -> None:

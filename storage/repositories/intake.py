@@ -30,6 +30,7 @@ from d1.semantics import (
     operation_dedup_key,
     operation_event_time,
     operation_for_storage,
+    operation_json_for_storage,
 )
 from storage.repositories.intake_sql import KIND_CARD_EVENT, KIND_EXCEPTION_ALERT, statements
 from storage.tables import SOURCE_D1
@@ -71,12 +72,22 @@ class _Facts:
     event_time: datetime
     rank: int
     is_exception: bool
-    shipment: dict[str, Any] | None
 
     @cached_property
     def payload_json(self) -> str:
         """The stored operation as JSON text (the fast path writes it through the driver)."""
-        return json.dumps(operation_for_storage(self.op))
+        return operation_json_for_storage(self.op)
+
+    @cached_property
+    def shipment_json(self) -> str | None:
+        """The shipment snapshot as the card stores it (wire names), as JSON text."""
+        ship = self.op.details.shipment
+        return None if ship is None else ship.model_dump_json(by_alias=True, exclude_none=True)
+
+    @cached_property
+    def shipment(self) -> dict[str, Any] | None:
+        """`shipment_json` as a dict."""
+        return None if self.shipment_json is None else json.loads(self.shipment_json)
 
     @cached_property
     def shipment_key(self) -> str | None:
@@ -143,7 +154,6 @@ def _facts(op: Operation, extra_exception_statuses: frozenset[str]) -> _Facts:
             op.status,
             extra_exception_statuses,
         ),
-        shipment=ship.to_wire() if ship is not None else None,
     )
 
 

@@ -61,6 +61,7 @@ class _Card:
         "cur_state",
         "initial_state",
         "row",
+        "ship_facts",
         "ship_key",
         "since_holds",
         "subs_all",
@@ -85,11 +86,16 @@ class _Card:
         shipment = row["shipment"]
         if shipment is not None and not isinstance(shipment, str):
             row["shipment"] = json.dumps(shipment)  # psycopg parses json; we write text back
+        # Whose shipment the row holds: the facts of the operation that wrote it in this
+        # batch (their key is computed only if a tie needs it), else the stored text's.
+        self.ship_facts: _Facts | None = None
         self.ship_key: str | None = None
         self.row = row
         self.touched = False
 
     def shipment_key(self) -> str | None:
+        if self.ship_facts is not None:
+            return self.ship_facts.shipment_key
         if self.ship_key is None and self.row["shipment"] is not None:
             self.ship_key = json.dumps(json.loads(self.row["shipment"]), sort_keys=True)
         return self.ship_key
@@ -316,7 +322,7 @@ def _apply_snapshot(sql: BatchSql, f: _Facts, at: Any, card: _Card) -> None:
     if delivered is None and ship.status == "DELIVERED":
         delivered = f.event_time
     card.row.update(
-        shipment=json.dumps(f.shipment),
+        shipment=f.shipment_json,
         shipment_status=_cut(ship.status, 64),
         shipment_message=_cut(ship.message, 255),
         carrier=_cut(ship.carrier, 64),
@@ -325,7 +331,7 @@ def _apply_snapshot(sql: BatchSql, f: _Facts, at: Any, card: _Card) -> None:
         delivered_at=sql.ts(delivered),
         last_shipment_update_at=at,
     )
-    card.ship_key = f.shipment_key
+    card.ship_facts = f
 
 
 def _is_gap_candidate(f: _Facts) -> bool:

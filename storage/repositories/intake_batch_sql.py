@@ -60,12 +60,14 @@ class BatchSql:
         """A datetime as the column stores it: SQLAlchemy's SQLite text form, else aware."""
         if value is None:
             return None
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        value = value.astimezone(timezone.utc)
+        offset = value.utcoffset()
         if self.dialect == "sqlite":
-            return value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-        return value
+            if not offset:  # naive (read as UTC) or UTC: the text without its offset
+                return value.isoformat(sep=" ", timespec="microseconds")[:26]
+            return value.astimezone(timezone.utc).isoformat(sep=" ", timespec="microseconds")[:26]
+        if offset is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
 
 
 def _paramstyle(sql: str, dialect: str) -> str:
