@@ -41,9 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import aiohttp
 import sqlalchemy as sa
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.localslack import LocalSlack
 from bot.outbox import OutboxWorker
@@ -240,13 +238,9 @@ async def run(args: argparse.Namespace) -> None:
                 d1bot_workspace_id="T1",
             )
             runtime = Runtime(settings=settings, engine=engine)
-            session = aiohttp.ClientSession()
-            client = AsyncWebClient(
-                token="xoxb-bench", base_url=base_url, retry_handlers=[], session=session
-            )
+            # The worker builds its Slack client from the settings, as `d1bot serve` does.
             worker = OutboxWorker(
                 runtime,
-                client=client,
                 concurrency=args.concurrency,
                 batch_size=args.batch,
                 poll_seconds=0.05,
@@ -260,7 +254,6 @@ async def run(args: argparse.Namespace) -> None:
                     await asyncio.sleep(0.1)
             finally:
                 await worker.stop()
-                await session.close()
             elapsed = time.perf_counter() - started
             bot_cpu = cpu_seconds() - cpu_started
 

@@ -31,6 +31,7 @@ class SlackHttp:
         self._session: aiohttp.ClientSession | None = None  # only when the client has none
         self._headers = {"Authorization": f"Bearer {client.token}"} if client.token else {}
         self._timeout = aiohttp.ClientTimeout(total=client.timeout)
+        self._urls: dict[str, str] = {}
 
     def _http(self) -> aiohttp.ClientSession:
         if self.client.session is not None:
@@ -44,7 +45,9 @@ class SlackHttp:
         TimeoutError). Nothing is retried here: the outbox owns retries."""
         if not self._headers:
             return await self._through_sdk(method, body)
-        url = urljoin(self.client.base_url, method)
+        url = self._urls.get(method)
+        if url is None:
+            url = self._urls[method] = urljoin(self.client.base_url, method)
         options: dict[str, Any] = {"headers": self._headers, "timeout": self._timeout}
         if self.client.proxy:
             options["proxy"] = self.client.proxy

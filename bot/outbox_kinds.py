@@ -22,8 +22,9 @@ from bot.notify import PARENT_GONE_ERRORS, Deferred, PermanentError, TransientEr
 from storage.repositories import cards as cards_repo
 from storage.repositories import outbox as repo
 from storage.repositories import threads as threads_repo
+from storage.repositories.outbox import ClaimedRow
 from storage.repositories.outbox_settle import Parent, Progress
-from storage.tables import CardRecord, EventRecord, OutboxRecord, ThreadRecord
+from storage.tables import CardRecord, EventRecord, ThreadRecord
 
 if TYPE_CHECKING:
     from bot.outbox_commits import SettleQueue
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Followup = Callable[[], Awaitable[None]]
-Sender = Callable[[OutboxRecord], Awaitable[tuple[str, Followup | None]]]
+Sender = Callable[[ClaimedRow], Awaitable[tuple[str, Followup | None]]]
 PARENT_MEMORY = 50_000  # parents whose shown state a worker remembers (about 100 bytes each)
 
 
@@ -72,7 +73,7 @@ class MessageKinds:
 
     if TYPE_CHECKING:
 
-        def _ctx(self, row: OutboxRecord) -> _Round: ...
+        def _ctx(self, row: ClaimedRow) -> _Round: ...
 
         async def call(
             self, method: str, *, paced_channel: str | None = None, **body: Any
@@ -80,19 +81,22 @@ class MessageKinds:
 
         async def post(self, channel: str, message: dict[str, Any], **extra: Any) -> str: ...
 
+    _SENDERS = {
+        repo.KIND_CARD_EVENT: "_send_card_event",
+        repo.KIND_CARD_NOTICE: "_send_card_notice",
+        repo.KIND_EXCEPTION_ALERT: "_send_exception_alert",
+        repo.KIND_MESSAGE: "_send_message",
+        repo.KIND_DIRECT_MESSAGE: "_send_direct_message",
+    }
+
     def sender(self, kind: str) -> Sender | None:
         """The sender of rows of `kind` (None for a kind this version does not know)."""
-        return {
-            repo.KIND_CARD_EVENT: self._send_card_event,
-            repo.KIND_CARD_NOTICE: self._send_card_notice,
-            repo.KIND_EXCEPTION_ALERT: self._send_exception_alert,
-            repo.KIND_MESSAGE: self._send_message,
-            repo.KIND_DIRECT_MESSAGE: self._send_direct_message,
-        }.get(kind)
+        name = self._SENDERS.get(kind)
+        return None if name is None else getattr(self, name)
 
     # ------------------------------------------------------------------ card threads
 
-    async def _card_and_thread(self, row: OutboxRecord) -> tuple[CardRecord, str, bool]:
+    async def _card_and_thread(self, row: ClaimedRow) -> tuple[CardRecord, str, bool]:
         """The row's card and its parent's ts in the row's channel, posting the parent (from
         the card's current state) when there is none yet. The parent's ts is stored before
         anything else happens. Returns (card, parent ts, whether the parent was just posted)."""
@@ -112,7 +116,7 @@ class MessageKinds:
         return card, parent_ts, True
 
     async def _post_in_thread(
-        self, row: OutboxRecord, message: dict[str, Any], parent_ts: str, *, broadcast: bool
+        self, row: ClaimedRow, message: dict[str, Any], parent_ts: str, *, broadcast: bool
     ) -> str:
         try:
             return await self.post(
@@ -124,7 +128,7 @@ class MessageKinds:
         await asyncio.to_thread(self._forget_thread, row)
         raise TransientError("parent_gone")
 
-    def _forget_thread(self, row: OutboxRecord) -> None:
+    def _forget_thread(self, row: ClaimedRow) -> None:
         self._ctx(row).threads.pop((row.workspace_id, row.channel_id, row.card_id or ""), None)
         threads_repo.forget_thread(
             self.engine,
@@ -139,9 +143,7 @@ class MessageKinds:
         while len(self._parent_shown) > PARENT_MEMORY:
             self._parent_shown.popitem(last=False)
 
-    def _parent_update(
-        self, row: OutboxRecord, card: CardRecord, parent_ts: str
-    ) -> Followup | None:
+    def _parent_update(self, row: ClaimedRow, card: CardRecord, parent_ts: str) -> Followup | None:
         """The `chat.update` that brings the parent to the card's current state, or None when
         this worker posted the parent from that very state (the channel's pending events were
         all enqueued before its parent was posted, so it was rendered from the final state)."""
@@ -170,15 +172,15 @@ class MessageKinds:
 
     # ------------------------------------------------------------------ kinds
 
-    def _event_of(self, row: OutboxRecord) -> EventRecord | None:
+    def _event_of(self, row: ClaimedRow) -> EventRecord | None:
         event = self._ctx(row).events.get(row.event_id or 0)
         return event or cards_repo.get_event(self.engine, event_id=row.event_id or 0)
 
-    def _card_of(self, row: OutboxRecord) -> CardRecord | None:
+    def _card_of(self, row: ClaimedRow) -> CardRecord | None:
         card = self._ctx(row).cards.get(row.card_id or "")
         return card or cards_repo.get_card(self.engine, card_id=row.card_id or "")
 
-    def _thread_of(self, row: OutboxRecord) -> ThreadRecord | None:
+    def _thread_of(self, row: ClaimedRow) -> ThreadRecord | None:
         key = (row.workspace_id, row.channel_id, row.card_id or "")
         if key in self._ctx(row).threads:
             return self._ctx(row).threads[key]
@@ -191,7 +193,7 @@ class MessageKinds:
             card_id=row.card_id or "",
         )
 
-    async def _send_card_event(self, row: OutboxRecord) -> tuple[str, Followup | None]:
+    async def _send_card_event(self, row: ClaimedRow) -> tuple[str, Followup | None]:
         event = self._ctx(row).events.get(row.event_id or 0) or await asyncio.to_thread(
             cards_repo.get_event, self.engine, event_id=row.event_id or 0
         )
@@ -202,12 +204,12 @@ class MessageKinds:
         ts = await self._post_in_thread(row, reply, parent_ts, broadcast=event.is_exception)
         return ts, None if created else self._parent_update(row, card, parent_ts)
 
-    async def _send_card_notice(self, row: OutboxRecord) -> tuple[str, Followup | None]:
+    async def _send_card_notice(self, row: ClaimedRow) -> tuple[str, Followup | None]:
         _card, parent_ts, _created = await self._card_and_thread(row)
         ts = await self._post_in_thread(row, row.payload or {}, parent_ts, broadcast=True)
         return ts, None
 
-    async def _send_exception_alert(self, row: OutboxRecord) -> tuple[str, Followup | None]:
+    async def _send_exception_alert(self, row: ClaimedRow) -> tuple[str, Followup | None]:
         event = self._ctx(row).events.get(row.event_id or 0) or await asyncio.to_thread(
             cards_repo.get_event, self.engine, event_id=row.event_id or 0
         )
@@ -218,7 +220,7 @@ class MessageKinds:
         message = messages.exception_alert_message(card, event, thread_link=link)
         return await self.post(row.channel_id, message.as_payload()), None
 
-    async def _thread_link(self, row: OutboxRecord, card_id: str) -> str | None:
+    async def _thread_link(self, row: ClaimedRow, card_id: str) -> str | None:
         """A permalink to the card's thread in a subscribed channel; waits (boundedly) for a
         card event still on its way to create one."""
         threads = await asyncio.to_thread(
@@ -249,7 +251,7 @@ class MessageKinds:
             return None
         return str(answer.get("permalink") or "") or None
 
-    async def _send_message(self, row: OutboxRecord) -> tuple[str, Followup | None]:
+    async def _send_message(self, row: ClaimedRow) -> tuple[str, Followup | None]:
         """A message with optional replies in its thread; progress is saved after each post."""
         payload = dict(row.payload or {})
         main_ts = row.slack_ts
@@ -266,7 +268,7 @@ class MessageKinds:
             await self.settler.settle(Progress(_id(row), payload=dict(payload)))
         return main_ts, None
 
-    async def _send_direct_message(self, row: OutboxRecord) -> tuple[str, Followup | None]:
+    async def _send_direct_message(self, row: ClaimedRow) -> tuple[str, Followup | None]:
         payload = row.payload or {}
         user = payload.get("user") or row.channel_id
         opened = await self.call("conversations.open", users=user)
@@ -274,7 +276,7 @@ class MessageKinds:
         return await self.post(channel, payload), None
 
 
-def _id(row: OutboxRecord) -> int:
+def _id(row: ClaimedRow) -> int:
     assert row.id is not None
     return row.id
 
