@@ -24,6 +24,7 @@ from storage.repositories import outbox as repo
 from storage.repositories import threads as threads_repo
 from storage.repositories.outbox import ClaimedRow
 from storage.repositories.outbox_settle import Parent, Progress
+from storage.repositories.threads import ThreadRef
 from storage.tables import CardRecord, EventRecord, ThreadRecord
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ class _Round:
 
     events: dict[int, EventRecord] = field(default_factory=dict)
     cards: dict[str, CardRecord] = field(default_factory=dict)
-    threads: dict[tuple[str, str, str], ThreadRecord] = field(default_factory=dict)
+    threads: dict[tuple[str, str, str], ThreadRef] = field(default_factory=dict)
     rendered: dict[tuple[str, object], dict[str, Any]] = field(default_factory=dict)
 
     def parent(self, card: CardRecord) -> dict[str, Any]:
@@ -180,7 +181,7 @@ class MessageKinds:
         card = self._ctx(row).cards.get(row.card_id or "")
         return card or cards_repo.get_card(self.engine, card_id=row.card_id or "")
 
-    def _thread_of(self, row: ClaimedRow) -> ThreadRecord | None:
+    def _thread_of(self, row: ClaimedRow) -> ThreadRef | ThreadRecord | None:
         key = (row.workspace_id, row.channel_id, row.card_id or "")
         if key in self._ctx(row).threads:
             return self._ctx(row).threads[key]

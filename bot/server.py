@@ -36,9 +36,10 @@ def _freeze_startup_objects() -> None:
     """Move everything alive after startup (modules, models, metadata: most of the heap) out of
     the garbage collector's sight. They live as long as the process; without this every full
     collection walks them all again, a stall of tens of milliseconds under load (measured:
-    80 ms each on the intake benchmark)."""
-    gc.collect()
-    gc.freeze()
+    80 ms each on the intake benchmark). Once per process: later apps (tests) add little."""
+    if gc.get_freeze_count() == 0:
+        gc.collect()
+        gc.freeze()
 
 
 def create_app(runtime: Runtime, *, run_background: bool = True) -> Starlette:

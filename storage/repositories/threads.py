@@ -3,6 +3,7 @@ thread, and the parent is kept current with `chat.update`."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -56,30 +57,43 @@ def threads_of_cards(
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class ThreadRef:
+    """Where a card's thread is in a channel: what the delivery worker needs of a
+    `ThreadRecord`, read through Core (a round loads up to a thousand)."""
+
+    workspace_id: str
+    channel_id: str
+    card_id: str
+    parent_ts: str
+
+
 def threads_of_keys(
     engine: Engine, *, keys: list[tuple[str, str, str]]
-) -> dict[tuple[str, str, str], ThreadRecord]:
+) -> dict[tuple[str, str, str], ThreadRef]:
     """The parents of these (workspace, channel, card) keys, where they exist. A delivery
     round needs the parents of its own rows only: loading every channel's parent of a card
     subscribed in a thousand channels, for each round, cost more than the posts."""
     wanted = set(keys)
-    found: dict[tuple[str, str, str], ThreadRecord] = {}
+    found: dict[tuple[str, str, str], ThreadRef] = {}
     by_card: dict[str, list[str]] = {}
     for _workspace, channel, card in wanted:
         by_card.setdefault(card, []).append(channel)
-    with Session(engine) as session:
+    columns = (threads.c.workspace_id, threads.c.channel_id, threads.c.card_id, threads.c.parent_ts)
+    with engine.connect() as conn:
         for card, channels in by_card.items():
             for start in range(0, len(channels), 500):
-                rows = session.exec(
-                    select(ThreadRecord).where(
-                        ThreadRecord.card_id == card,
-                        ThreadRecord.channel_id.in_(channels[start : start + 500]),  # type: ignore[attr-defined]
+                rows = conn.execute(
+                    sa.select(*columns).where(
+                        threads.c.card_id == card,
+                        threads.c.channel_id.in_(channels[start : start + 500]),
                     )
                 )
                 for row in rows:
-                    key = (row.workspace_id, row.channel_id, row.card_id)
+                    ref = ThreadRef(*row)
+                    key = (ref.workspace_id, ref.channel_id, ref.card_id)
                     if key in wanted:
-                        found[key] = row
+                        found[key] = ref
     return found
 
 
