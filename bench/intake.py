@@ -9,7 +9,10 @@ generator (a separate process) first sends a fixed 1,000 req/s to the bare route
 the notification endpoint, and reports p50/p99 measured from each request's scheduled time (no
 coordinated omission). Then wrk drives the bare route (the ceiling) and the notification
 endpoint with realistic, distinct shipment updates at a fixed concurrency, `--repeat` times
-(each pair printed, then the medians; the ratio is the median of the per-pair ratios). The
+(each pair printed, then the medians; the ratio is the median of the per-pair ratios), and
+with each pair the server's event-loop thread CPU time per request on both routes (on Linux):
+the loop is what saturates, and its CPU per request moves less than req/s when a shared
+machine's speed changes during a run. The
 server prints its group-commit figures (batch sizes, commit times) when it stops. Every server
 first takes `--warmup` seconds of intake load, unmeasured: on a fresh database file the first
 seconds are several times slower (the WAL and the database file grow, so every fsync also
@@ -172,6 +175,17 @@ def serve(db: str, port: int, sync: str, subscriptions: int) -> None:
 
 
 # --------------------------------------------------------------------------- load generators
+
+
+def main_thread_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) of process `pid`'s main thread, the event loop: steadier on
+    a shared machine than req/s, and the server's bottleneck. None where /proc is not."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_wrk(url: str, *, duration: int, connections: int, script: Path) -> dict[str, float]:
@@ -429,20 +443,29 @@ def main() -> int:
                         print(rate_rows[-1], flush=True)
                 pairs = []
                 for _ in range(args.repeat):
-                    bare = run_wrk(
-                        f"http://127.0.0.1:{port}/bare",
-                        duration=args.duration,
-                        connections=args.connections,
-                        script=script,
-                    )
-                    intake = run_wrk(
-                        f"http://127.0.0.1:{port}{PATH}",
-                        duration=args.duration,
-                        connections=args.connections,
-                        script=script,
-                    )
+                    measured = []
+                    for path in ("/bare", PATH):
+                        cpu_before = main_thread_cpu(proc.pid)
+                        figures = run_wrk(
+                            f"http://127.0.0.1:{port}{path}",
+                            duration=args.duration,
+                            connections=args.connections,
+                            script=script,
+                        )
+                        cpu_after = main_thread_cpu(proc.pid)
+                        if cpu_before is not None and cpu_after is not None:
+                            figures["cpu_us"] = (cpu_after - cpu_before) / figures["requests"] * 1e6
+                        measured.append(figures)
+                    bare, intake = measured
                     pairs.append((bare, intake))
                     print(f"  {sync} fanout {fanout}: {_pair_row(bare, intake)}", flush=True)
+                    if "cpu_us" in bare and "cpu_us" in intake:
+                        print(
+                            f"  {sync} fanout {fanout}: event-loop CPU per request: bare "
+                            f"{bare['cpu_us']:.0f} us, intake {intake['cpu_us']:.0f} us, ratio "
+                            f"{bare['cpu_us'] / intake['cpu_us']:.2f}",
+                            flush=True,
+                        )
                 rows.append(f"{sync:7} {fanout:>6} | {_median_row(pairs)}")
                 print(rows[-1], flush=True)
             finally:

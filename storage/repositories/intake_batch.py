@@ -187,7 +187,15 @@ def write_fan_out(dbapi_connection: Any, dialect: str, fan_out: FanOut) -> None:
 
 
 def _write_fan_out(cursor: Any, sql: BatchSql, fan_out: FanOut) -> None:
-    if fan_out.markers:
+    """SQLite: one statement over a JSON array of the markers. The group committer writes them
+    in its thread while the event loop holds the GIL, and `executemany` must take the GIL back
+    for every row it binds (waiting for the loop to let go each time); one `execute` takes it
+    back once. PostgreSQL: one executemany."""
+    if not fan_out.markers:
+        return
+    if sql.dialect == "sqlite":
+        cursor.execute(sql.fanout_markers_json, {"markers": json.dumps(fan_out.markers)})
+    else:
         cursor.executemany(sql.fanout_marker, fan_out.markers)
 
 

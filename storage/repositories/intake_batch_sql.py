@@ -53,6 +53,7 @@ class BatchSql:
     insert_event: str
     earlier_produce: str
     fanout_marker: str
+    fanout_markers_json: str
     update_card: str
     update_card_keep_since: str
 
@@ -134,6 +135,15 @@ def batch_statements(dialect: str) -> BatchSql:
             "INSERT INTO fanouts (card_id, event_id, is_exception, workspace_id, alert_channel,"
             " received_at) VALUES (:card_id, :event_id, :is_exception, :workspace_id,"
             " :alert_channel, :received_at)"
+        ),
+        # SQLite: the same rows from one JSON array parameter, in array order (ids ascending
+        # in arrival order, as the expander needs them).
+        "fanout_markers_json": (
+            "INSERT INTO fanouts (card_id, event_id, is_exception, workspace_id, alert_channel,"
+            " received_at) SELECT json_extract(value, '$.card_id'),"
+            " json_extract(value, '$.event_id'), json_extract(value, '$.is_exception'),"
+            " json_extract(value, '$.workspace_id'), json_extract(value, '$.alert_channel'),"
+            " json_extract(value, '$.received_at') FROM json_each(:markers) ORDER BY key"
         ),
         "update_card": (
             "UPDATE cards SET "
