@@ -488,7 +488,7 @@ def _client_from_settings(runtime: Runtime) -> AsyncWebClient:
         retry_handlers=[],
         timeout=30,
         # One connection pool, not a session per call; no cookie jar: the Web API takes the
-        # token in a header, and the jar's bookkeeping cost ~20% of each call's CPU.
+        # token in a header, and the jar's bookkeeping costs CPU on every call.
         session=aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()),
     )
 

@@ -47,6 +47,7 @@ class _Round:
     cards: dict[str, CardRecord] = field(default_factory=dict)
     threads: dict[tuple[str, str, str], ThreadRef] = field(default_factory=dict)
     rendered: dict[tuple[str, object], dict[str, Any]] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)
 
     def parent(self, card: CardRecord) -> dict[str, Any]:
         """The card's parent message, rendered once per round (Block Kit models are slow)."""
@@ -54,6 +55,12 @@ class _Round:
         if key not in self.rendered:
             self.rendered[key] = messages.card_parent_message(card).as_payload()
         return self.rendered[key]
+
+    def parent_digest(self, card: CardRecord) -> str:
+        """The fingerprint of `parent(card)`, computed once per round too."""
+        if card.card_id not in self.digests:
+            self.digests[card.card_id] = _digest(self.parent(card))
+        return self.digests[card.card_id]
 
     def reply(self, event: EventRecord) -> dict[str, Any]:
         key = ("reply", event.id)
@@ -113,7 +120,7 @@ class MessageKinds:
         message = self._ctx(row).parent(card)
         parent_ts = await self.post(row.channel_id, message)
         await self.settler.settle(Parent(row.workspace_id, row.channel_id, card.card_id, parent_ts))
-        self._remember_parent(row.channel_id, parent_ts, message)
+        self._remember_parent(row.channel_id, parent_ts, self._ctx(row).parent_digest(card))
         return card, parent_ts, True
 
     async def _post_in_thread(
@@ -138,8 +145,8 @@ class MessageKinds:
             card_id=row.card_id or "",
         )
 
-    def _remember_parent(self, channel: str, parent_ts: str, message: dict[str, Any]) -> None:
-        self._parent_shown[(channel, parent_ts)] = _digest(message)
+    def _remember_parent(self, channel: str, parent_ts: str, digest: str) -> None:
+        self._parent_shown[(channel, parent_ts)] = digest
         self._parent_shown.move_to_end((channel, parent_ts))
         while len(self._parent_shown) > PARENT_MEMORY:
             self._parent_shown.popitem(last=False)
@@ -149,7 +156,8 @@ class MessageKinds:
         this worker posted the parent from that very state (the channel's pending events were
         all enqueued before its parent was posted, so it was rendered from the final state)."""
         message = self._ctx(row).parent(card)
-        if self._parent_shown.get((row.channel_id, parent_ts)) == _digest(message):
+        shown = self._parent_shown.get((row.channel_id, parent_ts))
+        if shown == self._ctx(row).parent_digest(card):
             return None
 
         async def update() -> None:
