@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -24,6 +25,7 @@ from storage.repositories.group_commit import GroupCommitter
 from storage.repositories.intake import IntakeResult, _facts, record_operations_in
 from storage.repositories.intake_batch import BatchRequest, FanOut, record_batch_dbapi
 from storage.repositories.intake_batch import write_fan_out as write_fan_out_rows
+from storage.repositories.intake_batch_sql import batch_statements
 from storage.tables import SubscriptionRecord
 
 T0 = datetime(2026, 5, 1, 8, 0, tzinfo=timezone.utc)
@@ -265,3 +267,26 @@ async def test_committer_takes_the_fast_path_inline_and_in_the_thread(any_engine
         assert _state(any_engine, list(results)) == expected, options
         assert committer.stats.fallbacks == 0
         assert committer.stats.batches < len(requests)
+
+
+@given(
+    moment=st.datetimes(
+        min_value=datetime(1970, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.none()
+    ),
+    offset_minutes=st.one_of(st.none(), st.integers(-14 * 60, 14 * 60)),
+)
+def test_batch_timestamps_are_what_sqlalchemy_stores(
+    moment: datetime, offset_minutes: int | None
+) -> None:
+    """The fast path binds timestamps itself: SQLite gets the text SQLAlchemy would store for
+    the UTC time (a naive value is read as UTC), PostgreSQL an aware UTC datetime."""
+    if offset_minutes is None:
+        value, utc = moment, moment.replace(tzinfo=timezone.utc)
+    else:
+        value = moment.replace(tzinfo=timezone(timedelta(minutes=offset_minutes)))
+        utc = value.astimezone(timezone.utc)
+    sqlalchemy_text = sqlite.DATETIME().bind_processor(sqlite.dialect())
+    assert sqlalchemy_text is not None
+    assert batch_statements("sqlite").ts(value) == sqlalchemy_text(utc.replace(tzinfo=None))
+    on_postgres = batch_statements("postgresql").ts(value)
+    assert on_postgres == utc and on_postgres.utcoffset() == timedelta(0)
