@@ -114,7 +114,12 @@ class MessageKinds:
         if card is None:
             raise PermanentError("missing_event")
         key = (row.workspace_id, row.channel_id, card.card_id)
-        thread = self._ctx(row).threads.get(key) or await asyncio.to_thread(self._thread_of, row)
+        thread: ThreadRef | ThreadRecord | None = self._ctx(row).threads.get(key)
+        if thread is None and card.card_id not in self._ctx(row).cards:
+            # Not prefetched with the round (a prefetched card without a thread has none):
+            # ask the database. Not for every first post of a fan-out: each trip to a thread
+            # cost the event loop more than the post's own work.
+            thread = await asyncio.to_thread(self._thread_of, row)
         if thread is not None:
             return card, thread.parent_ts, False
         message = self._ctx(row).parent(card)
