@@ -119,7 +119,7 @@ class MessageKinds:
             # Not prefetched with the round (a prefetched card without a thread has none):
             # ask the database. Not for every first post of a fan-out: each trip to a thread
             # cost the event loop more than the post's own work.
-            thread = await asyncio.to_thread(self._thread_of, row)
+            thread = await asyncio.to_thread(self._stored_thread, row)
         if thread is not None:
             return card, thread.parent_ts, False
         message = self._ctx(row).parent(card)
@@ -186,20 +186,12 @@ class MessageKinds:
 
     # ------------------------------------------------------------------ kinds
 
-    def _event_of(self, row: ClaimedRow) -> EventRecord | None:
-        event = self._ctx(row).events.get(row.event_id or 0)
-        return event or cards_repo.get_event(self.engine, event_id=row.event_id or 0)
-
     def _card_of(self, row: ClaimedRow) -> CardRecord | None:
         card = self._ctx(row).cards.get(row.card_id or "")
         return card or cards_repo.get_card(self.engine, card_id=row.card_id or "")
 
-    def _thread_of(self, row: ClaimedRow) -> ThreadRef | ThreadRecord | None:
-        key = (row.workspace_id, row.channel_id, row.card_id or "")
-        if key in self._ctx(row).threads:
-            return self._ctx(row).threads[key]
-        if row.card_id in self._ctx(row).cards:  # prefetched: no thread then means none
-            return None
+    def _stored_thread(self, row: ClaimedRow) -> ThreadRecord | None:
+        """The row's thread as stored, for a row whose round did not prefetch its card."""
         return threads_repo.get_thread(
             self.engine,
             workspace_id=row.workspace_id,
