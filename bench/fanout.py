@@ -247,6 +247,7 @@ async def run(args: argparse.Namespace) -> None:
             )
             print(f"load average before delivery: {load_average()}")
             cpu_started = cpu_seconds()
+            loop_cpu_started = time.thread_time()  # this thread runs the event loop
             started = time.perf_counter()
             await worker.start()
             try:
@@ -256,6 +257,7 @@ async def run(args: argparse.Namespace) -> None:
                 await worker.stop()
             elapsed = time.perf_counter() - started
             bot_cpu = cpu_seconds() - cpu_started
+            loop_cpu = time.thread_time() - loop_cpu_started
 
             seen, slack_cpu = recorded()
 
@@ -291,10 +293,15 @@ async def run(args: argparse.Namespace) -> None:
             f"ramp (first post of the first channel to that of the last): {ramp:.2f} s; "
             f"bound on the overall fraction at that ramp: {ideal / (ideal + ramp):.0%}"
         )
+        lasts = sorted(max(times) for times in per_channel.values())
+        ramp_quantiles = _quantiles(firsts, firsts[0], (10, 25, 50, 75, 90, 100))
+        print(f"first posts out after (ms): {ramp_quantiles}")
+        print(f"last posts out after (ms, from the first post): {_quantiles(lasts, firsts[0])}")
         calls = len(seen)
         print(
             f"CPU per Slack call: bot {bot_cpu / calls * 1e6:.0f} us "
-            f"({bot_cpu:.1f} s over {elapsed:.1f} s)"
+            f"(event loop {loop_cpu / calls * 1e6:.0f} us, worker threads "
+            f"{(bot_cpu - loop_cpu) / calls * 1e6:.0f} us; {bot_cpu:.1f} s over {elapsed:.1f} s)"
             + (
                 f", stand-in {slack_cpu / calls * 1e6:.0f} us ({slack_cpu:.1f} s)"
                 if slack_cpu is not None
@@ -307,6 +314,17 @@ async def run(args: argparse.Namespace) -> None:
             f"{worker.settler.items} settlements"
         )
         engine.dispose()
+
+
+def _quantiles(
+    times: list[float], origin: float, percents: tuple[int, ...] = (10, 50, 90, 100)
+) -> str:
+    """`10%: 21, 50%: 131, ...`: milliseconds after `origin` by which that share of the sorted
+    `times` had happened."""
+    return ", ".join(
+        f"{q}%: {(times[min(len(times) - 1, len(times) * q // 100)] - origin) * 1e3:.0f}"
+        for q in percents
+    )
 
 
 def main() -> None:

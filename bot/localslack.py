@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import math
 import secrets
@@ -116,8 +115,9 @@ class LocalSlack:
         self._rate_tolerance = 0.0
         self._last_post: dict[str, float] = {}
         self._not_before: dict[str, float] = {}
-        self._ts_counter = itertools.count(1)
-        self._ts_base = int(time.time())
+        self._last_ts_us = 0
+        self.answer_delay = 0.0  # seconds between recording a call and answering it
+        self._delay_from_call = 0
         self._response_tokens: set[str] = set()
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -182,6 +182,7 @@ class LocalSlack:
             request.headers.get("Content-Type", ""),
             request.headers.get("Authorization", ""),
         )
+        await self._delay(len(self.calls) - 1)  # this call's place (recorded just now)
         return aiohttp_web.json_response(call.response, status=call.status, headers=headers)
 
     async def _aiohttp_response(self, request: aiohttp_web.Request) -> aiohttp_web.Response:
@@ -268,6 +269,13 @@ class LocalSlack:
         self._rate = per_channel_per_second
         self._rate_tolerance = tolerance
 
+    def delay_answers(self, seconds: float, *, after: int = 0) -> None:
+        """Answer calls `seconds` after they arrived, from the `after`-th call on (each is
+        recorded, rate-checked and given its `ts` on arrival, as Slack does): a slow way back,
+        or a busy Slack."""
+        self.answer_delay = seconds
+        self._delay_from_call = len(self.calls) + after
+
     def add_channel(
         self,
         channel_id: str,
@@ -341,7 +349,12 @@ class LocalSlack:
             request.headers.get("content-type", ""),
             request.headers.get("authorization", ""),
         )
+        await self._delay(len(self.calls) - 1)  # this call's place (recorded just now)
         return JSONResponse(call.response, status_code=call.status, headers=headers)
+
+    async def _delay(self, position: int) -> None:
+        if self.answer_delay and position >= self._delay_from_call:
+            await asyncio.sleep(self.answer_delay)
 
     def _response_call(self, token: str, raw: bytes, content_type: str) -> tuple[int, str]:
         """A POST to a `response_url` (whichever HTTP server received it)."""
@@ -440,7 +453,13 @@ class LocalSlack:
     # ------------------------------------------------------------------ methods
 
     def _next_ts(self) -> str:
-        return f"{self._ts_base}.{next(self._ts_counter):06d}"
+        """A message `ts` as Slack mints it: the epoch time at which the message was recorded,
+        to the microsecond, bumped by a microsecond where two would collide (a `ts` names one
+        message). The delivery worker's pacer reads the arrival time from it."""
+        now_us = time.time_ns() // 1000
+        self._last_ts_us = max(now_us, self._last_ts_us + 1)
+        seconds, micros = divmod(self._last_ts_us, 1_000_000)
+        return f"{seconds}.{micros:06d}"
 
     def _channel_error(self, channel_id: str | None) -> str | None:
         if not channel_id:

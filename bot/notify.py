@@ -4,6 +4,7 @@ how long to back off, and the per-channel pacer that keeps us under Slack's post
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Callable
 
@@ -109,24 +110,66 @@ def backoff_seconds(
     return ceiling * (0.5 + 0.5 * rng())
 
 
+class SlackArrivalClock:
+    """When did Slack receive a post? Read from the `ts` Slack returns: the time, on Slack's
+    clock, at which it recorded the message (epoch seconds to the microsecond).
+
+    For a post sent at `sent` and answered at `answered` (our monotonic clock), Slack's clock
+    minus ours lies between `ts - answered` and `ts - sent`. The largest `ts - answered` seen
+    recently is a lower bound on that offset, so `ts` minus it is never earlier than the real
+    arrival: pacing from it never brings two posts closer together on Slack's side than pacing
+    from the answer would, and it costs only the quickest recent answer's way back instead of
+    every answer's (under a burst, tens of milliseconds per post). The bound is kept over the
+    last one or two windows of `window` seconds, so that drift between the two clocks cannot
+    make an old bound too high. Whatever `ts` says, the arrival is clamped between `sent` and
+    `answered`; without a usable `ts` it is `answered`."""
+
+    def __init__(self, *, window: float = 60.0) -> None:
+        self.window = window
+        self._window_start: float | None = None
+        self._current = -math.inf  # largest ts - answered in this window
+        self._previous = -math.inf  # and in the one before
+
+    def _observe(self, offset: float, at: float) -> None:
+        if self._window_start is None or at - self._window_start >= 2 * self.window:
+            self._window_start, self._previous, self._current = at, -math.inf, -math.inf
+        elif at - self._window_start >= self.window:
+            self._window_start, self._previous, self._current = at, self._current, -math.inf
+        self._current = max(self._current, offset)
+
+    def arrival(self, ts: str | None, *, sent: float, answered: float) -> float:
+        """Our-clock time no earlier than Slack's arrival of the post answered with `ts`."""
+        try:
+            slack_time = float(ts) if ts is not None else math.nan
+        except ValueError:
+            slack_time = math.nan
+        if not math.isfinite(slack_time):
+            return answered
+        self._observe(slack_time - answered, answered)
+        offset = max(self._current, self._previous)
+        return min(answered, max(sent, slack_time - offset))
+
+
 class ChannelPacer:
     """At most `rate` posts per second to each channel, and none before a `Retry-After` that
-    Slack gave for it. The interval is counted from the moment the previous post's answer came
-    back (`done`), not from when it was sent: Slack measures arrivals, and an answer is always
-    later than its request's arrival, so a loaded event loop cannot bunch two posts up on
-    Slack's side. Times are the event loop's monotonic clock."""
+    Slack gave for it. Slack measures arrivals, so the interval is counted from the previous
+    post's arrival at Slack as its `ts` tells it (`SlackArrivalClock`), or from the moment its
+    answer came back when there is no `ts` (an error, a method that returns none): an answer is
+    always later than its request's arrival, so a loaded event loop cannot bunch two posts up
+    on Slack's side. Times are the event loop's monotonic clock."""
 
     def __init__(self, rate_per_second: float, *, max_wait: float) -> None:
         self.interval = 1.0 / rate_per_second if rate_per_second > 0 else 0.0
         self.max_wait = max_wait
+        self.arrivals = SlackArrivalClock()
         self._next_free: dict[str, float] = {}
 
-    def _now(self) -> float:
+    def now(self) -> float:
         return asyncio.get_running_loop().time()
 
     def wait_for(self, channel: str) -> float:
         """Seconds until `channel` may receive a post."""
-        return max(0.0, self._next_free.get(channel, 0.0) - self._now())
+        return max(0.0, self._next_free.get(channel, 0.0) - self.now())
 
     async def acquire(self, channel: str) -> None:
         """Wait for the channel's turn, or raise `Deferred` when the wait is longer than
@@ -137,18 +180,23 @@ class ChannelPacer:
         if wait > 0:
             await asyncio.sleep(wait)
         # Until `done`, nobody else may post here (one post in flight per channel).
-        self._next_free[channel] = self._now() + max(self.max_wait, self.interval)
+        self._next_free[channel] = self.now() + max(self.max_wait, self.interval)
 
-    def done(self, channel: str) -> None:
-        """The post to `channel` was answered: the next one may go `interval` from now."""
-        self._next_free[channel] = self._now() + self.interval
+    def done(self, channel: str, *, sent: float | None = None, ts: str | None = None) -> None:
+        """The post to `channel`, sent at `sent`, was answered (with the message's `ts` when
+        Slack recorded it): the next one may go `interval` after its arrival."""
+        answered = self.now()
+        arrival = answered if sent is None else self.arrivals.arrival(
+            ts, sent=sent, answered=answered
+        )
+        self._next_free[channel] = arrival + self.interval
 
     def block(self, channel: str, seconds: float) -> None:
         """Slack asked us to wait `seconds` before the next post to `channel`."""
-        self._next_free[channel] = max(self._next_free.get(channel, 0.0), self._now() + seconds)
+        self._next_free[channel] = max(self._next_free.get(channel, 0.0), self.now() + seconds)
 
     def forget_idle(self) -> None:
         """Drop channels that are free again (keeps memory bounded)."""
-        now = self._now()
+        now = self.now()
         for channel in [c for c, t in self._next_free.items() if t <= now]:
             del self._next_free[channel]

@@ -433,16 +433,22 @@ class OutboxWorker(MessageKinds):
     async def _api_call(
         self, method: str, body: dict[str, Any], paced: str | None
     ) -> tuple[int, Any, str | None]:
+        sent: float | None = None
+        data: Any = None
         try:
             # The bound is on requests in flight, not on rows: a row waiting for its
             # channel's turn must not hold a slot that another channel could use.
             async with self._slots:
                 if self._http is None:
                     self._http = SlackHttp(self.client)
-                return await self._http.request(method, body)
+                sent = self.pacer.now()
+                status, data, retry_after = await self._http.request(method, body)
+                return status, data, retry_after
         finally:
             if paced is not None:
-                self.pacer.done(paced)
+                # A posted message's `ts` is when Slack recorded it: the pacer counts from it.
+                ts = data.get("ts") if isinstance(data, dict) and data.get("ok") else None
+                self.pacer.done(paced, sent=sent, ts=ts if isinstance(ts, str) else None)
 
     async def post(self, channel: str, message: dict[str, Any], **extra: Any) -> str:
         """Post to a channel (paced); returns the message's `ts`."""

@@ -171,6 +171,28 @@ async def test_paced_to_the_channel_rate_without_429(engine: Engine) -> None:
     assert min(gaps) >= 0.25 - 0.02
 
 
+async def test_pacing_counts_from_the_arrival_slack_recorded_not_from_a_late_answer(
+    engine: Engine,
+) -> None:
+    """Answers that come back late (a slow way back, a busy event loop) do not stretch the
+    intervals Slack sees: the pacer reads the arrival from the message's `ts`. Counted from the
+    answers, every gap would be at least 0.25 + 0.4 s."""
+    follow(engine, "C1", "card-1")
+    async with delivery(engine, d1bot_channel_rate_per_second=4.0) as (slack, _runtime, worker):
+        slack.enforce_rate_limit(per_channel_per_second=4.0, tolerance=0.0)
+        slack.delay_answers(0.4, after=1)  # the parent's answer is prompt, the rest are late
+        for minute, status in enumerate(
+            ["CARD_PROD_REQUESTED", "DATA_PREPARED", "CARD_PROD_READY"]
+        ):
+            record(engine, produce("card-1", status, minute))
+        await drain(worker, engine)
+    posts = slack.calls_to("chat.postMessage")
+    assert [p.status for p in posts] == [200] * 4 and not slack.early_calls
+    gaps = [b.at - a.at for a, b in itertools.pairwise(posts)]
+    assert min(gaps) >= 0.25
+    assert max(gaps) < 0.25 + 0.3, gaps
+
+
 async def test_not_in_channel_is_dead_and_the_subscriber_is_told_once(engine: Engine) -> None:
     follow(engine, "C9", "card-1", by="U7")
     follow(engine, "C9", "card-2", by="U7")
