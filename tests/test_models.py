@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from d1.carddata import contains_pan, find_pans, mask_pan, redact_pans
@@ -17,6 +20,7 @@ from d1.models import (
     track_request_adapter,
 )
 from d1.semantics import (
+    _dedup_parts,
     is_exception,
     lifecycle_rank,
     operation_dedup_key,
@@ -152,6 +156,60 @@ def test_dedup_key_same_state_same_key_new_step_new_key() -> None:
     a = Operation.model_validate(produce("CARD_PROD_READY"))
     b = Operation.model_validate(produce("CARD_PROD_ONGOING"))
     assert operation_dedup_key(a) != operation_dedup_key(b)
+
+
+def _reference_dedup_key(op: Operation) -> str:
+    """The dedup key as first defined: the SHA-256 of `json.dumps` of the fields, sorted."""
+    canonical = json.dumps(_dedup_parts(op), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_texts = st.none() | st.text(max_size=12) | st.sampled_from(["IN_TRANSIT", 'a"b\\c', "é\u2028😀"])
+_times = st.none() | st.datetimes(
+    min_value=datetime(1971, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.timezones()
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    texts=st.lists(_texts, min_size=11, max_size=11),
+    times=st.lists(_times, min_size=3, max_size=3),
+    shipment=st.booleans(),
+    checkpoint=st.booleans(),
+)
+def test_dedup_key_is_the_sorted_json_of_its_fields(
+    texts: list[str | None], times: list[datetime | None], shipment: bool, checkpoint: bool
+) -> None:
+    """Stored keys depend on the canonical text byte for byte: the hand-written text must
+    equal `json.dumps(..., sort_keys=True)` for any strings (escapes, non-ASCII) and times
+    (any offset, naive read as UTC by the model)."""
+    op = Operation.model_validate(
+        {
+            "operationId": texts[0] or "op",
+            "operation": texts[1] or "PRODUCE",
+            "status": texts[2] or "SUCCESSFUL",
+            "cardId": "card-1",
+            "errorCode": texts[3],
+            "details": {
+                "status": texts[4],
+                "trackingType": texts[5],
+                "shipment": None
+                if not shipment
+                else {
+                    "status": texts[6],
+                    "message": texts[7],
+                    "trackingNumber": texts[8],
+                    "failedDeliveryAttempts": texts[9],
+                    "lastUpdatedAt": times[0],
+                    "deliveryDate": times[1],
+                    "lastCheckpoint": {"checkpointTime": times[2], "city": texts[10]}
+                    if checkpoint
+                    else None,
+                },
+            },
+        }
+    )
+    assert operation_dedup_key(op) == _reference_dedup_key(op)
 
 
 def test_lifecycle_rank_orders_the_stages() -> None:
