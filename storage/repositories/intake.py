@@ -29,7 +29,6 @@ from d1.semantics import (
     lifecycle_rank,
     operation_dedup_key,
     operation_event_time,
-    operation_for_storage,
     operation_json_for_storage,
 )
 from storage.repositories.intake_sql import KIND_CARD_EVENT, KIND_EXCEPTION_ALERT, statements
@@ -65,24 +64,21 @@ class IntakeResult:
 
 @dataclass(frozen=True)
 class _Facts:
-    """What the projection needs to know about one operation, computed once."""
+    """What the projection needs to know about one operation, computed once. Plain fields
+    for what every recording needs (a `cached_property` takes a lock on first use: measurable
+    at one per field per operation); lazy only what ties alone need."""
 
     op: Operation
     dedup_key: str
     event_time: datetime
     rank: int
     is_exception: bool
-
-    @cached_property
-    def payload_json(self) -> str:
-        """The stored operation as JSON text (the fast path writes it through the driver)."""
-        return operation_json_for_storage(self.op)
-
-    @cached_property
-    def shipment_json(self) -> str | None:
-        """The shipment snapshot as the card stores it (wire names), as JSON text."""
-        ship = self.op.details.shipment
-        return None if ship is None else ship.model_dump_json(by_alias=True, exclude_none=True)
+    status: str | None  # details.status as the column holds it
+    shipment_status: str | None  # details.shipment.status as the column holds it
+    # The stored operation as JSON text (the fast path writes it through the driver).
+    payload_json: str
+    # The shipment snapshot as the card stores it (wire names), as JSON text.
+    shipment_json: str | None
 
     @cached_property
     def shipment(self) -> dict[str, Any] | None:
@@ -93,15 +89,6 @@ class _Facts:
     def shipment_key(self) -> str | None:
         """The shipment's content in a fixed order: the snapshot tie-break."""
         return None if self.shipment is None else json.dumps(self.shipment, sort_keys=True)
-
-    @property
-    def status(self) -> str | None:
-        return _cut(self.op.details.status, 64)
-
-    @property
-    def shipment_status(self) -> str | None:
-        ship = self.op.details.shipment
-        return _cut(ship.status if ship else None, 64)
 
 
 def event_values(
@@ -143,17 +130,21 @@ def _cut(value: str | None, length: int) -> str | None:
 
 def _facts(op: Operation, extra_exception_statuses: frozenset[str]) -> _Facts:
     ship = op.details.shipment
+    ship_status = ship.status if ship else None
     return _Facts(
         op=op,
         dedup_key=operation_dedup_key(op),
         event_time=operation_event_time(op),
-        rank=lifecycle_rank(op.details.status, ship.status if ship else None),
+        rank=lifecycle_rank(op.details.status, ship_status),
         is_exception=is_exception(
-            op.details.status,
-            ship.status if ship else None,
-            op.status,
-            extra_exception_statuses,
+            op.details.status, ship_status, op.status, extra_exception_statuses
         ),
+        status=_cut(op.details.status, 64),
+        shipment_status=_cut(ship_status, 64),
+        payload_json=operation_json_for_storage(op),
+        shipment_json=None
+        if ship is None
+        else ship.model_dump_json(by_alias=True, exclude_none=True),
     )
 
 
@@ -281,7 +272,7 @@ def _record_one(
             received_at=received_at,
             becomes_current=becomes_current,
             source=source,
-            payload=operation_for_storage(op),
+            payload=json.loads(f.payload_json),  # operation_for_storage, serialised once
         ),
     ).scalar_one_or_none()
     if event_id is None:

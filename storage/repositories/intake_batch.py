@@ -286,7 +286,7 @@ def _record_one(
             row["issuer_id"] = _cut(op.issuer_id, 64)
         card.cur_key = f.dedup_key
         card.cur_state = (f.status, f.shipment_status, at)
-    if f.shipment is not None and _newer_snapshot(f, at, card):
+    if f.shipment_json is not None and _newer_snapshot(f, at, card):
         _apply_snapshot(sql, f, at, card)
 
     if source == SOURCE_D1 and _is_gap_candidate(f):
