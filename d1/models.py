@@ -124,8 +124,10 @@ def _naive_is_utc(value: Any) -> Any:
     read as UTC rather than rejected. Applied to timestamp fields only: free text that happens
     to look like a date is never touched."""
     if isinstance(value, str):
-        if len(value) >= 19 and value[10:11] == "T" and not any(c in value[19:] for c in "Zz+-"):
-            return value + "Z"
+        if len(value) >= 19 and value[10:11] == "T":
+            tail = value[19:]  # fraction and offset: no offset sign or Z means naive
+            if "Z" not in tail and "z" not in tail and "+" not in tail and "-" not in tail:
+                return value + "Z"
         return value
     if isinstance(value, datetime) and value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from d1.models import Operation, TokenResponse, parse_operations
+from d1.models import Operation, OperationsEnvelope, TokenResponse, parse_operations
 
 FIELD_INVALID_FORMAT = "FIELD_INVALID_FORMAT"
 FIELD_INVALID_VALUE = "FIELD_INVALID_VALUE"
@@ -63,6 +63,40 @@ def parse_body(raw: bytes, *, issuer_id: str | None = None) -> list[Operation]:
     Raises NotificationRejected naming the first bad field; the whole body is rejected when any
     operation is bad, so that D1's retry delivers it whole rather than half-stored. When
     `issuer_id` is given, an operation naming another issuer is refused."""
+    parsed = _parse_valid(raw)
+    if parsed is not None:
+        operations, bulk = parsed
+    else:
+        operations, bulk = _parse_judged(raw)
+    if issuer_id is not None:
+        for index, op in enumerate(operations):
+            if op.issuer_id is not None and op.issuer_id != issuer_id:
+                where = f"operations[{index}].issuerId" if bulk else "issuerId"
+                raise NotificationRejected(FIELD_INVALID_VALUE, where)
+    return operations
+
+
+def _parse_valid(raw: bytes) -> tuple[list[Operation], bool] | None:
+    """The common case in one step: pydantic parses and validates the bytes together (faster
+    than `json.loads` then validating the objects). Only when the outcome is sure to be what
+    `_parse_judged` would decide: the body validates, and whether it is bulk is known (a
+    top-level `operations` key; its name cannot hide behind escapes when there are none). None
+    otherwise (invalid, a NUL escape, undecidable): then `_parse_judged` decides and names the
+    field."""
+    if b"\\u0000" in raw:
+        return None
+    try:
+        if b'"operations"' in raw:  # bulk, or a single operation with such a string value
+            return OperationsEnvelope.model_validate_json(raw).operations, True
+        if b"\\u" not in raw:  # no escapes: no key can spell "operations"
+            return [Operation.model_validate_json(raw)], False
+    except ValidationError:
+        pass
+    return None
+
+
+def _parse_judged(raw: bytes) -> tuple[list[Operation], bool]:
+    """`parse_body` step by step (`json.loads`, then the model): names the first bad field."""
     try:
         body: Any = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -82,13 +116,7 @@ def parse_body(raw: bytes, *, issuer_id: str | None = None) -> list[Operation]:
     nul = _first_nul(body, ()) if b"\\u0000" in raw else None
     if nul is not None:  # PostgreSQL text cannot hold NUL; no D1 field has one
         raise NotificationRejected(FIELD_INVALID_FORMAT, field_path(nul))
-    if issuer_id is not None:
-        bulk = "operations" in body
-        for index, op in enumerate(operations):
-            if op.issuer_id is not None and op.issuer_id != issuer_id:
-                where = f"operations[{index}].issuerId" if bulk else "issuerId"
-                raise NotificationRejected(FIELD_INVALID_VALUE, where)
-    return operations
+    return operations, "operations" in body
 
 
 def _first_nul(value: Any, loc: tuple[int | str, ...]) -> tuple[int | str, ...] | None:

@@ -95,3 +95,60 @@ def test_nul_characters_are_refused_by_field() -> None:
     with pytest.raises(NotificationRejected) as caught:
         parse_body(raw)
     assert caught.value.body() == {"errorCode": "FIELD_INVALID_FORMAT", "error": "details.reason"}
+
+
+_OP = '"operationId":"o","operation":"PRODUCE","status":"PENDING","cardId":"c"'
+_EDGE_BODIES = [
+    "{" + _OP + "}",
+    '{"operations":[{' + _OP + "},{" + _OP + ',"issuerId":"other"}]}',
+    '{"operations":[]}',
+    '{"operations":{}}',
+    "{" + _OP + ',"details":{"reason":"operations","shipment":{"message":"\\"operations\\""}}}',
+    "{" + _OP + ',"\\u006fperations":[{' + _OP + "}]}",  # the key spelt with an escape
+    '{"\\u006fperations":5,' + _OP + "}",
+    "{" + _OP + ',"cardId":"second"}',  # a duplicate key: the last one counts
+    "{" + _OP + ',"details":{"shipment":{"failedDeliveryAttempts":' + "9" * 30 + "}}}",
+    "{" + _OP + ',"details":{"shipment":{"failedDeliveryAttempts":NaN}}}',
+    "{" + _OP + ',"timestamp":1700000000.5,"endTime":"2026-01-01T00:00:00"}',
+    "{" + _OP + ',"details":{"dueDate":"2026-01-01T00:00:00Z","shipment":null}}',
+    "{" + _OP + ',"details":null,"x":' + "[" * 300 + "]" * 300 + "}",
+    "{" + _OP + ',"error":"\\ud800 lone surrogate","details":{"reason":"\\ud83d\\ude00"}}',
+    "{" + _OP + ',"details":{"reason":"a\\u0000b"}}',
+    '{"operations":[{' + _OP + ',"error":"\\ud800","details":{"reason":"\\ud83d\\ude00"}}]}',
+    '{"operations":[{' + _OP + ',"details":{"reason":"a\\u0000b"}}]}',
+    "{" + _OP + "} trailing",
+    "[{" + _OP + "}]",
+    '"text"',
+    "{" + _OP.replace('"c"', '"bad card"') + "}",
+]
+
+
+@pytest.mark.parametrize("text", _EDGE_BODIES)
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16"])
+def test_the_one_step_parse_decides_as_the_step_by_step_one(text: str, encoding: str) -> None:
+    """`parse_body` validates the bytes in one step when it can be sure of the outcome: when it
+    answers, it must be exactly what `json.loads` and the model decide (operations, and
+    whether the body is bulk, which names the field of a foreign issuer)."""
+    from d1.notifications import _parse_judged, _parse_valid
+
+    raw = text.encode(encoding)
+    try:
+        judged: object = _parse_judged(raw)
+    except NotificationRejected as exc:
+        judged = exc.body()
+    except RecursionError:  # json.loads' own limit: the one-step parse has a lower one
+        pytest.skip("nested too deep for json.loads")
+    one_step = _parse_valid(raw)
+    if one_step is not None:
+        assert isinstance(judged, tuple)
+        assert [op.model_dump() for op in one_step[0]] == [op.model_dump() for op in judged[0]]
+        assert one_step[1] == judged[1]
+    try:
+        answered: object = parse_body(raw)
+    except NotificationRejected as exc:
+        answered = exc.body()
+    if isinstance(judged, tuple):
+        assert isinstance(answered, list)
+        assert [op.model_dump() for op in answered] == [op.model_dump() for op in judged[0]]
+    else:
+        assert answered == judged
