@@ -31,7 +31,12 @@ from d1.semantics import (
     operation_event_time,
     operation_json_for_storage,
 )
-from storage.repositories.intake_sql import KIND_CARD_EVENT, KIND_EXCEPTION_ALERT, statements
+from storage.repositories.intake_sql import (
+    EVENT_COLUMNS,
+    KIND_CARD_EVENT,
+    KIND_EXCEPTION_ALERT,
+    statements,
+)
 from storage.tables import SOURCE_D1
 
 # Production steps that come before shipping: a shipment seen without any of them is a gap.
@@ -91,6 +96,38 @@ class _Facts:
         return None if self.shipment is None else json.dumps(self.shipment, sort_keys=True)
 
 
+def event_row(
+    f: _Facts,
+    *,
+    event_time: Any,
+    received_at: Any,
+    becomes_current: bool,
+    source: str,
+    payload: Any,
+) -> tuple[Any, ...]:
+    """The `events` row of one operation, in `EVENT_COLUMNS` order, for both recording paths
+    (Core and batch): the times and the payload come in the form each driver path binds."""
+    op = f.op
+    ship = op.details.shipment
+    return (
+        f.dedup_key,
+        op.card_id,
+        op.operation_id,
+        op.operation,
+        op.status,
+        f.status,
+        _cut(op.details.tracking_type, 32),
+        f.shipment_status,
+        _cut(ship.message if ship else None, 255),
+        event_time,
+        received_at,
+        f.is_exception,
+        becomes_current,
+        source,
+        payload,
+    )
+
+
 def event_values(
     f: _Facts,
     *,
@@ -100,27 +137,16 @@ def event_values(
     source: str,
     payload: Any,
 ) -> dict[str, Any]:
-    """The `events` row of one operation, for both recording paths (Core and batch): the
-    times and the payload come in the form each driver path binds."""
-    op = f.op
-    ship = op.details.shipment
-    return {
-        "dedup_key": f.dedup_key,
-        "card_id": op.card_id,
-        "operation_id": op.operation_id,
-        "operation": op.operation,
-        "operation_status": op.status,
-        "details_status": f.status,
-        "tracking_type": _cut(op.details.tracking_type, 32),
-        "shipment_status": f.shipment_status,
-        "shipment_message": _cut(ship.message if ship else None, 255),
-        "event_time": event_time,
-        "received_at": received_at,
-        "is_exception": f.is_exception,
-        "became_current": becomes_current,
-        "source": source,
-        "payload": payload,
-    }
+    """`event_row` by column name."""
+    row = event_row(
+        f,
+        event_time=event_time,
+        received_at=received_at,
+        becomes_current=becomes_current,
+        source=source,
+        payload=payload,
+    )
+    return dict(zip(EVENT_COLUMNS, row, strict=True))
 
 
 def _cut(value: str | None, length: int) -> str | None:

@@ -19,6 +19,7 @@ still fails alone.
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,15 +32,22 @@ from storage.repositories.intake import (
     IntakeResult,
     _cut,
     _Facts,
-    event_values,
+    event_row,
 )
 from storage.repositories.intake_batch_sql import (
     CHUNK,
+    ENSURE_CARD_PARAMS,
+    KEEP_SINCE_PARAMS,
+    UPDATE_CARD_PARAMS,
     BatchSql,
     batch_statements,
     in_list,
 )
+from storage.repositories.intake_sql import EVENT_COLUMNS
 from storage.tables import SOURCE_D1
+
+# A card row's values for the update statements (UPDATE_CARD_PARAMS without the current state).
+_KEEP_SINCE_VALUES = operator.itemgetter(*KEEP_SINCE_PARAMS)
 
 
 @dataclass(frozen=True)
@@ -202,18 +210,19 @@ def _write_fan_out(cursor: Any, sql: BatchSql, fan_out: FanOut) -> None:
 def _load_cards(cursor: Any, sql: BatchSql, requests: Sequence[BatchRequest]) -> dict[str, _Card]:
     """Ensure every card of the batch has a row, then read (and on PostgreSQL lock) them all,
     in card id order so that concurrent replicas cannot deadlock."""
-    first: dict[str, dict[str, Any]] = {}
+    first: dict[str, tuple[Any, ...]] = {}
     for request in requests:
+        received = None
         for f in request.facts:
             card_id = f.op.card_id
             if card_id not in first:
-                first[card_id] = {
-                    "card_id": card_id,
-                    "issuer_id": _cut(f.op.issuer_id, 64),
-                    "received_at": sql.ts(request.received_at),
-                }
+                if received is None:
+                    received = sql.ts(request.received_at)
+                first[card_id] = (card_id, _cut(f.op.issuer_id, 64), received)
     ids = sorted(first)
-    cursor.executemany(sql.ensure_card, [first[card_id] for card_id in ids])
+    cursor.executemany(
+        sql.ensure_card, sql.rows(ENSURE_CARD_PARAMS, [first[card_id] for card_id in ids])
+    )
     cards: dict[str, _Card] = {}
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
@@ -248,13 +257,16 @@ def _record_one(
     )
     cursor.execute(
         sql.insert_event,
-        event_values(
-            f,
-            event_time=at,
-            received_at=received,
-            becomes_current=becomes_current,
-            source=source,
-            payload=f.payload_json,
+        sql.params(
+            EVENT_COLUMNS,
+            event_row(
+                f,
+                event_time=at,
+                received_at=received,
+                becomes_current=becomes_current,
+                source=source,
+                payload=f.payload_json,
+            ),
         ),
     )
     inserted = cursor.fetchone()
@@ -356,16 +368,13 @@ def _write_cards(cursor: Any, sql: BatchSql, cards: list[_Card]) -> None:
     without = []
     for card in cards:
         if card.cur_state is None or card.since_holds:
-            without.append(card.row)
+            without.append(_KEEP_SINCE_VALUES(card.row))
         else:
-            status, ship_status, at = card.cur_state
-            with_state.append(
-                {**card.row, "cur_status": status, "cur_ship_status": ship_status, "cur_at": at}
-            )
+            with_state.append((*_KEEP_SINCE_VALUES(card.row), *card.cur_state))
     if with_state:
-        cursor.executemany(sql.update_card, with_state)
+        cursor.executemany(sql.update_card, sql.rows(UPDATE_CARD_PARAMS, with_state))
     if without:
-        cursor.executemany(sql.update_card_keep_since, without)
+        cursor.executemany(sql.update_card_keep_since, sql.rows(KEEP_SINCE_PARAMS, without))
 
 
 __all__ = ["BatchRequest", "FanOut", "record_batch", "record_batch_dbapi", "write_fan_out"]

@@ -1,9 +1,12 @@
 """The statements of the intake fast path (`intake_batch`), as driver-level text per dialect.
 
-Written as text for the driver cursor (`sqlite3`: `:name`; psycopg: `%(name)s`): SQLAlchemy's
-per-statement execution cost was most of the writer's time (see `intake_batch`). The same
-statements run on SQLite and PostgreSQL; only `IS` / `IS NOT DISTINCT FROM`, the lowest
-timestamp and `FOR UPDATE OF c` differ.
+Written as text for the driver cursor: SQLAlchemy's per-statement execution cost was most of
+the writer's time (see `intake_batch`). The same statements run on SQLite and PostgreSQL; only
+`IS` / `IS NOT DISTINCT FROM`, the lowest timestamp and `FOR UPDATE OF c` differ. The per-row
+statements bind their values as a tuple in a fixed order (`*_PARAMS`): on SQLite as numbered
+parameters (`?3`), on PostgreSQL by name (`%(name)s`, from `BatchSql.params`). By name,
+`sqlite3` makes a string of every parameter's name and looks it up in the dict, per row:
+measured 3.6 against 2.2 us for a 15-column insert.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from datetime import datetime, timezone
 from functools import cache
 from typing import Any
 
+from storage.repositories.intake_sql import EVENT_COLUMNS
 from storage.tables import FILTER_ALL, FILTER_EXCEPTIONS
 
 # Rows per `IN (...)` list: far below SQLite's and PostgreSQL's bind parameter limits.
@@ -41,6 +45,10 @@ CARD_WRITE = (
     "last_shipment_update_at",
     "last_seen_at",
 )
+# The order of each per-row statement's values (SQLite binds them by number).
+ENSURE_CARD_PARAMS = ("card_id", "issuer_id", "received_at")
+UPDATE_CARD_PARAMS = (*CARD_WRITE, "card_id", "cur_status", "cur_ship_status", "cur_at")
+KEEP_SINCE_PARAMS = (*CARD_WRITE, "card_id")
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,16 @@ class BatchSql:
     update_card: str
     update_card_keep_since: str
 
+    def params(self, names: tuple[str, ...], values: tuple[Any, ...]) -> Any:
+        """One row's values (in the order of `names`) as this driver binds them."""
+        return values if self.dialect == "sqlite" else dict(zip(names, values, strict=True))
+
+    def rows(self, names: tuple[str, ...], values: list[tuple[Any, ...]]) -> Any:
+        """`params` for every row of an executemany."""
+        if self.dialect == "sqlite":
+            return values
+        return [dict(zip(names, row, strict=True)) for row in values]
+
     def ts(self, value: datetime | None) -> Any:
         """A datetime as the column stores it: SQLAlchemy's SQLite text form, else aware."""
         if value is None:
@@ -71,11 +89,18 @@ class BatchSql:
         return value.astimezone(timezone.utc)
 
 
-def _paramstyle(sql: str, dialect: str) -> str:
-    """`:name` (sqlite3) to `%(name)s` (psycopg)."""
-    if dialect == "sqlite":
+_NAMED = re.compile(r"(?<![:\w]):(\w+)")
+
+
+def _paramstyle(sql: str, dialect: str, order: tuple[str, ...] | None = None) -> str:
+    """`:name` to `%(name)s` (psycopg); on SQLite, to `?N` by the name's place in `order`
+    (values bound as a tuple), or left as is without an order."""
+    if dialect != "sqlite":
+        return _NAMED.sub(r"%(\1)s", sql)
+    if order is None:
         return sql
-    return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql)
+    number = {name: index for index, name in enumerate(order, 1)}
+    return _NAMED.sub(lambda m: f"?{number[m.group(1)]}", sql)
 
 
 @cache
@@ -83,12 +108,8 @@ def batch_statements(dialect: str) -> BatchSql:
     pg = dialect == "postgresql"
     same = "IS NOT DISTINCT FROM" if pg else "IS"
     lowest = "'-infinity'::timestamptz" if pg else "''"
-    event_columns = (
-        "dedup_key, card_id, operation_id, operation, operation_status, details_status, "
-        "tracking_type, shipment_status, shipment_message, event_time, received_at, "
-        "is_exception, became_current, source, payload"
-    )
-    event_values = ", ".join(":" + c.strip() for c in event_columns.split(","))
+    event_columns = ", ".join(EVENT_COLUMNS)
+    event_values = ", ".join(":" + c for c in EVENT_COLUMNS)
     # When the card entered its current state: the earliest event of that state after the last
     # event of another state (the Core path's `state_since`, inlined in the card update).
     state_since = (
@@ -157,7 +178,15 @@ def batch_statements(dialect: str) -> BatchSql:
             + " WHERE card_id = :card_id"
         ),
     }
-    return BatchSql(dialect=dialect, **{k: _paramstyle(v, dialect) for k, v in sql.items()})
+    orders = {
+        "ensure_card": ENSURE_CARD_PARAMS,
+        "insert_event": EVENT_COLUMNS,
+        "update_card": UPDATE_CARD_PARAMS,
+        "update_card_keep_since": KEEP_SINCE_PARAMS,
+    }
+    return BatchSql(
+        dialect=dialect, **{k: _paramstyle(v, dialect, orders.get(k)) for k, v in sql.items()}
+    )
 
 
 def in_list(sql: str, count: int, dialect: str) -> str:
@@ -165,4 +194,13 @@ def in_list(sql: str, count: int, dialect: str) -> str:
     return sql.replace("{ids}", marks)
 
 
-__all__ = ["CARD_WRITE", "CHUNK", "BatchSql", "batch_statements", "in_list"]
+__all__ = [
+    "CARD_WRITE",
+    "CHUNK",
+    "ENSURE_CARD_PARAMS",
+    "KEEP_SINCE_PARAMS",
+    "UPDATE_CARD_PARAMS",
+    "BatchSql",
+    "batch_statements",
+    "in_list",
+]
