@@ -26,10 +26,10 @@ from bot.metrics import (
 )
 from bot.runtime import BackgroundTask, Runtime
 from d1.notifications import (
+    BearerVerifier,
     NotificationRejected,
     NotifyCredentials,
     basic_client_ok,
-    bearer_ok,
     is_json_content_type,
     issue_token,
     parse_body,
@@ -126,6 +126,7 @@ def _reject(reason: str, response: Response) -> Response:
 def notifications_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Response]]:
     settings = runtime.settings
     creds = credentials_from(runtime)
+    verifier = BearerVerifier(creds)
     committer = committer_for(runtime)
     max_body = settings.d1_notify_max_body_bytes
 
@@ -141,7 +142,7 @@ def notifications_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Re
                     **{"WWW-Authenticate": "Bearer"},
                 ),
             )
-        if not bearer_ok(request.headers.get("authorization"), creds, now=runtime.clock()):
+        if not verifier.ok(request.headers.get("authorization"), now=runtime.clock()):
             return _reject(
                 "unauthorized",
                 d1_error(

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from d1.notifications import (
+    BearerVerifier,
     NotificationRejected,
     NotifyCredentials,
     basic_client_ok,
@@ -85,6 +86,29 @@ def test_single_and_bulk_bodies() -> None:
     op = b'{"operationId":"o","operation":"PRODUCE","status":"PENDING","cardId":"c"}'
     assert [o.card_id for o in parse_body(op)] == ["c"]
     assert len(parse_body(b'{"operations":[' + op + b"," + op + b"]}")) == 2
+
+
+def test_the_verifier_remembers_verified_tokens_until_they_expire() -> None:
+    """`BearerVerifier` answers as `bearer_ok` does, for remembered tokens too."""
+    creds = NotifyCredentials(
+        client_id="id", client_secret="secret", static_token="static", token_ttl_seconds=60
+    )
+    verifier = BearerVerifier(creds, max_tokens=2)
+    tokens = [issue_token(creds, now=NOW).access_token for _ in range(3)]
+    later = NOW + timedelta(seconds=59)
+    for when in (NOW, later):  # first verified, then remembered
+        assert all(verifier.ok(f"Bearer {t}", now=when) for t in tokens)
+    assert len(verifier._expiry) == 2  # bounded
+    expired = NOW + timedelta(seconds=60)
+    assert not any(verifier.ok(f"Bearer {t}", now=expired) for t in tokens)
+    assert not verifier._expiry
+    tampered = tokens[0][:-2] + ("AA" if not tokens[0].endswith("AA") else "BB")
+    rotated = BearerVerifier(NotifyCredentials(client_id="id", client_secret="rotated"))
+    for authorization in (f"Bearer {tampered}", f"Bearer {tokens[0]}x", "Basic x", None):
+        assert not verifier.ok(authorization, now=NOW)
+    assert not rotated.ok(f"Bearer {tokens[0]}", now=NOW)
+    assert verifier.ok("bearer  static", now=expired)
+    assert not verifier.ok("Bearer stati", now=NOW)
 
 
 def test_nul_characters_are_refused_by_field() -> None:
