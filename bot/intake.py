@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Scope
 
 from bot.metrics import (
     INTAKE_LATENCY,
@@ -96,11 +97,12 @@ def oauth_error(status: int, code: str, description: str, **headers: str) -> JSO
     )
 
 
-async def read_limited(request: Request, limit: int) -> bytes:
-    """The body, refusing early (Content-Length) or as soon as it passes `limit` bytes. Reads
-    the ASGI messages directly: `request.stream()` is an async generator, whose setup and
-    teardown cost as much per request as the read itself."""
-    declared = request.headers.get("content-length")
+async def read_limited(request: Request, limit: int, *, declared: str | None = None) -> bytes:
+    """The body, refusing early (Content-Length, `declared` when the caller has read it) or as
+    soon as it passes `limit` bytes. Reads the ASGI messages directly: `request.stream()` is an
+    async generator, whose setup and teardown cost as much per request as the read itself."""
+    if declared is None:
+        declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _TooLarge
     chunks: list[bytes] = []
@@ -123,6 +125,23 @@ def _reject(reason: str, response: Response) -> Response:
     return response
 
 
+def _notification_headers(scope: Scope) -> tuple[str | None, str | None, str | None]:
+    """Authorization, Content-Type and Content-Length, the first of each as Starlette's
+    `Headers.get` finds it, in one pass over the raw headers (three `Headers.get` walk them
+    three times, decoding each name)."""
+    authorization = content_type = length = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            if authorization is None:
+                authorization = value.decode("latin-1")
+        elif name == b"content-type":
+            if content_type is None:
+                content_type = value.decode("latin-1")
+        elif name == b"content-length" and length is None:
+            length = value.decode("latin-1")
+    return authorization, content_type, length
+
+
 def notifications_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Response]]:
     settings = runtime.settings
     creds = credentials_from(runtime)
@@ -142,7 +161,8 @@ def notifications_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Re
                     **{"WWW-Authenticate": "Bearer"},
                 ),
             )
-        if not verifier.ok(request.headers.get("authorization"), now=runtime.clock()):
+        authorization, content_type, length = _notification_headers(request.scope)
+        if not verifier.ok(authorization, now=runtime.clock()):
             return _reject(
                 "unauthorized",
                 d1_error(
@@ -155,10 +175,10 @@ def notifications_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Re
         issuer_id = request.path_params["issuerId"]
         if not settings.d1_issuer_id or issuer_id != settings.d1_issuer_id:
             return _reject("unknown_issuer", d1_error(404, "RESOURCE_NOT_FOUND", "issuerId"))
-        if not is_json_content_type(request.headers.get("content-type")):
+        if not is_json_content_type(content_type):
             return _reject("media_type", d1_error(415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type"))
         try:
-            raw = await read_limited(request, max_body)
+            raw = await read_limited(request, max_body, declared=length)
         except _TooLarge:
             return _reject("too_large", d1_error(413, "PAYLOAD_TOO_LARGE", "body"))
         try:
