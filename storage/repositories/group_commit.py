@@ -41,7 +41,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from d1.models import Operation
-from storage.repositories.intake import IntakeResult, _Facts, _facts, record_operations_in
+from storage.repositories.intake import IntakeResult, _facts, record_operations_in
 from storage.repositories.intake_batch import (
     BatchRequest,
     FanOut,
@@ -66,8 +66,7 @@ SQLITE_DEFAULT_AUTOCHECKPOINT = 1000
 @dataclass
 class _Pending:
     operations: Sequence[Operation]
-    facts: Sequence[_Facts]
-    received_at: datetime
+    request: BatchRequest  # the operations' facts and arrival time, as the batch takes them
     future: asyncio.Future[IntakeResult]
 
 
@@ -184,7 +183,7 @@ class GroupCommitter:
         # The facts (dedup keys, payload JSON) are computed here, before the batch forms: the
         # writer's critical section (write lock held) stays short.
         facts = [_facts(op, self.extra_exception_statuses) for op in operations]
-        queue.put_nowait(_Pending(operations, facts, received_at, future))
+        queue.put_nowait(_Pending(operations, BatchRequest(facts, received_at), future))
         return await future
 
     async def _run(self, queue: asyncio.Queue[_Pending]) -> None:
@@ -236,14 +235,14 @@ class GroupCommitter:
             record_batch_dbapi,
             self._raw.dbapi_connection,
             "sqlite",
-            [BatchRequest(p.facts, p.received_at) for p in batch],
+            [p.request for p in batch],
             workspace_id=self.workspace_id,
             exceptions_channel=self.exceptions_channel,
             source=self.source,
             fan_out=fan_out,
         )
         try:
-            if sum(len(p.facts) for p in batch) <= self.inline_max_operations:
+            if sum(len(p.request.facts) for p in batch) <= self.inline_max_operations:
                 results: list[IntakeResult | BaseException] = list(record())
             else:
                 results = list(await in_thread(record))
@@ -359,7 +358,7 @@ class GroupCommitter:
                 return list(
                     record_batch(
                         conn,
-                        [BatchRequest(p.facts, p.received_at) for p in batch],
+                        [p.request for p in batch],
                         workspace_id=self.workspace_id,
                         exceptions_channel=self.exceptions_channel,
                         source=self.source,
@@ -388,7 +387,7 @@ class GroupCommitter:
                     result = record_operations_in(
                         conn,
                         pending.operations,
-                        received_at=pending.received_at,
+                        received_at=pending.request.received_at,
                         workspace_id=self.workspace_id,
                         exceptions_channel=self.exceptions_channel,
                         extra_exception_statuses=self.extra_exception_statuses,

@@ -50,9 +50,10 @@ from storage.tables import SOURCE_D1
 _KEEP_SINCE_VALUES = operator.itemgetter(*KEEP_SINCE_PARAMS)
 
 
-@dataclass(frozen=True)
+@dataclass
 class BatchRequest:
-    """One request of a batch: its operations (as facts) and when it arrived."""
+    """One request of a batch: its operations (as facts) and when it arrived. (Not frozen:
+    one per request, and a frozen dataclass's init costs twice as much.)"""
 
     facts: Sequence[_Facts]
     received_at: datetime
