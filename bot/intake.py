@@ -71,6 +71,8 @@ def committer_for(runtime: Runtime) -> GroupCommitter:
             workspace_id=s.d1bot_workspace_id,
             exceptions_channel=s.d1bot_exceptions_channel or None,
             extra_exception_statuses=s.extra_exception_statuses,
+            gather_seconds=s.d1bot_intake_commit_delay_ms / 1000,
+            gather_target=s.d1bot_intake_commit_siblings,
         )
         runtime.extras[COMMITTER_KEY] = committer
         runtime.background.append(

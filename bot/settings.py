@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     d1_notify_token: SecretStr | None = None
     d1_notify_token_ttl_seconds: int = 900
     d1_notify_max_body_bytes: int = 1024 * 1024
+    # Group commit: wait up to this long for this many notifications before a transaction.
+    d1bot_intake_commit_delay_ms: float = Field(default=1.0, ge=0, le=50)
+    d1bot_intake_commit_siblings: int = Field(default=32, ge=1, le=256)
 
     # Product behaviour
     d1bot_exceptions_channel: str | None = None

@@ -82,6 +82,8 @@ def test_settle_many_writes_every_kind_in_one_transaction(any_engine: Engine) ->
     }
     assert rows[ids[0]].state == OUTBOX_SENT and rows[ids[0]].slack_ts == "111.1"
     assert rows[ids[0]].claimed_by is None
+    sent_at = rows[ids[0]].sent_at
+    assert sent_at is not None and sent_at.replace(tzinfo=timezone.utc) == now
     assert rows[ids[1]].state == OUTBOX_PENDING and rows[ids[1]].attempts == 1
     assert rows[ids[1]].last_error == "http_503" and rows[ids[1]].claimed_by is None
     assert rows[ids[2]].state == OUTBOX_DEAD and rows[ids[2]].last_error == "channel_not_found"
@@ -103,6 +105,35 @@ def test_settle_many_writes_every_kind_in_one_transaction(any_engine: Engine) ->
     assert repo.get_row(engine, row_id=ids[0]).slack_ts == "111.1"  # type: ignore[union-attr]
     threads = threads_repo.threads_of_card(engine, card_id="card-1")
     assert [t.parent_ts for t in threads] == ["1000.1"]
+
+
+def test_many_sent_rows_settle_by_primary_key_and_only_the_claimed_ones(
+    any_engine: Engine,
+) -> None:
+    engine = any_engine
+    now = datetime.now(timezone.utc)
+    channels = [f"C{i:03d}" for i in range(300)]
+    ids = _enqueue(engine, channels, now)
+    lease = now + timedelta(minutes=2)
+    mine = {r.id for r in repo.claim_due(engine, worker="A", now=now, lease_until=lease, limit=200)}
+    repo.claim_due(engine, worker="B", now=now, lease_until=lease, limit=100)
+    results = settle_many(
+        engine, worker="A", now=now, items=[Sent(i, f"{i}.000100") for i in reversed(ids)]
+    )
+    assert results == [i in mine for i in reversed(ids)]
+    rows = [r for c in channels for r in repo.rows_of_channel(engine, channel_id=c)]
+    assert {r.id for r in rows if r.state == OUTBOX_SENT} == mine
+    assert all(r.slack_ts == f"{r.id}.000100" for r in rows if r.id in mine)
+    assert all(r.claimed_by == "B" for r in rows if r.id not in mine)
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            plan = " ".join(
+                str(row[-1])
+                for row in conn.exec_driver_sql(
+                    "EXPLAIN QUERY PLAN " + outbox_settle.SENT_SQLITE, ("s", "t", "[]", "w", "p")
+                )
+            )
+        assert "INTEGER PRIMARY KEY" in plan and "ix_outbox" not in plan, plan
 
 
 def test_concurrent_batch_claims_never_overlap(any_engine: Engine) -> None:

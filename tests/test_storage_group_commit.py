@@ -156,3 +156,40 @@ async def test_sqlite_writer_waits_for_a_held_lock_in_its_thread_then_recovers(t
     assert timeouts == [100, 100]  # the writer's patience restored when it gave its connection back
     engine.dispose()
     holder.dispose()
+
+
+async def test_commit_delay_waits_for_siblings_and_begins_once_they_are_there(
+    any_engine: Engine,
+) -> None:
+    """With fewer than `gather_target` requests waiting the writer waits (here up to 60 s);
+    the request that completes the target starts the batch at once."""
+    committer = GroupCommitter(
+        any_engine,
+        workspace_id="T1",
+        exceptions_channel=None,
+        gather_seconds=60.0,
+        gather_target=4,
+    )
+    try:
+        first = [asyncio.ensure_future(committer.submit([_op(n)], received_at=NOW)) for n in (1, 2)]
+        await wait_for(lambda: committer._gathering is not None, timeout=10)
+        third = asyncio.ensure_future(committer.submit([_op(3)], received_at=NOW))
+        await asyncio.sleep(0)
+        assert not any(f.done() for f in [*first, third])  # still gathering: 3 of 4
+        fourth = asyncio.ensure_future(committer.submit([_op(4)], received_at=NOW))
+        results = await asyncio.wait_for(asyncio.gather(*first, third, fourth), timeout=10)
+    finally:
+        await committer.stop()
+    assert [len(r.new_event_ids) for r in results] == [1, 1, 1, 1]
+    assert (committer.stats.batches, committer.stats.largest) == (1, 4)
+
+
+async def test_commit_delay_is_bounded_for_a_lone_request(engine: Engine) -> None:
+    committer = GroupCommitter(
+        engine, workspace_id="T1", exceptions_channel=None, gather_seconds=0.05, gather_target=16
+    )
+    try:
+        result = await asyncio.wait_for(committer.submit([_op(1)], received_at=NOW), timeout=10)
+    finally:
+        await committer.stop()
+    assert len(result.new_event_ids) == 1 and committer.stats.batches == 1

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from functools import cache
 from typing import Any
 
+from storage.db import sqlite_timestamp
 from storage.repositories.intake_sql import EVENT_COLUMNS
 from storage.tables import FILTER_ALL, FILTER_EXCEPTIONS
 
@@ -47,6 +48,16 @@ CARD_WRITE = (
 )
 # The order of each per-row statement's values (SQLite binds them by number).
 ENSURE_CARD_PARAMS = ("card_id", "issuer_id", "received_at")
+FANOUT_MARKER_PARAMS = (
+    "card_id",
+    "event_id",
+    "is_exception",
+    "workspace_id",
+    "alert_channel",
+    "received_at",
+)
+# SQLite: markers per multi-row INSERT (6 variables a row, far below SQLite's limit).
+MARKERS_PER_STATEMENT = 256
 UPDATE_CARD_PARAMS = (*CARD_WRITE, "card_id", "cur_status", "cur_ship_status", "cur_at")
 KEEP_SINCE_PARAMS = (*CARD_WRITE, "card_id")
 
@@ -61,7 +72,6 @@ class BatchSql:
     insert_event: str
     earlier_produce: str
     fanout_marker: str
-    fanout_markers_json: str
     update_card: str
     update_card_keep_since: str
 
@@ -79,12 +89,9 @@ class BatchSql:
         """A datetime as the column stores it: SQLAlchemy's SQLite text form, else aware."""
         if value is None:
             return None
-        offset = value.utcoffset()
         if self.dialect == "sqlite":
-            if not offset:  # naive (read as UTC) or UTC: the text without its offset
-                return value.isoformat(sep=" ", timespec="microseconds")[:26]
-            return value.astimezone(timezone.utc).isoformat(sep=" ", timespec="microseconds")[:26]
-        if offset is None:
+            return sqlite_timestamp(value)
+        if value.utcoffset() is None:
             return value.replace(tzinfo=timezone.utc)
         return value.astimezone(timezone.utc)
 
@@ -101,6 +108,16 @@ def _paramstyle(sql: str, dialect: str, order: tuple[str, ...] | None = None) ->
         return sql
     number = {name: index for index, name in enumerate(order, 1)}
     return _NAMED.sub(lambda m: f"?{number[m.group(1)]}", sql)
+
+
+@cache
+def fanout_markers_sql(rows: int) -> str:
+    """SQLite: INSERT of `rows` fan-out markers in one statement (values bound in
+    FANOUT_MARKER_PARAMS order, row after row)."""
+    one = "(" + ", ".join("?" * len(FANOUT_MARKER_PARAMS)) + ")"
+    return f"INSERT INTO fanouts ({', '.join(FANOUT_MARKER_PARAMS)}) VALUES " + ", ".join(
+        [one] * rows
+    )
 
 
 @cache
@@ -156,15 +173,6 @@ def batch_statements(dialect: str) -> BatchSql:
             "INSERT INTO fanouts (card_id, event_id, is_exception, workspace_id, alert_channel,"
             " received_at) VALUES (:card_id, :event_id, :is_exception, :workspace_id,"
             " :alert_channel, :received_at)"
-        ),
-        # SQLite: the same rows from one JSON array parameter, in array order (ids ascending
-        # in arrival order, as the expander needs them).
-        "fanout_markers_json": (
-            "INSERT INTO fanouts (card_id, event_id, is_exception, workspace_id, alert_channel,"
-            " received_at) SELECT json_extract(value, '$.card_id'),"
-            " json_extract(value, '$.event_id'), json_extract(value, '$.is_exception'),"
-            " json_extract(value, '$.workspace_id'), json_extract(value, '$.alert_channel'),"
-            " json_extract(value, '$.received_at') FROM json_each(:markers) ORDER BY key"
         ),
         "update_card": (
             "UPDATE cards SET "
