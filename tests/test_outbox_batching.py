@@ -136,6 +136,20 @@ def test_many_sent_rows_settle_by_primary_key_and_only_the_claimed_ones(
         assert "INTEGER PRIMARY KEY" in plan and "ix_outbox" not in plan, plan
 
 
+def test_the_sqlite_claim_looks_rows_up_by_primary_key(engine: Engine) -> None:
+    """A claim names up to a thousand heads among every pending row: by primary key, not by
+    reading the pending rows through the state index."""
+    statement = repo._CLAIM_SQLITE.compile(dialect=engine.dialect)
+    with engine.connect() as conn:
+        plan = " ".join(
+            str(row[-1])
+            for row in conn.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {statement}", ("w", "t", "[1]", "n")
+            )
+        )
+    assert "INTEGER PRIMARY KEY" in plan and "ix_outbox" not in plan, plan
+
+
 def test_concurrent_batch_claims_never_overlap(any_engine: Engine) -> None:
     """Several replicas claiming at the same moment (threads, real connections): every head is
     claimed by exactly one of them, and no channel has two rows in hand."""

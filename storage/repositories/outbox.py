@@ -15,8 +15,9 @@ Claiming rules (what makes delivery exactly-once per row and ordered per channel
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -157,6 +158,35 @@ class ClaimedRow:
     slack_ts: str | None
 
 
+_CLAIM_SQLITE = (
+    sa.update(outbox)
+    .where(
+        outbox.c.id.in_(
+            sa.select(sa.column("value")).select_from(
+                sa.func.json_each(sa.bindparam("ids", type_=sa.String))
+            )
+        ),
+        # Unary plus: no index on state, so SQLite looks the ids up by primary key instead of
+        # reading every pending row (tests/test_outbox_batching.py checks the plan).
+        sa.text(f"+outbox.state = '{OUTBOX_PENDING}'"),
+        sa.or_(
+            outbox.c.claimed_until.is_(None),
+            outbox.c.claimed_until < sa.bindparam("now", type_=outbox.c.claimed_until.type),
+        ),
+    )
+    .values(
+        claimed_by=sa.bindparam("worker"),
+        claimed_until=sa.bindparam("until", type_=outbox.c.claimed_until.type),
+    )
+    .returning(*outbox.c)
+)
+
+
+# ClaimedRow is built positionally from `outbox` rows: its fields must be the table's columns.
+if [f.name for f in fields(ClaimedRow)] != [c.name for c in outbox.columns]:
+    raise RuntimeError("ClaimedRow must list the outbox columns in table order")
+
+
 def claim_due(
     engine: Engine, *, worker: str, now: datetime, lease_until: datetime, limit: int
 ) -> list[ClaimedRow]:
@@ -186,17 +216,25 @@ def claim_due(
             ids = list(conn.execute(candidates).scalars())
         if not ids:
             return []
-        conn.execute(
-            sa.update(outbox)
-            .where(outbox.c.id.in_(ids), outbox.c.state == OUTBOX_PENDING, _lease_free(now))
-            .values(claimed_by=worker, claimed_until=lease_until)
-        )
-        claimed = conn.execute(
-            sa.select(outbox)
-            .where(outbox.c.id.in_(ids), outbox.c.claimed_by == worker)
-            .order_by(outbox.c.id)
-        )
-        return [ClaimedRow(**row._mapping) for row in claimed]
+        if conn.dialect.name == "sqlite":
+            # One statement, the ids as one JSON array (not a thousand bound parameters).
+            claimed = conn.execute(
+                _CLAIM_SQLITE,
+                {"ids": json.dumps(ids), "worker": worker, "until": lease_until, "now": now},
+            ).all()
+            claimed.sort(key=lambda row: row[0])  # RETURNING comes in no promised order
+        else:
+            conn.execute(
+                sa.update(outbox)
+                .where(outbox.c.id.in_(ids), outbox.c.state == OUTBOX_PENDING, _lease_free(now))
+                .values(claimed_by=worker, claimed_until=lease_until)
+            )
+            claimed = conn.execute(
+                sa.select(outbox)
+                .where(outbox.c.id.in_(ids), outbox.c.claimed_by == worker)
+                .order_by(outbox.c.id)
+            ).all()
+        return [ClaimedRow(*row) for row in claimed]  # columns in ClaimedRow's field order
 
 
 def _postgres_candidates(
