@@ -12,7 +12,10 @@ endpoint with realistic, distinct shipment updates at a fixed concurrency, `--re
 (each pair printed, then the medians; the ratio is the median of the per-pair ratios), and
 with each pair the server's event-loop thread CPU time per request on both routes (on Linux):
 the loop is what saturates, and its CPU per request moves less than req/s when a shared
-machine's speed changes during a run. The
+machine's speed changes during a run. Every
+load phase sends bodies no earlier phase sent, dated after every earlier phase's (`run_base`):
+each notification is a new event that becomes its card's current state, as in production, not a
+duplicate that the dedup key turns away at a fraction of the cost. The
 server prints its group-commit figures (batch sizes, commit times) when it stops. Every server
 first takes `--warmup` seconds of intake load, unmeasured: on a fresh database file the first
 seconds are several times slower (the WAL and the database file grow, so every fsync also
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -78,10 +82,24 @@ BODY_TEMPLATE = json.dumps(
     separators=(",", ":"),
 )
 
+# Every load phase (the warm-up, the fixed rate, each closed-loop run) is a "run" with its own
+# operation ids and a time slot later than every earlier run's: each body is a new event that
+# becomes its card's current state (and fans out), never a duplicate of an earlier run's body
+# (wrk starts its counter from 0 on every invocation) nor a late, older event.
+FIRST_SECOND = 1779457200  # 2026-05-22T13:40:00Z
+RUN_SECONDS = 1 << 22  # ~48 days per run: a run sends far fewer than RUN_SECONDS / 8 bodies
+
+
+def run_base(run: int) -> int:
+    """The first timestamp (unix seconds) of run `run`'s bodies."""
+    return FIRST_SECOND + run * RUN_SECONDS
+
+
 WRK_SCRIPT = r"""
 local counter = 0
 local threads = 0
-local base = 1779457200 -- 2026-05-22T13:40:00Z
+local base = RUN_BASE
+local run = RUN_NUMBER
 setup = function(thread)
   threads = threads + 1
   thread:set("tid", threads)
@@ -90,7 +108,7 @@ local template = [[BODY_TEMPLATE]]
 request = function()
   counter = counter + 1
   local at = os.date("!%Y-%m-%dT%H:%M:%SZ", base + counter * 8 + (tid or 0))
-  local body = string.format(template, tid or 0, counter, counter % CARDS, at, at, at)
+  local body = string.format(template, run * 100 + (tid or 0), counter, counter % CARDS, at, at, at)
   return wrk.format("POST", nil, {["Content-Type"]="application/json",
     ["Authorization"]="Bearer TOKEN"}, body)
 end
@@ -201,7 +219,7 @@ def run_wrk(url: str, *, duration: int, connections: int, script: Path) -> dict[
 
 
 async def _open_loop(
-    port: int, rate: float, seconds: float, connections: int, path: str = PATH
+    port: int, rate: float, seconds: float, connections: int, path: str = PATH, run: int = 1
 ) -> dict:
     """Send `rate` req/s for `seconds`; latency counted from each request's scheduled time."""
     conns: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
@@ -212,23 +230,9 @@ async def _open_loop(
     loop = asyncio.get_running_loop()
 
     def body(n: int) -> bytes:
-        # Earlier than every wrk body (2026-05-22 on): the closed-loop runs that follow still
-        # move the cards (and fan out) instead of arriving late.
-        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1700000000 + n))
-        return json.dumps(
-            {
-                "operationId": f"rate-{n}",
-                "operation": "STANDALONE_TRACKING",
-                "status": "SUCCESSFUL",
-                "cardId": f"bench-card-{n % CARDS}",
-                "timestamp": at,
-                "details": {
-                    "trackingType": "SHIPMENT",
-                    "status": "CARD_SHIPPED",
-                    "shipment": {"carrier": "fedex", "status": "IN_TRANSIT", "lastUpdatedAt": at},
-                },
-            }
-        ).encode()
+        # The closed-loop runs' body, in this run's own ids and time slot (see `run_base`).
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run_base(run) + n * 8))
+        return (BODY_TEMPLATE % (run * 100, n, n % CARDS, at, at, at)).encode()
 
     async def one(n: int, due: float) -> None:
         nonlocal failures
@@ -349,7 +353,7 @@ def _median_row(pairs: list[tuple[dict[str, float], dict[str, float]]]) -> str:
     return f"{head} | {tail}"
 
 
-def _fixed_rate(port: int, path: str, rate: float, seconds: float) -> dict[str, float]:
+def _fixed_rate(port: int, path: str, rate: float, seconds: float, run: int) -> dict[str, float]:
     """The open-loop generator in its own process (so that it does not share our GIL)."""
     load = subprocess.run(
         [
@@ -364,6 +368,8 @@ def _fixed_rate(port: int, path: str, rate: float, seconds: float) -> dict[str, 
             str(rate),
             "--rate-seconds",
             str(seconds),
+            "--run",
+            str(run),
         ],
         capture_output=True,
         text=True,
@@ -385,6 +391,7 @@ def main() -> int:
     parser.add_argument("--sync", default="FULL", help=argparse.SUPPRESS)
     parser.add_argument("--subscriptions", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--load-rate", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--run", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--path", default=PATH, help=argparse.SUPPRESS)
     parser.add_argument(
         "--warmup", type=int, default=5, help="seconds of intake load before measuring (0: none)"
@@ -398,7 +405,9 @@ def main() -> int:
         serve(args.serve, args.port, args.sync, args.subscriptions)
         return 0
     if args.load_rate:
-        figures = asyncio.run(_open_loop(args.port, args.rate, args.rate_seconds, 64, args.path))
+        figures = asyncio.run(
+            _open_loop(args.port, args.rate, args.rate_seconds, 64, args.path, args.run)
+        )
         print(json.dumps(figures))
         return 0
     if shutil.which("wrk") is None:
@@ -407,13 +416,20 @@ def main() -> int:
     print_machine()
     print(f"wrk: 2 threads, {args.connections} connections, {args.duration}s per run\n")
     workdir = Path(tempfile.mkdtemp(prefix="d1bot-bench-"))
-    script = workdir / "intake.lua"
-    script.write_text(
-        WRK_SCRIPT.replace("BODY_TEMPLATE", BODY_TEMPLATE)
-        .replace("ISSUER", ISSUER)
-        .replace("TOKEN", TOKEN)
-        .replace("CARDS", str(CARDS))
-    )
+
+    def script(run: int) -> Path:
+        """The wrk script of run `run` (its own ids and time slot)."""
+        path = workdir / f"intake-{run}.lua"
+        path.write_text(
+            WRK_SCRIPT.replace("BODY_TEMPLATE", BODY_TEMPLATE)
+            .replace("ISSUER", ISSUER)
+            .replace("TOKEN", TOKEN)
+            .replace("CARDS", str(CARDS))
+            .replace("RUN_BASE", str(run_base(run)))
+            .replace("RUN_NUMBER", str(run))
+        )
+        return path
+
     header = f"{'sync':7} {'fanout':>6} | {'bare req/s':>10} {'p50':>7} {'p99':>7} | "
     header += f"{'intake req/s':>12} {'p50':>7} {'p99':>7} | {'ratio':>5} | errors"
     rows = [header, "-" * len(header)]
@@ -421,19 +437,21 @@ def main() -> int:
     for sync in args.modes.split(","):
         for fanout in (int(f) for f in args.fanouts.split(",")):
             proc, port = _start_server(workdir, sync, fanout)
+            runs = itertools.count()  # run 0 is the warm-up's, 1 the fixed rate's (`run_base`)
             try:
                 if args.warmup:  # a fresh database file: let its WAL grow to its working size
                     run_wrk(
                         f"http://127.0.0.1:{port}{PATH}",
                         duration=args.warmup,
                         connections=args.connections,
-                        script=script,
+                        script=script(next(runs)),
                     )
                 # The fixed rate first, on the fresh server: its latency is not to depend on
                 # the backlog (WAL, checkpoints) the saturating runs leave behind.
                 if sync == "FULL":
+                    rate_run = next(runs)
                     for target, path in (("bare", "/bare"), ("intake", PATH)):
-                        fixed = _fixed_rate(port, path, args.rate, args.rate_seconds)
+                        fixed = _fixed_rate(port, path, args.rate, args.rate_seconds, rate_run)
                         rate_rows.append(
                             f"FULL fanout {fanout:>3} {target:>6}: {args.rate:.0f} req/s offered, "
                             f"{fixed['achieved_rps']:.0f} completed, p50 {fixed['p50_ms']:.1f} "
@@ -444,13 +462,14 @@ def main() -> int:
                 pairs = []
                 for _ in range(args.repeat):
                     measured = []
+                    pair_script = script(next(runs))  # new events: none seen in earlier runs
                     for path in ("/bare", PATH):
                         cpu_before = main_thread_cpu(proc.pid)
                         figures = run_wrk(
                             f"http://127.0.0.1:{port}{path}",
                             duration=args.duration,
                             connections=args.connections,
-                            script=script,
+                            script=pair_script,
                         )
                         cpu_after = main_thread_cpu(proc.pid)
                         if cpu_before is not None and cpu_after is not None:
