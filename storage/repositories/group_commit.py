@@ -24,8 +24,8 @@ Commit delay (PostgreSQL's `commit_delay` / `commit_siblings`, for the same reas
 writer finds fewer than `gather_target` requests waiting, it waits up to `gather_seconds` (1 ms)
 for more before it begins, and begins at once when the target is reached. A batch has fixed
 costs on the event loop (BEGIN, one execution of each statement, the hop to the thread for the
-COMMIT and back, answering): under load, batches of ~7 became ~18 and the loop's CPU per
-request fell by ~15% (docs/intake.md has the figures); at low load a notification waits at most
+COMMIT and back, answering): under load, batches of ~11 became ~24 and the loop's CPU per
+request fell by ~25% (docs/intake.md has the figures); at low load a notification waits at most
 that millisecond longer for its 204.
 """
 
