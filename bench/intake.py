@@ -188,7 +188,8 @@ def serve(db: str, port: int, sync: str, subscriptions: int) -> None:
 
     if _os.environ.get("SWITCH"):
         sys.setswitchinterval(float(_os.environ["SWITCH"]))
-    runtime.background.append(BackgroundTask(name="bench stats", start=nothing, stop=print_stats))
+    # First in the list, so stopped last: after the intake writer has reported its figures.
+    runtime.background.insert(0, BackgroundTask(name="bench stats", start=nothing, stop=print_stats))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from urllib.parse import parse_qs
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -19,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Scope
 
+from bot.intake_writer import IntakeWriter, WriterUnavailable
 from bot.metrics import (
     INTAKE_LATENCY,
     NOTIFICATIONS_DUPLICATE,
@@ -35,7 +37,8 @@ from d1.notifications import (
     issue_token,
     parse_body,
 )
-from storage.repositories.group_commit import GroupCommitter
+from storage.repositories.group_commit import BatchStats, GroupCommitter
+from storage.repositories.intake import IntakeResult
 
 log = logging.getLogger(__name__)
 
@@ -61,29 +64,62 @@ def credentials_from(runtime: Runtime) -> NotifyCredentials:
     )
 
 
-def committer_for(runtime: Runtime) -> GroupCommitter:
-    """The process's one intake writer, created once and stopped with the app."""
-    committer = runtime.extras.get(COMMITTER_KEY)
-    if committer is None:
-        s = runtime.settings
+class InlineIntake:
+    """Notifications parsed and recorded on the server's own event loop (`GroupCommitter`)."""
+
+    def __init__(self, committer: GroupCommitter, issuer_id: str | None) -> None:
+        self.committer = committer
+        self.issuer_id = issuer_id
+
+    @property
+    def stats(self) -> BatchStats:
+        return self.committer.stats
+
+    async def record(self, raw: bytes, *, received_at: datetime) -> IntakeResult:
+        operations = parse_body(raw, issuer_id=self.issuer_id)
+        return await self.committer.submit(operations, received_at=received_at)
+
+
+Intake = InlineIntake | IntakeWriter
+
+
+def intake_for(runtime: Runtime) -> Intake:
+    """The process's one intake writer (a process or in-process, `D1BOT_INTAKE_WRITER`),
+    created once and stopped with the app."""
+    intake = runtime.extras.get(COMMITTER_KEY)
+    if intake is not None:
+        return intake
+    s = runtime.settings
+    gather_seconds = s.intake_commit_delay_ms / 1000
+    if s.d1bot_intake_writer == "process":
+        intake = IntakeWriter(
+            runtime.engine,
+            workspace_id=s.d1bot_workspace_id,
+            exceptions_channel=s.d1bot_exceptions_channel or None,
+            extra_exception_statuses=sorted(s.extra_exception_statuses),
+            issuer_id=s.d1_issuer_id,
+            gather_seconds=gather_seconds,
+            gather_target=s.d1bot_intake_commit_siblings,
+            log_level=s.log_level,
+            log_format=s.log_format,
+        )
+        start, stop, healthy = intake.start, intake.stop, intake.is_healthy
+    else:
         committer = GroupCommitter(
             runtime.engine,
             workspace_id=s.d1bot_workspace_id,
             exceptions_channel=s.d1bot_exceptions_channel or None,
             extra_exception_statuses=s.extra_exception_statuses,
-            gather_seconds=s.d1bot_intake_commit_delay_ms / 1000,
+            gather_seconds=gather_seconds,
             gather_target=s.d1bot_intake_commit_siblings,
         )
-        runtime.extras[COMMITTER_KEY] = committer
-        runtime.background.append(
-            BackgroundTask(
-                name="intake group commit",
-                start=committer.start,
-                stop=committer.stop,
-                is_healthy=committer.is_healthy,
-            )
-        )
-    return committer
+        intake = InlineIntake(committer, s.d1_issuer_id)
+        start, stop, healthy = committer.start, committer.stop, committer.is_healthy
+    runtime.extras[COMMITTER_KEY] = intake
+    runtime.background.append(
+        BackgroundTask(name="intake writer", start=start, stop=stop, is_healthy=healthy)
+    )
+    return intake
 
 
 def d1_error(status: int, code: str, error: str, **headers: str) -> JSONResponse:
@@ -148,7 +184,7 @@ def notifications_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Re
     settings = runtime.settings
     creds = credentials_from(runtime)
     verifier = BearerVerifier(creds)
-    committer = committer_for(runtime)
+    intake = intake_for(runtime)
     max_body = settings.d1_notify_max_body_bytes
 
     async def receive(request: Request) -> Response:
@@ -184,13 +220,11 @@ def notifications_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Re
         except _TooLarge:
             return _reject("too_large", d1_error(413, "PAYLOAD_TOO_LARGE", "body"))
         try:
-            operations = parse_body(raw, issuer_id=settings.d1_issuer_id)
+            result = await intake.record(raw, received_at=runtime.clock())
         except NotificationRejected as exc:
             log.info("notification refused: %s %s", exc.error_code, exc.field)
             return _reject("invalid", d1_error(400, exc.error_code, exc.field))
-        try:
-            result = await committer.submit(operations, received_at=runtime.clock())
-        except SQLAlchemyError as exc:  # busy, locked, unreachable: D1 retries on 5xx
+        except (SQLAlchemyError, WriterUnavailable) as exc:  # busy, locked, unreachable: D1 retries
             log.warning("notification not stored, database unavailable: %s", type(exc).__name__)
             return _reject(
                 "busy",

@@ -186,8 +186,8 @@ class ChannelPacer:
         """The post to `channel`, sent at `sent`, was answered (with the message's `ts` when
         Slack recorded it): the next one may go `interval` after its arrival."""
         answered = self.now()
-        arrival = answered if sent is None else self.arrivals.arrival(
-            ts, sent=sent, answered=answered
+        arrival = (
+            answered if sent is None else self.arrivals.arrival(ts, sent=sent, answered=answered)
         )
         self._next_free[channel] = arrival + self.interval
 

@@ -38,7 +38,7 @@ import functools
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -83,7 +83,7 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 class _Pending:
     operations: Sequence[Operation]
     request: BatchRequest  # the operations' facts and arrival time, as the batch takes them
-    future: asyncio.Future[IntakeResult]
+    future: asyncio.Future[IntakeResult] | None = None  # None: recorded by `record_now`
 
 
 @dataclass
@@ -227,7 +227,7 @@ class GroupCommitter:
                 outcomes = [exc] * len(batch)
                 if isinstance(exc, asyncio.CancelledError):
                     for pending in batch:
-                        if not pending.future.done():
+                        if pending.future is not None and not pending.future.done():
                             pending.future.set_exception(exc)
                         queue.task_done()
                     raise
@@ -235,11 +235,12 @@ class GroupCommitter:
             self.stats.requests += len(batch)
             self.stats.largest = max(self.stats.largest, len(batch))
             for pending, outcome in zip(batch, outcomes, strict=True):
-                if not pending.future.done():
+                future = pending.future
+                if future is not None and not future.done():
                     if isinstance(outcome, BaseException):
-                        pending.future.set_exception(outcome)
+                        future.set_exception(outcome)
                     else:
-                        pending.future.set_result(outcome)
+                        future.set_result(outcome)
                 queue.task_done()
 
     async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -383,6 +384,83 @@ class GroupCommitter:
                 dbapi.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
             self._raw.close()  # back to the pool, as it came
             self._raw = None
+
+    # ------------------------------------------------------------------ synchronous use
+
+    def pending(self, operations: Sequence[Operation], *, received_at: datetime) -> _Pending:
+        """A request for `record_now`: its facts computed now, before the batch forms."""
+        facts = [_facts(op, self.extra_exception_statuses) for op in operations]
+        return _Pending(operations, BatchRequest(facts, received_at))
+
+    def record_now(self, batch: list[_Pending]) -> Callable[[], list[IntakeResult | BaseException]]:
+        """Record `batch` in one transaction from the calling thread, for a writer with no
+        event loop to keep free (the intake writer process); returns the rest of the work, the
+        COMMIT, for the caller to run where it likes: in another thread while it reads and
+        parses the next requests (the fsync releases the GIL). Until that has run, the next
+        `record_now` must wait. Same statements, fallback and figures as `submit`'s batches.
+
+        SQLite: BEGIN IMMEDIATE and the statements run here, the fan-out markers and COMMIT in
+        the returned call. PostgreSQL: all of it in the returned call (`_commit`)."""
+        if not self.inline:
+            return functools.partial(self._counted, batch, self._commit)
+        try:
+            if not self._begin_now():
+                self._begin()
+        except SQLAlchemyError as exc:
+            failed: list[IntakeResult | BaseException] = [exc] * len(batch)
+            return functools.partial(self._counted, batch, lambda _batch: failed)
+        fan_out = FanOut()
+        try:
+            results: list[IntakeResult | BaseException] = list(
+                record_batch_dbapi(
+                    self._raw.dbapi_connection,
+                    "sqlite",
+                    [p.request for p in batch],
+                    workspace_id=self.workspace_id,
+                    exceptions_channel=self.exceptions_channel,
+                    source=self.source,
+                    fan_out=fan_out,
+                )
+            )
+        except Exception as exc:
+            self._rollback()
+            log.info("intake batch re-recorded request by request: %s", type(exc).__name__)
+            self.stats.fallbacks += 1
+            return functools.partial(self._counted, batch, self._commit_each)
+
+        def commit(_batch: list[_Pending]) -> list[IntakeResult | BaseException]:
+            started = time.perf_counter()
+            try:
+                self._finish(fan_out)
+            except SQLAlchemyError as exc:
+                return [exc] * len(batch)
+            self.stats.commit_ms.append((time.perf_counter() - started) * 1000)
+            self._commits_since_checkpoint += 1
+            return results
+
+        return functools.partial(self._counted, batch, commit)
+
+    def _counted(
+        self,
+        batch: list[_Pending],
+        record: Callable[[list[_Pending]], list[IntakeResult | BaseException]],
+    ) -> list[IntakeResult | BaseException]:
+        outcomes = record(batch)
+        self.stats.batches += 1
+        self.stats.requests += len(batch)
+        self.stats.largest = max(self.stats.largest, len(batch))
+        return outcomes
+
+    def checkpoint_if_committed(self) -> None:
+        """A PASSIVE checkpoint if anything was committed since the last one (for a writer
+        that runs its own checkpoint thread: see `_checkpoints`)."""
+        if self._commits_since_checkpoint and self.inline:
+            self._commits_since_checkpoint = 0
+            self._checkpoint()
+
+    def close(self) -> None:
+        """Give back the connection `record_now` kept."""
+        self._release()
 
     # ------------------------------------------------------------------ in the writer thread
 
