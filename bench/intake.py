@@ -189,7 +189,9 @@ def serve(db: str, port: int, sync: str, subscriptions: int) -> None:
     if _os.environ.get("SWITCH"):
         sys.setswitchinterval(float(_os.environ["SWITCH"]))
     # First in the list, so stopped last: after the intake writer has reported its figures.
-    runtime.background.insert(0, BackgroundTask(name="bench stats", start=nothing, stop=print_stats))
+    runtime.background.insert(
+        0, BackgroundTask(name="bench stats", start=nothing, stop=print_stats)
+    )
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 

@@ -101,7 +101,6 @@ class _ServerSide(asyncio.Protocol):
         self._reader = wire.FrameReader()
         self._on_frame = on_frame
         self._on_lost = on_lost
-        self._outgoing: list[bytes] = []
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -109,20 +108,11 @@ class _ServerSide(asyncio.Protocol):
         self.transport = transport
 
     def send(self, data: bytes) -> None:
-        """Queue `data`; everything queued in one turn of the loop goes in one write."""
-        if not self._outgoing:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._outgoing.append(data)
-
-    def send_now(self, data: bytes) -> None:
-        """Write `data` at once (a request: the writer starts on it while we read the next)."""
+        """Write `data` at once, not at the end of the loop's turn: the writer starts on a
+        request while we read the next (measured: coalescing the writes made the server and
+        the writer take turns instead of working side by side)."""
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
-
-    def _flush(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(self._outgoing))
-        self._outgoing.clear()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -162,6 +152,7 @@ class IntakeWriter:
         self._starting: asyncio.Task[None] | None = None
         self._last_failed_start = float("-inf")
         self._stopping = False
+        self._closed: asyncio.Future[None] | None = None  # set by stop(), done when the writer is
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -173,6 +164,12 @@ class IntakeWriter:
         except WriterUnavailable as exc:
             log.error("%s", exc)
 
+    @property
+    def pid(self) -> int | None:
+        """The writer process's id while it runs."""
+        process = self._process
+        return process.pid if process is not None and self._protocol is not None else None
+
     def is_healthy(self) -> bool:
         process = self._process
         return self._stopping or (
@@ -182,6 +179,8 @@ class IntakeWriter:
     async def _running(self) -> _ServerSide:
         if self._protocol is not None:
             return self._protocol
+        if self._stopping:
+            raise WriterUnavailable("intake writer is stopping")
         if self._starting is None:
             if time.monotonic() - self._last_failed_start < RESTART_INTERVAL_S:
                 raise WriterUnavailable("intake writer failed to start; retrying shortly")
@@ -253,7 +252,6 @@ class IntakeWriter:
             lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._closed = lost
             if protocol.transport is not None:
-                protocol._flush()
                 protocol.transport.write_eof()  # the writer finishes, reports, closes
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(lost, STOP_TIMEOUT_S)
@@ -273,7 +271,7 @@ class IntakeWriter:
         request_id = next(self._ids)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
-        protocol.send_now(wire.frame(request_id, wire.to_micros(received_at), raw))
+        protocol.send(wire.frame(request_id, wire.to_micros(received_at), raw))
         try:
             outcome = await future
         finally:
@@ -311,9 +309,8 @@ class IntakeWriter:
             self._protocol = None
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(WriterUnavailable("intake writer exited while starting"))
-        closed = getattr(self, "_closed", None)
-        if closed is not None and not closed.done():
-            closed.set_result(None)
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
         if self._waiting:
             log.error(
                 "intake writer process %d stopped with %d notifications unanswered (503)",
@@ -322,6 +319,8 @@ class IntakeWriter:
             )
         elif not self._stopping:
             log.error("intake writer process %d stopped", process.pid)
+        if not self._stopping:  # stop() reaps its own; a writer that died is reaped here
+            asyncio.get_running_loop().run_in_executor(None, _reap, process, 5.0)
         for future in self._waiting.values():
             if not future.done():
                 future.set_result(wire.unavailable("intake writer stopped"))

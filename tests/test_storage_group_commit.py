@@ -193,3 +193,37 @@ async def test_commit_delay_is_bounded_for_a_lone_request(engine: Engine) -> Non
     finally:
         await committer.stop()
     assert len(result.new_event_ids) == 1 and committer.stats.batches == 1
+
+
+def test_record_now_commits_in_the_call_it_returns_and_a_bad_request_fails_alone(
+    any_engine: Engine,
+) -> None:
+    """The writer process's way: statements now, the COMMIT when the returned call runs."""
+    committer = GroupCommitter(any_engine, workspace_id="T1", exceptions_channel=None)
+    try:
+        finish = committer.record_now(
+            [committer.pending([_op(n)], received_at=NOW) for n in range(3)]
+        )
+        if any_engine.dialect.name == "sqlite":  # statements done, nothing visible yet
+            reader = any_engine.raw_connection()  # autocommit: reads without the write lock
+            try:
+                seen = reader.dbapi_connection.execute("SELECT count(*) FROM events").fetchone()
+            finally:
+                reader.close()
+            assert seen == (0,)
+        good = finish()
+        assert [len(r.new_event_ids) for r in good] == [1, 1, 1]
+        assert committer.stats.fallbacks == 0
+        outcomes = committer.record_now(
+            [
+                committer.pending([_op(10)], received_at=NOW),
+                committer.pending([_op(11), _broken()], received_at=NOW),
+            ]
+        )()
+    finally:
+        committer.close()
+    assert isinstance(outcomes[1], IntegrityError)
+    assert len(outcomes[0].new_event_ids) == 1
+    assert count_events(any_engine) == 4  # op-11 went back with its request
+    assert committer.stats.batches == 2 and committer.stats.requests == 5
+    assert committer.stats.fallbacks == 1
