@@ -492,6 +492,8 @@ def main() -> int:
                 print(rows[-1], flush=True)
             finally:
                 _stop(proc)
+                for leftover in workdir.glob("bench-*.db*"):  # its GBs of WAL and pages
+                    leftover.unlink()
     print()
     print("\n".join(rows))
     print()

@@ -36,9 +36,11 @@ def _at(minute: int) -> str:
     return (T0 + timedelta(minutes=minute)).isoformat()
 
 
-def _produce(card: str, status: str, minute: int, op_status: str = "SUCCESSFUL") -> dict:
+def _produce(
+    card: str, status: str, minute: int, op_status: str = "SUCCESSFUL", op_id: str = ""
+) -> dict:
     return {
-        "operationId": f"op-{card}",
+        "operationId": op_id or f"op-{card}",
         "operation": "PRODUCE",
         "status": op_status,
         "cardId": card,
@@ -86,6 +88,11 @@ POOL: list[dict] = [
     _produce("card-b", "CARD_PROD_DONE", 0),
     _ship("card-b", "IN_TRANSIT", 2),
     _produce("card-b", "SOMETHING_NEW", 2),  # unknown status, same time as a shipment
+    # Late events around the run of the current state (state_since, `_since_holds`):
+    _produce("card-d", "CARD_PROD_ONGOING", 20, op_id="d-20"),
+    _produce("card-d", "CARD_PROD_ONGOING", 10, op_id="d-10"),  # before the run: starts earlier
+    _produce("card-d", "CARD_PROD_ONHOLD", 15, op_id="d-15"),  # another state inside the run
+    _produce("card-d", "CARD_PROD_ONHOLD", 5, op_id="d-5"),  # another state before the run
 ]
 
 
@@ -234,6 +241,8 @@ def _batched(engine: Engine, requests: list[list[int]], cuts: list[int]) -> list
 @example(requests=[[7], [6]], cuts=[1])
 @example(requests=[[9], [10], [11]], cuts=[])
 @example(requests=[[9, 10], [11]], cuts=[1])
+@example(requests=[[16], [17], [19], [18]], cuts=[1, 2, 3])
+@example(requests=[[16], [19, 17], [18]], cuts=[1, 2])
 def test_batches_record_what_the_core_path_records(
     any_engine: Engine, requests: list[list[int]], cuts: list[int]
 ) -> None:

@@ -75,6 +75,7 @@ class _Card:
         "row",
         "ship_facts",
         "ship_key",
+        "since0",
         "since_holds",
         "subs_all",
         "subs_exceptions",
@@ -87,14 +88,11 @@ class _Card:
         self.cur_key: str = row.pop("cur_dedup_key") or ""
         state = (row.pop("cur_status"), row.pop("cur_ship_status"), row.pop("cur_at"))
         self.cur_state: tuple[Any, Any, Any] | None = state if state[2] is not None else None
-        # Whether the stored state_since still holds after this batch: true while every new
-        # event is later than the current one and of the same state (the run only grows at its
-        # end, so its start does not move; the current event is the latest of history).
+        # Whether the stored state_since still holds after this batch (see `_since_holds`).
         self.initial_state = self.cur_state or (None, None, None)
         tied = row.pop("cur_tied")
-        self.since_holds = (
-            self.cur_state is not None and row["state_since"] is not None and not tied
-        )
+        self.since0 = row["state_since"]
+        self.since_holds = self.cur_state is not None and self.since0 is not None and not tied
         shipment = row["shipment"]
         if shipment is not None and not isinstance(shipment, str):
             row["shipment"] = json.dumps(shipment)  # psycopg parses json; we write text back
@@ -289,8 +287,7 @@ def _record_one(
     card.touched = True
     row["last_seen_at"] = received
     if card.since_holds:
-        initial = card.initial_state
-        card.since_holds = at > initial[2] and (f.status, f.shipment_status) == initial[:2]
+        card.since_holds = _since_holds(f, at, card)
     if becomes_current:
         row.update(
             status=f.status,
@@ -324,6 +321,19 @@ def _record_one(
             fan_out.markers.append(
                 (op.card_id, event_id, f.is_exception, workspace_id, alert, received)
             )
+
+
+def _since_holds(f: _Facts, at: Any, card: _Card) -> bool:
+    """Whether the card's state_since (S, the start of the current state's run: its earliest
+    event after the last event of another state) stays S with this new event, so that the
+    card update need not look through the card's history again (`update_card`, a scan that
+    grows with the history). It does when the event is of the current state and not before S
+    (inside or after the run), or of another state and before S (before the run: nothing of
+    the current state lies between it and S). Anything else (a late event of another state
+    inside the run, a late one of this state before it) recomputes."""
+    if (f.status, f.shipment_status) == card.initial_state[:2]:
+        return bool(at >= card.since0)
+    return bool(at < card.since0)
 
 
 def _newer_snapshot(f: _Facts, at: Any, card: _Card) -> bool:
