@@ -6,8 +6,8 @@ parsing, the facts, the batch's statements, the group commit. A thread would not
 `sqlite3` call gives the GIL up and waits to get it back from the busy loop: measured, a
 convoy). A process has its own interpreter: the server reads the request, hands the raw body to
 the writer over a Unix socket, and answers when the writer says the batch holding it is
-committed. The writer is the same `GroupCommitter` (same batches, same commit delay, same
-fallback, same checkpoints), on its own event loop.
+committed. The writer records with the same `GroupCommitter` (same statements, fallback and
+checkpoints), in a loop of its own with no event loop (`_Writer`).
 
 Guarantees are unchanged: the route answers 204 only after the writer's COMMIT. If the writer
 dies, every request it held gets 503 (D1 retries; whatever it committed is deduplicated), and
@@ -45,7 +45,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot import intake_wire as wire
 from d1.notifications import NotificationRejected, parse_body
-from storage.repositories.group_commit import BatchStats, GroupCommitter, _Pending
+from storage.repositories.group_commit import BatchStats, GroupCommitter, PendingRequest
 from storage.repositories.intake import IntakeResult
 
 log = logging.getLogger(__name__)
@@ -83,9 +83,12 @@ class WriterConfig:
         """A config whose database is `engine`'s, with the same SQLite pragmas."""
         url = engine.url.render_as_string(hide_password=False)
         if engine.dialect.name == "sqlite":
-            with engine.connect() as conn:
-                sync = conn.exec_driver_sql("PRAGMA synchronous").scalar_one()
-                busy = conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one()
+            raw = engine.raw_connection()  # no transaction: reading pragmas takes no lock
+            try:
+                sync = raw.dbapi_connection.execute("PRAGMA synchronous").fetchone()[0]
+                busy = raw.dbapi_connection.execute("PRAGMA busy_timeout").fetchone()[0]
+            finally:
+                raw.close()
             values["sqlite_synchronous"] = _SYNCHRONOUS.get(int(sync), "FULL")
             values["sqlite_busy_timeout_ms"] = int(busy)
         return cls(database_url=url, **values)
@@ -365,7 +368,7 @@ class _Writer:
         )
         self.reader = wire.FrameReader()
         self.held: list[tuple[int, int, bytes]] = []  # frames read, not parsed yet
-        self.ready: list[tuple[int, _Pending]] = []  # parsed, for the next batch
+        self.ready: list[tuple[int, PendingRequest]] = []  # parsed, for the next batch
         self.closed = False
         self._stop_checkpoints = threading.Event()
 
@@ -440,11 +443,15 @@ class _Writer:
         for request_id, micros, raw in self.held:
             try:
                 operations = parse_body(raw, issuer_id=issuer_id)
+                pending = self.committer.pending(operations, received_at=wire.from_micros(micros))
             except NotificationRejected as exc:
                 refusal = wire.rejected(exc.error_code, exc.field)
                 refusals.append(wire.json_frame(request_id, refusal))
                 continue
-            pending = self.committer.pending(operations, received_at=wire.from_micros(micros))
+            except Exception as exc:  # a bug must cost this request a 500, not the writer
+                log.exception("notification not parsed")
+                refusals.append(wire.json_frame(request_id, wire.failed(type(exc).__name__)))
+                continue
             self.ready.append((request_id, pending))
         self.held.clear()
         if refusals:

@@ -37,6 +37,7 @@ import contextlib
 import functools
 import logging
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +45,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -83,7 +83,9 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 
 
 @dataclass
-class _Pending:
+class PendingRequest:
+    """One request on its way into a batch."""
+
     operations: Sequence[Operation]
     request: BatchRequest  # the operations' facts and arrival time, as the batch takes them
     future: asyncio.Future[IntakeResult] | None = None  # None: recorded by `record_now`
@@ -148,7 +150,7 @@ class GroupCommitter:
         self._commits_since_checkpoint = 0
         self._catch_up = False  # the checkpointer finished a round: see `_catch_up_checkpoint`
         self.stats = BatchStats()
-        self._queue: asyncio.Queue[_Pending] | None = None
+        self._queue: asyncio.Queue[PendingRequest] | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._raw: Any = None  # the pooled connection the SQLite writer keeps between batches
@@ -156,7 +158,7 @@ class GroupCommitter:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _ensure_started(self) -> asyncio.Queue[_Pending]:
+    def _ensure_started(self) -> asyncio.Queue[PendingRequest]:
         if self._queue is None or self._task is None or self._task.done():
             self._queue = asyncio.Queue()
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intake-writer")
@@ -208,13 +210,13 @@ class GroupCommitter:
         # The facts (dedup keys, payload JSON) are computed here, before the batch forms: the
         # writer's critical section (write lock held) stays short.
         facts = [_facts(op, self.extra_exception_statuses) for op in operations]
-        queue.put_nowait(_Pending(operations, BatchRequest(facts, received_at), future))
+        queue.put_nowait(PendingRequest(operations, BatchRequest(facts, received_at), future))
         gathering = self._gathering
         if gathering is not None and queue.qsize() + 1 >= self.gather_target:
             _wake(gathering)  # the writer holds one request; with these it has its target
         return await future
 
-    async def _run(self, queue: asyncio.Queue[_Pending]) -> None:
+    async def _run(self, queue: asyncio.Queue[PendingRequest]) -> None:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await queue.get()]
@@ -261,7 +263,9 @@ class GroupCommitter:
 
     # ------------------------------------------------------------------ SQLite: inline
 
-    async def _commit_inline(self, batch: list[_Pending]) -> list[IntakeResult | BaseException]:
+    async def _commit_inline(
+        self, batch: list[PendingRequest]
+    ) -> list[IntakeResult | BaseException]:
         """BEGIN IMMEDIATE in the thread, the statements here, COMMIT (fsync) in the thread."""
         loop = asyncio.get_running_loop()
 
@@ -413,12 +417,14 @@ class GroupCommitter:
 
     # ------------------------------------------------------------------ synchronous use
 
-    def pending(self, operations: Sequence[Operation], *, received_at: datetime) -> _Pending:
+    def pending(self, operations: Sequence[Operation], *, received_at: datetime) -> PendingRequest:
         """A request for `record_now`: its facts computed now, before the batch forms."""
         facts = [_facts(op, self.extra_exception_statuses) for op in operations]
-        return _Pending(operations, BatchRequest(facts, received_at))
+        return PendingRequest(operations, BatchRequest(facts, received_at))
 
-    def record_now(self, batch: list[_Pending]) -> Callable[[], list[IntakeResult | BaseException]]:
+    def record_now(
+        self, batch: list[PendingRequest]
+    ) -> Callable[[], list[IntakeResult | BaseException]]:
         """Record `batch` in one transaction from the calling thread, for a writer with no
         event loop to keep free (the intake writer process); returns the rest of the work, the
         COMMIT, for the caller to run where it likes: in another thread while it reads and
@@ -454,7 +460,7 @@ class GroupCommitter:
             self.stats.fallbacks += 1
             return functools.partial(self._counted, batch, self._commit_each)
 
-        def commit(_batch: list[_Pending]) -> list[IntakeResult | BaseException]:
+        def commit(_batch: list[PendingRequest]) -> list[IntakeResult | BaseException]:
             started = time.perf_counter()
             try:
                 self._finish(fan_out)
@@ -468,8 +474,8 @@ class GroupCommitter:
 
     def _counted(
         self,
-        batch: list[_Pending],
-        record: Callable[[list[_Pending]], list[IntakeResult | BaseException]],
+        batch: list[PendingRequest],
+        record: Callable[[list[PendingRequest]], list[IntakeResult | BaseException]],
     ) -> list[IntakeResult | BaseException]:
         outcomes = record(batch)
         self.stats.batches += 1
@@ -490,7 +496,7 @@ class GroupCommitter:
 
     # ------------------------------------------------------------------ in the writer thread
 
-    def _commit(self, batch: list[_Pending]) -> list[IntakeResult | BaseException]:
+    def _commit(self, batch: list[PendingRequest]) -> list[IntakeResult | BaseException]:
         """In the writer thread: the whole batch in one transaction on the fast path, one
         commit; on a driver error, again request by request (`_commit_each`). A failing BEGIN
         or COMMIT (busy, unreachable) fails them all."""
@@ -508,17 +514,17 @@ class GroupCommitter:
                 )
         except SQLAlchemyError as exc:
             return [exc] * len(batch)
-        except (sqlite3.OperationalError, psycopg.OperationalError) as exc:
-            # The database is busy or locked (not a bad request): the whole batch gets 503 and
-            # D1 retries, rather than waiting again request by request.
-            base = sqlite3.Error if isinstance(exc, sqlite3.Error) else psycopg.Error
-            return [DBAPIError.instance(None, None, exc, base)] * len(batch)
         except Exception as exc:
+            base = _driver_busy_base(exc)
+            if base is not None:
+                # The database is busy or locked (not a bad request): the whole batch gets 503
+                # and D1 retries, rather than waiting again request by request.
+                return [DBAPIError.instance(None, None, exc, base)] * len(batch)
             log.info("intake batch re-recorded request by request: %s", type(exc).__name__)
             self.stats.fallbacks += 1
         return self._commit_each(batch)
 
-    def _commit_each(self, batch: list[_Pending]) -> list[IntakeResult | BaseException]:
+    def _commit_each(self, batch: list[PendingRequest]) -> list[IntakeResult | BaseException]:
         """One transaction, a savepoint per request (the Core path), one commit."""
         outcomes: list[IntakeResult | BaseException] = []
         with self.engine.connect() as conn, conn.begin():
@@ -545,6 +551,18 @@ class GroupCommitter:
         return outcomes
 
 
+def _driver_busy_base(exc: Exception) -> type[Exception] | None:
+    """The driver's base error class when `exc` is the driver saying the database is busy,
+    locked or unreachable (an OperationalError), else None. psycopg is looked up, not
+    imported: a process on SQLite never loads it (22 MB of the intake writer's memory)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return sqlite3.Error
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(exc, psycopg.OperationalError):
+        return psycopg.Error
+    return None
+
+
 def _bound_lock_waits(conn: Connection) -> None:
     """PostgreSQL: a lock held elsewhere (a migration, an operator's LOCK TABLE) fails this
     transaction after a bound instead of holding D1's request open: the route answers 503 and
@@ -553,4 +571,4 @@ def _bound_lock_waits(conn: Connection) -> None:
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{POSTGRES_LOCK_TIMEOUT_MS}ms'")
 
 
-__all__ = ["BatchStats", "GroupCommitter"]
+__all__ = ["BatchStats", "GroupCommitter", "PendingRequest"]
