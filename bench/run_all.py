@@ -197,7 +197,8 @@ def rss(runs: int, quick: bool) -> list[Figure]:
     r = last_json(run("rss.py", "--events", str(events), "--repeat", str(repeat)))
     return [
         Figure(
-            f"Server RSS after {events:,} stored events ({repeat} run{'s' if repeat > 1 else ''})",
+            f"Server + intake writer RSS after {events:,} stored events "
+            f"({repeat} run{'s' if repeat > 1 else ''})",
             "<= 200 MB",
             f"{r['rss_mb']:.0f} MB (peak {r['peak_mb']:.0f} MB; at start {r['start_mb']:.0f} MB)",
             r["rss_mb"] <= 200,
@@ -211,7 +212,7 @@ PREFIXES = {
     "ack_latency": "Slash-command",
     "fanout": "Fan-out",
     "digest": "Digest",
-    "rss": "Server RSS",
+    "rss": "Server + intake writer RSS",
 }
 BENCHMARKS: dict[str, Callable[[int, bool], list[Figure]]] = {
     "intake": intake,
