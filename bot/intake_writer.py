@@ -111,9 +111,8 @@ class _ServerSide(asyncio.Protocol):
         self.transport = transport
 
     def send(self, data: bytes) -> None:
-        """Write `data` at once, not at the end of the loop's turn: the writer starts on a
-        request while we read the next (measured: coalescing the writes made the server and
-        the writer take turns instead of working side by side)."""
+        """Write `data` at once, not at the end of the loop's turn: the writer can start on a
+        request while we read the next."""
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
