@@ -278,21 +278,12 @@ class GroupCommitter:
         except SQLAlchemyError as exc:  # busy (another process writes), unreachable
             return [exc] * len(batch)
         fan_out = FanOut()
-        record = functools.partial(
-            record_batch_dbapi,
-            self._raw.dbapi_connection,
-            "sqlite",
-            [p.request for p in batch],
-            workspace_id=self.workspace_id,
-            exceptions_channel=self.exceptions_channel,
-            source=self.source,
-            fan_out=fan_out,
-        )
+        record = functools.partial(self._record_fast, batch, fan_out)
         try:
             if sum(len(p.request.facts) for p in batch) <= self.inline_max_operations:
-                results: list[IntakeResult | BaseException] = list(record())
+                results = record()
             else:
-                results = list(await in_thread(record))
+                results = await in_thread(record)
         except Exception as exc:
             await in_thread(self._rollback)
             log.info("intake batch re-recorded request by request: %s", type(exc).__name__)
@@ -306,6 +297,23 @@ class GroupCommitter:
         self.stats.commit_ms.append((time.perf_counter() - started) * 1000)
         self._commits_since_checkpoint += 1
         return results
+
+    def _record_fast(
+        self, batch: list[PendingRequest], fan_out: FanOut
+    ) -> list[IntakeResult | BaseException]:
+        """The batch's statements on the kept SQLite connection (the fast path); the fan-out
+        markers it owes go into `fan_out`, for `_finish`."""
+        return list(
+            record_batch_dbapi(
+                self._raw.dbapi_connection,
+                "sqlite",
+                [p.request for p in batch],
+                workspace_id=self.workspace_id,
+                exceptions_channel=self.exceptions_channel,
+                source=self.source,
+                fan_out=fan_out,
+            )
+        )
 
     async def _checkpoints(self, executor: ThreadPoolExecutor) -> None:
         """Every `checkpoint_interval_s` after commits, a PASSIVE checkpoint on another
@@ -443,17 +451,7 @@ class GroupCommitter:
             return functools.partial(self._counted, batch, lambda _batch: failed)
         fan_out = FanOut()
         try:
-            results: list[IntakeResult | BaseException] = list(
-                record_batch_dbapi(
-                    self._raw.dbapi_connection,
-                    "sqlite",
-                    [p.request for p in batch],
-                    workspace_id=self.workspace_id,
-                    exceptions_channel=self.exceptions_channel,
-                    source=self.source,
-                    fan_out=fan_out,
-                )
-            )
+            results = self._record_fast(batch, fan_out)
         except Exception as exc:
             self._rollback()
             log.info("intake batch re-recorded request by request: %s", type(exc).__name__)
