@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from storage.db import make_engine
 from tests.intake_support import ISSUER, PATH, STATIC_TOKEN, bearer
-from tests.servers import free_port, wait_for
+from tests.servers import child_pids, free_port, process_alive, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -68,28 +68,6 @@ def _operation(sender: int, n: int) -> dict:
     }
 
 
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is `pid` (the intake writer, for `d1bot serve`)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc to find processes")
 @pytest.mark.parametrize("victim", ["everything", "server", "writer"])
 async def test_every_acknowledged_notification_survives_sigkill(
@@ -110,7 +88,7 @@ async def test_every_acknowledged_notification_survives_sigkill(
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             await wait_for(lambda: _ready(client, proc), timeout=60, message="server start")
-            writers = _children(proc.pid)
+            writers = child_pids(proc.pid)
             assert len(writers) == 1, f"expected one intake writer, found {writers}"
 
             def kill() -> None:
@@ -142,7 +120,7 @@ async def test_every_acknowledged_notification_survives_sigkill(
             await asyncio.wait_for(asyncio.gather(*(sender(i) for i in range(SENDERS))), 90)
         if victim == "writer":
             assert statuses <= {204, 503}, statuses
-            replaced = _children(proc.pid)
+            replaced = child_pids(proc.pid)
             assert replaced and replaced != writers, "no new intake writer"
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
@@ -150,7 +128,7 @@ async def test_every_acknowledged_notification_survives_sigkill(
             proc.wait(timeout=10)
             assert proc.returncode == -signal.SIGKILL
         await wait_for(
-            lambda: not _alive(writers[0]), timeout=30, message="the intake writer to exit"
+            lambda: not process_alive(writers[0]), timeout=30, message="the intake writer to exit"
         )
 
         # Restart on the same database: it must come up and hold every acknowledged operation.

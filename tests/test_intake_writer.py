@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from bot.intake_writer import IntakeWriter, WriterUnavailable
 from d1.notifications import NotificationRejected
 from tests.intake_support import ISSUER, count
-from tests.servers import wait_for
+from tests.servers import process_alive, wait_for
 
 AT = datetime(2026, 5, 1, 9, 0, tzinfo=timezone.utc)
 
@@ -44,14 +44,6 @@ def _body(n: int) -> bytes:
             "details": {"status": "CARD_PROD_ONGOING"},
         }
     ).encode()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 async def test_stop_answers_everything_sent_then_the_writer_exits(any_engine: Engine) -> None:
@@ -100,7 +92,7 @@ async def test_a_dead_writer_costs_a_503_and_the_next_request_gets_a_new_one(
         os.kill(first, signal.SIGKILL)
         with pytest.raises(WriterUnavailable):
             await asyncio.wait_for(held, 10)
-        await wait_for(lambda: not _alive(first), message="the old writer to be gone")
+        await wait_for(lambda: not process_alive(first), message="the old writer to be gone")
         retried = await writer.record(_body(2), received_at=AT)  # D1's retry
         assert len(retried.new_event_ids) == 1
         assert writer.pid not in (None, first)
