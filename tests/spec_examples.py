@@ -1,19 +1,16 @@
-"""The JSON examples of D1's own documentation (shared/spec), read from the spec files."""
+"""The JSON examples of D1's own documentation (d1/spec), read from the spec files."""
 
 from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
-SPEC_DIR = Path(__file__).resolve().parents[2] / "shared" / "spec"
-if not SPEC_DIR.is_dir():  # a checkout with shared/ beside the repository root
-    SPEC_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "spec"
+from d1.spec import spec_json, spec_text
 
 
 def tracking_hub_examples() -> list[dict]:
     """Every ```json block of tracking-hub.md, parsed."""
-    text = (SPEC_DIR / "tracking-hub.md").read_text()
+    text = spec_text("tracking-hub.md")
     return [json.loads(block) for block in re.findall(r"```json\n(.*?)```", text, re.S)]
 
 
@@ -26,4 +23,4 @@ def track_request_examples() -> list[dict]:
 
 
 def load_schema(name: str) -> dict:
-    return json.loads((SPEC_DIR / name).read_text())
+    return spec_json(name)

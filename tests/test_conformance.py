@@ -1,4 +1,4 @@
-"""Conformance with D1's published schemas (shared/spec): the sandbox's answers and
+"""Conformance with D1's published schemas (d1/spec): the sandbox's answers and
 notifications, and the client's request bodies.
 
 The schemas' patterns use `\\p{L}` and loose character classes: they are checked as published
