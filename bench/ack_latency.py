@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import print_machine  # noqa: E402
 from bench.rss import SIGNING_SECRET, start_d1bot, stop  # noqa: E402
-from bot.localslack import LocalSlack  # noqa: E402
+from bot.dev.localslack import LocalSlack  # noqa: E402
 from tests.slack_signing import command_body, signed_headers  # noqa: E402
 
 

@@ -173,8 +173,8 @@ def _status_mb(field: str) -> float:
 
 def measure(cards: int, repeat: int) -> dict[str, float]:
     """In this (fresh) process: time and memory of computing the digest."""
-    from bot.digest import compute_digest
     from bot.runtime import Runtime
+    from bot.scheduled.digest import compute_digest
     from bot.settings import load_settings
     from storage.db import make_engine
 

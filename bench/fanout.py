@@ -43,8 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sqlalchemy as sa
 
-from bot.localslack import LocalSlack
-from bot.outbox import OutboxWorker
+from bot.delivery.worker import OutboxWorker
+from bot.dev.localslack import LocalSlack
 from bot.runtime import Runtime
 from bot.settings import load_settings
 from d1.models import Operation

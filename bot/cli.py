@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return serve(host=args.host, port=args.port, migrate=not args.no_migrate, tls=tls)
     if args.command == "demo":
-        from bot.demo import run_demo
+        from bot.dev.demo import run_demo
 
         return run_demo(args)
     if args.command == "sandbox":

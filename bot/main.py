@@ -29,17 +29,18 @@ def build_runtime(settings: Settings) -> Runtime:
     runtime = Runtime(settings=settings, engine=engine)
     runtime.outbox_wakeup = asyncio.Event()
     wire_clients(runtime)
-    from bot import outbox, scheduler
+    from bot.delivery import worker as outbox
+    from bot.scheduled import scheduler
 
-    outbox.install(runtime)  # delivers what intake and the jobs enqueue (bot/outbox.py)
-    scheduler.install(runtime)  # digests, stuck cards, reconciliation (bot/scheduler.py)
+    outbox.install(runtime)  # delivers what intake and the jobs enqueue (bot/delivery/worker.py)
+    scheduler.install(runtime)  # digests, stuck cards, reconciliation (bot/scheduled/scheduler.py)
     return runtime
 
 
 def wire_clients(runtime: Runtime) -> None:
     """The Slack Web API client (when SLACK_BOT_TOKEN is set) and the D1 client (when D1 is
     configured; closed when the server stops)."""
-    from bot.app import make_slack_client
+    from bot.slack.app import make_slack_client
     from d1.client import D1Client
     from d1.errors import D1NotConfigured
 

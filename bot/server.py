@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 
 def collect_routes(runtime: Runtime) -> list[BaseRoute]:
     """Every route of the product, from the modules that own them."""
-    from bot import intake, ops, slack_http
+    from bot import ops
+    from bot.intake import routes as intake
+    from bot.slack import transport as slack_http
 
     return [
         *intake.routes(runtime),

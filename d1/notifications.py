@@ -1,7 +1,7 @@
 """D1's notification callback, the pure part: parse a body into operations (naming the first bad
 field), and the credentials D1 presents (Basic at our token endpoint, Bearer on notifications).
 
-No I/O here: `bot/intake.py` reads the request and answers; this module decides.
+No I/O here: `bot/intake/routes.py` reads the request and answers; this module decides.
 
 Tokens we issue are self-verifying: `d1n1.<expires_unix>.<nonce>.<mac>`, the MAC an HMAC-SHA256
 keyed from the client secret. Any replica holding the same secret accepts any replica's tokens,

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from bot.commands import (
+from bot.slack.commands import (
     HELP_POINTER,
     CommandError,
     DigestOffCommand,

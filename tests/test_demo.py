@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from slack_sdk.signature import SignatureVerifier
 
-from bot.demo_morning import (
+from bot.dev.demo_morning import (
     EXCEPTIONS_CHANNEL,
     MORNING,
     OPS_CHANNEL,
@@ -23,7 +23,7 @@ from bot.demo_morning import (
     sensitive_strings,
     terminal_text,
 )
-from bot.localslack import Call
+from bot.dev.localslack import Call
 from d1.carddata import find_pans
 
 DEMO = [sys.executable, "-m", "bot.cli", "demo"]

@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from bot.digest import compute_digest, render_digest
-from bot.schedules import digest_windows, latest_occurrence, parse_time_of_day
-from bot.stuck import criteria, default_rules, rule_titles
+from bot.scheduled.digest import compute_digest, render_digest
+from bot.scheduled.schedules import digest_windows, latest_occurrence, parse_time_of_day
+from bot.scheduled.stuck import criteria, default_rules, rule_titles
 from storage.repositories.digest import digest_data
 from storage.repositories.intake import record_operations
 from storage.tables import OutboxRecord, ThreadRecord

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
-from bot.outbox import OutboxWorker
+from bot.delivery.worker import OutboxWorker
 from storage.repositories.schedules import get_schedule
 from tests.scheduled_support import op, record
 from tests.slack_signing import TEAM_ID

@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.engine import Engine
 
-from bot import commands as cmd
-from bot.localslack import LocalSlack
+from bot.dev.localslack import LocalSlack
 from bot.runtime import Runtime
 from bot.server import create_app
 from bot.settings import Settings
+from bot.slack import commands as cmd
 from d1.carddata import contains_pan, find_pans
 from tests.reliability.threaded import served_in_thread
 from tests.slack_signing import SIGNING_SECRET, command_body, signed_headers

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.dev.localslack import LocalSlack
 from bot.http1 import ProtocolError
 from bot.keepalive import KeepAliveClient
-from bot.localslack import LocalSlack
 from bot.outbox_http import SlackHttp
 from tests.pki import write_pki
 from tests.servers import wait_for

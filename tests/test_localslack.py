@@ -8,7 +8,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.localslack import BOT_USER_ID, TEAM_ID, Call, LocalSlack, render_message_text
+from bot.dev.localslack import BOT_USER_ID, TEAM_ID, Call, LocalSlack, render_message_text
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from bot.localslack import LocalSlack
+from bot.dev.localslack import LocalSlack
 from bot.logs import redact
 from bot.middleware import CorrelationMiddleware
 from tests.logcapture import captured_logs
@@ -241,7 +241,7 @@ async def test_secrets_in_paths_queries_and_crashes_stay_out_of_the_logs() -> No
 async def test_product_paths_log_no_card_numbers_or_credentials(engine) -> None:
     """Notifications (accepted, malformed, unauthenticated), the token endpoint, `/card`
     commands and Slack delivery, all at DEBUG: the captured log holds no secret."""
-    from bot import outbox
+    from bot.delivery import worker as outbox
     from tests.intake_support import PATH, bearer, intake_client, make_runtime
     from tests.servers import wait_for
     from tests.slack_signing import SIGNING_SECRET, command_body, signed_headers

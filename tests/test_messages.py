@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
-from bot import actions, messages
+from bot.render import actions, messages
 from d1.semantics import operation_for_storage
 from storage.tables import CardRecord, EventRecord
 from tests.test_outbox_support import CARDHOLDER, FULL_PAN, shipment

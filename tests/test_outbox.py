@@ -10,7 +10,7 @@ from datetime import timedelta
 from prometheus_client import REGISTRY
 from sqlalchemy.engine import Engine
 
-from bot import actions
+from bot.render import actions
 from storage.repositories import outbox as repo
 from storage.repositories import threads as threads_repo
 from storage.tables import OUTBOX_DEAD, OUTBOX_PENDING, OUTBOX_SENT
@@ -332,7 +332,7 @@ async def test_message_with_thread_and_card_notice(engine: Engine) -> None:
 
 
 async def test_install_runs_with_the_server_lifecycle_and_wakes(engine: Engine) -> None:
-    from bot.outbox import install
+    from bot.delivery.worker import install
 
     follow(engine, "C1", "card-1")
     async with delivery(engine) as (slack, runtime, _worker):

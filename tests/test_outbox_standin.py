@@ -9,7 +9,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.engine import Engine
 
-from bot.localslack import LocalSlack
+from bot.dev.localslack import LocalSlack
 from storage.repositories import outbox as repo
 from tests.test_outbox_support import drain, follow, make_runtime, make_worker, produce, record
 

@@ -12,8 +12,8 @@ from typing import Any
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.engine import Engine
 
-from bot.localslack import LocalSlack
-from bot.outbox import OutboxWorker
+from bot.delivery.worker import OutboxWorker
+from bot.dev.localslack import LocalSlack
 from bot.runtime import Runtime
 from bot.settings import load_settings
 from d1.models import Operation

@@ -3,7 +3,7 @@ stand-in is in tests/test_outbox.py)."""
 
 from __future__ import annotations
 
-from bot.notify import SlackArrivalClock
+from bot.delivery.notify import SlackArrivalClock
 
 # Slack's clock is ahead of our monotonic clock by this much in these tests.
 OFFSET = 1_700_000_000.0

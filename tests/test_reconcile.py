@@ -8,9 +8,9 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 
-from bot.jobs import reconcile_quiet
-from bot.reconcile import Reconciler, differs, synthetic_operation
 from bot.runtime import Runtime
+from bot.scheduled.jobs import reconcile_quiet
+from bot.scheduled.reconcile import Reconciler, differs, synthetic_operation
 from bot.server import create_app
 from d1.models import ProductionStatus
 from storage.repositories.cards import events_of_card, get_card

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from bot.jobs import prune_old_rows
 from bot.runtime import Runtime
+from bot.scheduled.jobs import prune_old_rows
 from bot.settings import Settings
 from storage.tables import AuditRecord, JobRunRecord, OutboxRecord
 

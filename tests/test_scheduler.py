@@ -8,10 +8,10 @@ import asyncio
 import json
 from datetime import datetime, timedelta, timezone
 
-from bot.digest import digest_command
-from bot.jobs import send_digest_if_due
-from bot.scheduler import Scheduler, install
-from bot.schedules import DigestSchedule, digest_due
+from bot.scheduled.digest import digest_command
+from bot.scheduled.jobs import send_digest_if_due
+from bot.scheduled.scheduler import Scheduler, install
+from bot.scheduled.schedules import DigestSchedule, digest_due
 from storage.repositories.jobs import claim_run, runs_of
 from storage.repositories.schedules import get_schedule
 from tests.scheduled_support import FixedClock, make_runtime, op, outbox_rows, record

@@ -17,7 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from bot.localslack import LocalSlack
+from bot.dev.localslack import LocalSlack
 from bot.runtime import Runtime
 from bot.server import create_app
 from bot.settings import Settings

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from bot import actions
+from bot.render import actions
 from d1.models import parse_operations
 from storage.repositories import subscriptions
 from storage.repositories.intake import record_operations

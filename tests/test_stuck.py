@@ -9,8 +9,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from bot.jobs import check_stuck
-from bot.stuck import criteria, default_rules, describe_duration, matching_rule
+from bot.scheduled.jobs import check_stuck
+from bot.scheduled.stuck import criteria, default_rules, describe_duration, matching_rule
 from storage.repositories.cards import get_card
 from storage.repositories.stuck import stuck_cards
 from tests.scheduled_support import FixedClock, make_runtime, op, outbox_rows, record, subscribe

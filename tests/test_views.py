@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 from slack_sdk.models.blocks import Block
 
-from bot import actions
-from bot.views import (
+from bot.render import actions
+from bot.render.views import (
     HELP_ENTRIES,
     HELP_EXAMPLES,
     ChannelSubscriptionRow,

@@ -61,7 +61,7 @@ class ReasonCount:
 
 @dataclass(frozen=True)
 class DigestData:
-    """Everything a digest shows; rendering is `bot/digest.py`'s business."""
+    """Everything a digest shows; rendering is `bot/scheduled/digest.py`'s business."""
 
     window_start: datetime
     window_end: datetime

@@ -1,8 +1,8 @@
 """Stuck cards: which cards sit too long in a stage (SQL over indexed columns), and the alerts
 already raised for them (`StuckAlertRecord`: once per card, rule and state).
 
-The rules themselves (stages, thresholds) live in `bot/stuck.py`; they reach this module as plain
-`StuckCriterion` values with the cut-off time already computed.
+The rules themselves (stages, thresholds) live in `bot/scheduled/stuck.py`; they reach this
+module as plain `StuckCriterion` values with the cut-off time already computed.
 """
 
 from __future__ import annotations

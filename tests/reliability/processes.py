@@ -28,7 +28,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from bot.localslack import LocalSlack
+from bot.dev.localslack import LocalSlack
 from d1.sandbox import Sandbox
 from storage.db import make_engine
 from storage.migrate import upgrade

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.localslack import Call
+from bot.dev.localslack import Call
 from d1.models import Operation
 from d1.sandbox import SCENARIOS
 from d1.semantics import operation_dedup_key

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 SLACK_DEADLINE = 3.0
 UNAVAILABLE = "D1 is not answering"
-# Reconciliation asks three times, sleeping 2 s then 4 s (bot.reconcile), before giving up.
+# Reconciliation asks three times, sleeping 2 s then 4 s (bot.scheduled.reconcile), then stops.
 RECONCILE_ATTEMPTS = 3
 
 

@@ -27,7 +27,7 @@ STUCK_CARD = "rep-stuck"
 CHANNELS = ["CREP1", "CREP2"]
 DIGEST_CHANNEL = "CDIGEST"
 EXCEPTIONS_CHANNEL = "CEXC"
-STUCK_FIRST_CHECK = 5.0  # bot.scheduler: the first stuck-card check runs 5 s after start
+STUCK_FIRST_CHECK = 5.0  # bot.scheduled.scheduler: the first stuck-card check runs 5 s after start
 REPLICA_ENV = {
     "D1BOT_EXCEPTIONS_CHANNEL": EXCEPTIONS_CHANNEL,
     # A card still "requested" after ~2 s is stuck (the production default is 24 h).

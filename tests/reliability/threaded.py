@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from bot.localslack import LocalSlack
+from bot.dev.localslack import LocalSlack
 from tests.servers import serve_asgi
 
 

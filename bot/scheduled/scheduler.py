@@ -19,10 +19,10 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bot import metrics
-from bot.jobs import check_stuck, prune_old_rows, reconcile_quiet, send_digest_if_due
-from bot.reconcile import Reconciler
 from bot.runtime import BackgroundTask, Runtime
-from bot.schedules import DigestSchedule, effective_schedules
+from bot.scheduled.jobs import check_stuck, prune_old_rows, reconcile_quiet, send_digest_if_due
+from bot.scheduled.reconcile import Reconciler
+from bot.scheduled.schedules import DigestSchedule, effective_schedules
 from storage.repositories.schedules import list_schedules
 
 log = logging.getLogger(__name__)

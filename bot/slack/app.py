@@ -14,11 +14,11 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import actions, views
-from bot.access import AccessControl
+from bot.render import actions, views
 from bot.runtime import Runtime
-from bot.services import CardService, Invoker, Outcome
 from bot.settings import Settings
+from bot.slack.access import AccessControl
+from bot.slack.services import CardService, Invoker, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ async def _private(respond: AsyncRespond, reply: views.Reply, *, replace: bool =
 
 
 def register_listeners(app: AsyncApp, service: CardService, access: AccessControl) -> None:
-    """Attach the `/card` command and every button of `bot.actions` to `app`."""
+    """Attach the `/card` command and every button of `bot.render.actions` to `app`."""
     workspace = service.runtime.settings.d1bot_workspace_id
 
     async def allowed(who: Invoker, action: str, respond: AsyncRespond) -> bool:

@@ -22,7 +22,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot import actions, mrkdwn
+from bot.render import actions, mrkdwn
 from d1.carddata import find_pans
 from d1.models import Shipment
 from storage.tables import CardRecord, EventRecord

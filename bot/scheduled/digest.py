@@ -23,16 +23,16 @@ from slack_sdk.models.blocks import (
 )
 
 from bot import metrics
-from bot.blockpages import escape, line_sections, paginate
+from bot.render.blockpages import escape, line_sections, paginate
 from bot.runtime import Runtime
-from bot.schedules import (
+from bot.scheduled.schedules import (
     check_timezone,
     describe_local,
     digest_windows,
     next_occurrence,
     parse_time_of_day,
 )
-from bot.stuck import criteria, default_rules, rule_titles, state_words, stuck_line
+from bot.scheduled.stuck import criteria, default_rules, rule_titles, state_words, stuck_line
 from d1.models import (
     PRODUCTION_STATUS_WORDS,
     PRODUCTION_STATUSES,

@@ -1,7 +1,7 @@
 """How each kind of outbox row becomes Slack calls: a card's thread (its parent, posted once
 and kept current, and the replies in it), exception alerts, notices, digests and direct
-messages. `MessageKinds` is a part of `bot.outbox.OutboxWorker`, which provides the claiming,
-pacing, Slack calls and settling it relies on (declared below for the type checker)."""
+messages. `MessageKinds` is a part of `bot.delivery.worker.OutboxWorker`, which provides the
+claiming, pacing, Slack calls and settling it relies on (declared below for the type checker)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
-from bot import messages
-from bot.notify import PARENT_GONE_ERRORS, Deferred, PermanentError, TransientError
+from bot.delivery.notify import PARENT_GONE_ERRORS, Deferred, PermanentError, TransientError
+from bot.render import messages
 from storage.repositories import cards as cards_repo
 from storage.repositories import outbox as repo
 from storage.repositories import threads as threads_repo

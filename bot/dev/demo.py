@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from bot.demo_morning import (
+from bot.dev.demo_morning import (
     CHANNEL_NAMES,
     DEMO_TEAM,
     EXCEPTIONS_CHANNEL,
@@ -40,7 +40,7 @@ from bot.demo_morning import (
     command_request,
     parse_prompt_line,
 )
-from bot.localslack import Call, LocalSlack
+from bot.dev.localslack import Call, LocalSlack
 from bot.runtime import Runtime
 
 log = logging.getLogger("d1bot.demo")

@@ -28,9 +28,8 @@ from typing import Any
 import aiohttp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import messages
-from bot.metrics import DEAD_LETTERS, OUTBOX_DEPTH, OUTBOX_OLDEST_AGE, SLACK_CALLS
-from bot.notify import (
+from bot.delivery.kinds import MessageKinds, _id, _Round
+from bot.delivery.notify import (
     ChannelPacer,
     Deferred,
     DeliveryError,
@@ -40,9 +39,10 @@ from bot.notify import (
     backoff_seconds,
     classify_slack_error,
 )
+from bot.metrics import DEAD_LETTERS, OUTBOX_DEPTH, OUTBOX_OLDEST_AGE, SLACK_CALLS
 from bot.outbox_commits import SettleQueue
 from bot.outbox_http import SlackHttp
-from bot.outbox_kinds import MessageKinds, _id, _Round
+from bot.render import messages
 from bot.runtime import BackgroundTask, Runtime
 from storage.repositories import cards as cards_repo
 from storage.repositories import fanout as fanout_repo

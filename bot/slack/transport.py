@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from bot.app import build_bolt_app, make_slack_client
 from bot.runtime import BackgroundTask, Runtime
+from bot.slack.app import build_bolt_app, make_slack_client
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot import actions, mrkdwn
-from bot.mrkdwn import escape, shipment_words, slack_date, status_words
+from bot.render import actions, mrkdwn
+from bot.render.mrkdwn import escape, shipment_words, slack_date, status_words
 from d1.models import (
     PRODUCTION_STATUS_WORDS,
     Address,
@@ -339,7 +339,7 @@ def error_reply(text: str) -> Reply:
 
 def acknowledged_blocks(original: Sequence[dict[str, Any]], *, user_id: str) -> list[Block]:
     """An alert after someone acknowledged it: its blocks without the buttons, plus who acked.
-    Used when bot/messages.py has no builder of its own for the acknowledged variant."""
+    Used when bot/render/messages.py has no builder of its own for the acknowledged variant."""
     kept = [Block.parse(b) for b in original if b.get("type") != "actions"]
     blocks = [b for b in kept if b is not None]
     blocks.append(

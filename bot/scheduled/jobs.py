@@ -1,6 +1,6 @@
 """The scheduled jobs' bodies: send a channel's digest, raise stuck-card alerts, reconcile quiet
 cards. Each run is claimed in the database first (`storage/repositories/jobs.py`), so with
-several replicas every run happens once; the APScheduler glue is `bot/scheduler.py`.
+several replicas every run happens once; the APScheduler glue is `bot/scheduled/scheduler.py`.
 
 The digest and stuck functions block (database work): call them through `asyncio.to_thread`.
 """
@@ -15,12 +15,12 @@ from typing import Any
 from slack_sdk.models.blocks import Block
 
 from bot import metrics
-from bot.blockpages import line_sections, paginate
-from bot.digest import compute_digest, late_note
-from bot.reconcile import Reconciler, ReconcileReport, period_start
+from bot.render.blockpages import line_sections, paginate
 from bot.runtime import Runtime
-from bot.schedules import DigestSchedule, digest_due
-from bot.stuck import criteria, default_rules, notice_payload, rule_titles, stuck_line
+from bot.scheduled.digest import compute_digest, late_note
+from bot.scheduled.reconcile import Reconciler, ReconcileReport, period_start
+from bot.scheduled.schedules import DigestSchedule, digest_due
+from bot.scheduled.stuck import criteria, default_rules, notice_payload, rule_titles, stuck_line
 from storage.repositories.digest import enqueue_scheduled_digest
 from storage.repositories.jobs import claim_run, finish_run, last_claimed_run
 from storage.repositories.retention import PruneReport, prune

@@ -1,5 +1,5 @@
 """What `/card` commands and their buttons do: call D1, change subscriptions, audit, and
-answer with a `views.Reply`. No Slack request handling here (that is bot/app.py).
+answer with a `views.Reply`. No Slack request handling here (that is bot/slack/app.py).
 
 Every public method audits what it did and counts it in `bot.metrics.COMMANDS`; none raises
 for a user's mistake or D1's trouble: both become a short sentence. Blocking database work runs
@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from bot import commands as cmd
-from bot import mrkdwn, views
 from bot.metrics import COMMANDS
+from bot.render import mrkdwn, views
 from bot.runtime import Runtime
+from bot.slack import commands as cmd
 from d1.errors import MSG_NOT_CONFIGURED, MSG_UNAVAILABLE, D1Error, D1NotFound, D1Unavailable
 from d1.models import ProductionStatus, ProductionTrackingRequest, ReturnTrackingRequest
 from storage.repositories import audit, subscriptions
@@ -291,9 +291,9 @@ class CardService:
         return int(await self._db(count_dead_letters, channel_id=channel_id))
 
     async def _digest(self, who: Invoker, command: cmd.Command) -> views.Reply:
-        """Delegates to `bot.digest.digest_command` (the digest feature) when present."""
+        """Delegates to `bot.scheduled.digest.digest_command` (the digest feature) when present."""
         try:
-            from bot.digest import digest_command
+            from bot.scheduled.digest import digest_command
         except ImportError:
             raise Outcome("not_available", views.message_reply(DIGEST_NOT_AVAILABLE)) from None
         args: list[str] = []
@@ -381,14 +381,14 @@ class CardService:
     async def _acknowledged_alert(
         self, ack: AlertAckRecord, original_blocks: list[dict[str, Any]]
     ) -> views.Reply:
-        """bot/messages.py's acknowledged alert when card and event are known; else the
+        """bot/render/messages.py's acknowledged alert when card and event are known; else the
         original blocks without buttons, plus who acknowledged."""
         from storage.repositories.cards import get_card, get_event
 
         card = await self._db(get_card, card_id=ack.card_id)
         event = await self._db(get_event, event_id=ack.event_id)
         if card is not None and event is not None:
-            from bot.messages import alert_acknowledged_message
+            from bot.render.messages import alert_acknowledged_message
 
             message = alert_acknowledged_message(
                 card,

@@ -1,7 +1,7 @@
 """The pure parts of `d1bot demo`: the morning's cards, Slack-signed slash-command requests, and
 what the terminal shows for each Slack call (channel, thread, header, fields, buttons as text).
 
-Kept apart from `bot.demo` (which starts servers and drives the sandbox) so that it can be read,
+Kept apart from `bot.dev.demo` (which starts servers and drives the sandbox) so that it can be read,
 and tested, without any I/O.
 """
 
@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 from slack_sdk.signature import SignatureVerifier
 
-from bot.localslack import Call, render_message_text
+from bot.dev.localslack import Call, render_message_text
 
 DEMO_TEAM = "T0LOCAL"
 OPS_CHANNEL = "C0CARDOPS"
