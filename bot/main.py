@@ -10,10 +10,17 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from pydantic import ValidationError
+from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.runtime import BackgroundTask, Runtime
+from bot import metrics
+from bot.delivery import worker as outbox
+from bot.runtime import BackgroundTask, Runtime, slack_client_from
+from bot.scheduled import scheduler
 from bot.settings import Settings, load_settings
+from d1.client import D1Client
+from d1.errors import D1NotConfigured
 from storage.db import make_engine
 
 log = logging.getLogger("d1bot")
@@ -29,33 +36,66 @@ def build_runtime(settings: Settings) -> Runtime:
     runtime = Runtime(settings=settings, engine=engine)
     runtime.outbox_wakeup = asyncio.Event()
     wire_clients(runtime)
-    from bot.delivery import worker as outbox
-    from bot.scheduled import scheduler
-
     outbox.install(runtime)  # delivers what intake and the jobs enqueue (bot/delivery/worker.py)
     scheduler.install(runtime)  # digests, stuck cards, reconciliation (bot/scheduled/scheduler.py)
     return runtime
 
 
 def wire_clients(runtime: Runtime) -> None:
-    """The Slack Web API client (when SLACK_BOT_TOKEN is set) and the D1 client (when D1 is
-    configured; closed when the server stops)."""
-    from bot.slack.app import make_slack_client
-    from d1.client import D1Client
-    from d1.errors import D1NotConfigured
-
-    runtime.slack_client = make_slack_client(runtime.settings)
+    """The shared Slack Web API client (when SLACK_BOT_TOKEN is set; one connection pool while
+    the server runs) and the D1 client (when D1 is configured; closed when the server stops)."""
+    client = slack_client_from(runtime.settings)
+    runtime.slack_client = client
+    if client is not None:
+        runtime.background.append(slack_session_task(client))
     try:
-        client = D1Client.from_settings(runtime.settings)
+        d1 = d1_client_from(runtime.settings)
     except D1NotConfigured as exc:
         log.warning("D1 is not configured, /card status and track will say so: %s", exc)
         return
-    runtime.d1_client = client
+    runtime.d1_client = d1
 
     async def _nothing() -> None:
         return None
 
-    runtime.background.append(BackgroundTask(name="d1-client", start=_nothing, stop=client.aclose))
+    runtime.background.append(BackgroundTask(name="d1-client", start=_nothing, stop=d1.aclose))
+
+
+def slack_session_task(client: AsyncWebClient) -> BackgroundTask:
+    """One aiohttp session (connection pool) for the client while the server runs; without it
+    the SDK opens a session, and a connection, per call."""
+
+    async def start() -> None:
+        client.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=client.timeout))
+
+    async def stop() -> None:
+        if client.session is not None:
+            await client.session.close()
+            client.session = None
+
+    return BackgroundTask(name="slack-client", start=start, stop=stop)
+
+
+def d1_client_from(settings: Settings, **overrides: Any) -> D1Client:
+    """The D1 client from the `D1_*` settings, its calls counted in the metrics; raises
+    `D1NotConfigured` naming what is missing."""
+    private_key = settings.private_key_pem()
+    if not settings.d1_issuer_id or not settings.d1_key_id or not private_key:
+        raise D1NotConfigured(detail="D1_ISSUER_ID, D1_KEY_ID and D1_PRIVATE_KEY are needed")
+    options: dict[str, Any] = {
+        "api_url": settings.d1_api_url,
+        "auth_url": settings.d1_auth_url,
+        "issuer_id": settings.d1_issuer_id,
+        "key_id": settings.d1_key_id,
+        "private_key_pem": private_key,
+        "client_cert": settings.d1_client_cert,
+        "client_key": settings.d1_client_key,
+        "timeout": settings.d1_timeout_seconds,
+        "max_retries": settings.d1_max_retries,
+        "observe": metrics.observe_d1_call,
+    }
+    options.update(overrides)
+    return D1Client(**options)
 
 
 def report(settings: Settings) -> tuple[str, bool]:
@@ -161,7 +201,7 @@ def serve(
         host=host or settings.host,
         port=port or settings.port,
         log_config=None,
-        access_log=False,  # bot.middleware logs one line per request, with its correlation id
+        access_log=False,  # bot.server logs one line per request, with its correlation id
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         **(tls or TLSOptions()).uvicorn_kwargs(),
     )

@@ -35,3 +35,9 @@ COMMANDS = Counter(
 )
 JOB_RUNS = Counter("d1bot_job_runs_total", "Scheduled job runs", ["job", "outcome"])
 DIGEST_RUNS = Counter("d1bot_digest_runs_total", "Digests computed and enqueued", ["outcome"])
+
+
+def observe_d1_call(endpoint: str, outcome: str, seconds: float) -> None:
+    """`d1.client.D1Client`'s call observer: count and time every D1 call."""
+    D1_CALLS.labels(endpoint=endpoint, outcome=outcome).inc()
+    D1_LATENCY.labels(endpoint=endpoint).observe(seconds)

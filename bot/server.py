@@ -1,36 +1,56 @@
 """The ASGI application: Slack's door, D1's door, health and metrics, and background work.
 
-`create_app` is the composition root for the HTTP side; each feature module contributes its
-routes and background tasks from the shared `Runtime`.
+`create_app` is the composition root for the HTTP side; each feature package contributes its
+routes and background tasks from the shared `Runtime`. Every request gets a correlation id (the
+caller's `x-correlation-id` or `x-request-id` when well formed, else a new one), set in
+`bot.logs.correlation_id` while it is served and returned in the `x-correlation-id` header, and
+one access log line: method, path (never the query string), status and duration (probes and
+scrapes at DEBUG unless they fail).
+
+`GET /healthz` answers 200 only when the database answers and every background task (outbox
+worker, scheduler) reports itself healthy, else 503 with the reasons in words. `GET /metrics`
+refreshes the outbox gauges from the database at scrape time, so they are right whichever
+replica sent the messages.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
+import re
+import time
+import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import BaseRoute
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
-from bot.middleware import CorrelationMiddleware
+from bot import metrics
+from bot.intake import routes as intake
+from bot.logs import correlation_id
 from bot.runtime import Runtime
+from bot.slack import transport as slack_transport
+from storage.repositories import health as health_repo
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("d1bot.access")
+
+DB_CHECK_TIMEOUT_SECONDS = 5.0
 
 
 def collect_routes(runtime: Runtime) -> list[BaseRoute]:
-    """Every route of the product, from the modules that own them."""
-    from bot import ops
-    from bot.intake import routes as intake
-    from bot.slack import transport as slack_http
-
+    """Every route of the product, from the packages that own them."""
     return [
         *intake.routes(runtime),
-        *slack_http.routes(runtime),
-        *ops.routes(runtime),
+        *slack_transport.routes(runtime),
+        *ops_routes(runtime),
     ]
 
 
@@ -72,3 +92,161 @@ def create_app(runtime: Runtime, *, run_background: bool = True) -> Starlette:
     )
     app.state.runtime = runtime
     return app
+
+
+# --------------------------------------------------------------------------- middleware
+
+
+# D1's own correlation id pattern; anything else from outside is replaced, not logged.
+_VALID_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_HEADERS = (b"x-correlation-id", b"x-request-id")
+# Probes and scrapes: logged at DEBUG (unless they fail) so they do not drown the real traffic.
+QUIET_PATHS = frozenset({"/healthz", "/metrics"})
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+
+
+def new_correlation_id() -> str:
+    return uuid.uuid4().hex
+
+
+def correlation_id_from(headers: list[tuple[bytes, bytes]]) -> str:
+    """The caller's id when it is acceptable, else a new one."""
+    found = dict(headers)
+    for name in _HEADERS:
+        raw = found.get(name)
+        if raw is None:
+            continue
+        value = raw.decode("latin-1").strip()
+        if _VALID_ID.match(value):
+            return value
+    return new_correlation_id()
+
+
+class CorrelationMiddleware:
+    """Pure ASGI (no body buffering, streaming-safe)."""
+
+    def __init__(self, app: Any, *, quiet_paths: frozenset[str] = QUIET_PATHS) -> None:
+        self.app = app
+        self.quiet_paths = quiet_paths
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cid = correlation_id_from(scope.get("headers") or [])
+        token = correlation_id.set(cid)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                headers = [
+                    (k, v) for k, v in message.get("headers", []) if k != b"x-correlation-id"
+                ]
+                headers.append((b"x-correlation-id", cid.encode("latin-1")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            path = scope.get("path", "")
+            duration_ms = (time.perf_counter() - started) * 1000
+            client = scope.get("client")
+            level = logging.DEBUG if path in self.quiet_paths and status < 500 else logging.INFO
+            access_log.log(
+                level,
+                "%s %s %d %.1fms",
+                scope.get("method", "-"),
+                path,
+                status,
+                duration_ms,
+                extra={
+                    "http_method": scope.get("method", "-"),
+                    "http_path": path,
+                    "http_status": status,
+                    "duration_ms": round(duration_ms, 1),
+                    "client": client[0] if client else None,
+                },
+            )
+            correlation_id.reset(token)
+
+
+# --------------------------------------------------------------------------- health and metrics
+
+
+async def _database_problem(runtime: Runtime) -> str | None:
+    """None when the database answers, else why not (the class of error, never its text:
+    driver messages can name hosts and users)."""
+    try:
+        await asyncio.wait_for(
+            asyncio.to_thread(health_repo.ping, engine=runtime.engine), DB_CHECK_TIMEOUT_SECONDS
+        )
+    except TimeoutError:
+        return f"database did not answer within {DB_CHECK_TIMEOUT_SECONDS:g}s"
+    except Exception as exc:
+        log.warning("health check: database unreachable", exc_info=True)
+        return f"database unreachable ({type(exc).__name__})"
+    return None
+
+
+def _task_problems(runtime: Runtime) -> dict[str, str | None]:
+    found: dict[str, str | None] = {}
+    for task in runtime.background:
+        try:
+            healthy = bool(task.is_healthy())
+        except Exception as exc:
+            log.warning("health check of %s failed", task.name, exc_info=True)
+            found[task.name] = f"{task.name} health check failed ({type(exc).__name__})"
+            continue
+        found[task.name] = None if healthy else f"{task.name} is not running"
+    return found
+
+
+async def health_report(runtime: Runtime) -> tuple[bool, dict[str, Any]]:
+    """Whether this process can do its work, and the JSON body that says why (not)."""
+    checks: dict[str, str] = {}
+    reasons: list[str] = []
+    db_problem = await _database_problem(runtime)
+    checks["database"] = "ok" if db_problem is None else "failing"
+    if db_problem:
+        reasons.append(db_problem)
+    for name, problem in _task_problems(runtime).items():
+        checks[name] = "ok" if problem is None else "failing"
+        if problem:
+            reasons.append(problem)
+    if reasons:
+        return False, {"status": "unavailable", "checks": checks, "reasons": reasons}
+    return True, {"status": "ok", "checks": checks}
+
+
+async def refresh_outbox_gauges(runtime: Runtime) -> None:
+    """Set the outbox depth and oldest-pending age from the database (best effort)."""
+    try:
+        backlog = await asyncio.to_thread(health_repo.outbox_backlog, engine=runtime.engine)
+    except Exception:
+        log.warning("could not read the outbox backlog for /metrics", exc_info=True)
+        return
+    metrics.OUTBOX_DEPTH.set(backlog.pending)
+    metrics.OUTBOX_OLDEST_AGE.set(backlog.oldest_age_seconds(runtime.clock()))
+
+
+def ops_routes(runtime: Runtime) -> list[BaseRoute]:
+    async def healthz(_request: Request) -> Response:
+        ok, body = await health_report(runtime)
+        if not ok:
+            log.warning("health check failing: %s", "; ".join(body["reasons"]))
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    async def metrics_endpoint(_request: Request) -> Response:
+        await refresh_outbox_gauges(runtime)
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]

@@ -10,10 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
@@ -73,13 +72,6 @@ class Settings(BaseSettings):
     d1_notify_token: SecretStr | None = None
     d1_notify_token_ttl_seconds: int = 900
     d1_notify_max_body_bytes: int = 1024 * 1024
-    # Group commit: wait up to this long for this many notifications before a transaction
-    # (unset: 0 with the writer process, 1 ms inline; see `intake_commit_delay_ms`).
-    d1bot_intake_commit_delay_ms: float | None = Field(default=None, ge=0, le=50)
-    d1bot_intake_commit_siblings: int = Field(default=32, ge=1, le=256)
-    # Where notifications are parsed and recorded: a writer process beside the server
-    # (`bot.intake_writer`), or the server's own event loop.
-    d1bot_intake_writer: Literal["process", "inline"] = "process"
 
     # Product behaviour
     d1bot_exceptions_channel: str | None = None
@@ -136,14 +128,6 @@ class Settings(BaseSettings):
     @property
     def allowed_usergroups(self) -> frozenset[str]:
         return self._csv(self.d1bot_allowed_usergroups)
-
-    @property
-    def intake_commit_delay_ms(self) -> float:
-        """The writer process batches what arrives while it commits, with no wait (measured:
-        a 1 ms wait only lengthened its cycle); inline, a wait of 1 ms saves event-loop CPU."""
-        if self.d1bot_intake_commit_delay_ms is not None:
-            return self.d1bot_intake_commit_delay_ms
-        return 0.0 if self.d1bot_intake_writer == "process" else 1.0
 
     @property
     def extra_exception_statuses(self) -> frozenset[str]:

@@ -9,7 +9,8 @@ Mechanics every call shares, so callers only see typed answers or a `d1.errors.D
 - a fresh random `x-correlation-id` per call (kept across that call's retries; never derived
   from card data);
 - optional mTLS client certificate (D1 requires it in production);
-- Prometheus metrics `d1bot_d1_calls_total{endpoint,outcome}` and `d1bot_d1_call_seconds`.
+- an optional observer told of every call (endpoint, outcome, seconds): the application's
+  metrics, injected so that this package depends on nothing of the application.
 """
 
 from __future__ import annotations
@@ -23,13 +24,12 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import certifi
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from bot.metrics import D1_CALLS, D1_LATENCY
 from d1.errors import (
     D1BadRequest,
     D1Error,
@@ -57,13 +57,12 @@ from d1.tokens import (
     mint_assertion,
 )
 
-if TYPE_CHECKING:
-    from bot.settings import Settings
-
 log = logging.getLogger("d1bot.d1")
 
 Clock = Callable[[], datetime]
 Sleep = Callable[[float], Awaitable[None]]
+# Told of each call once it ended: endpoint, outcome ("ok", "not_found", ...), seconds.
+CallObserver = Callable[[str, str, float], None]
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 DEFAULT_MAX_RETRIES = 3
@@ -118,6 +117,7 @@ class D1Client:
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        observe: CallObserver | None = None,
     ) -> None:
         if not issuer_id or not key_id or not private_key_pem:
             raise D1NotConfigured(detail="issuer id, key id and private key are required")
@@ -136,6 +136,7 @@ class D1Client:
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
+        self._observe = observe
         self.ssl_context = build_ssl_context(
             client_cert=client_cert, client_key=client_key, ca_file=ca_file
         )
@@ -146,26 +147,6 @@ class D1Client:
             headers={"accept": "application/json", "user-agent": "d1-slack"},
         )
         self._tokens = TokenCache(self._fetch_token, clock, token_margin_seconds)
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **overrides: Any) -> D1Client:
-        """Build from `D1_*` settings; raises `D1NotConfigured` when something is missing."""
-        private_key = settings.private_key_pem()
-        if not settings.d1_issuer_id or not settings.d1_key_id or not private_key:
-            raise D1NotConfigured(detail="D1_ISSUER_ID, D1_KEY_ID and D1_PRIVATE_KEY are needed")
-        options: dict[str, Any] = {
-            "api_url": settings.d1_api_url,
-            "auth_url": settings.d1_auth_url,
-            "issuer_id": settings.d1_issuer_id,
-            "key_id": settings.d1_key_id,
-            "private_key_pem": private_key,
-            "client_cert": settings.d1_client_cert,
-            "client_key": settings.d1_client_key,
-            "timeout": settings.d1_timeout_seconds,
-            "max_retries": settings.d1_max_retries,
-        }
-        options.update(overrides)
-        return cls(**options)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -323,8 +304,8 @@ class D1Client:
                 outcome = _outcome_label(error)
                 raise error
         finally:
-            D1_CALLS.labels(endpoint=endpoint, outcome=outcome).inc()
-            D1_LATENCY.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+            if self._observe is not None:
+                self._observe(endpoint, outcome, time.perf_counter() - started)
 
     async def _backoff(self, attempt: int) -> None:
         ceiling = min(self._backoff_max, self._backoff_base * (2 ** (attempt - 1)))

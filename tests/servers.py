@@ -1,5 +1,4 @@
-"""Run ASGI apps on real loopback sockets inside the test's event loop (port 0), and look at
-the processes a test started (through /proc)."""
+"""Run ASGI apps on real loopback sockets inside the test's event loop (port 0)."""
 
 from __future__ import annotations
 
@@ -7,33 +6,9 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import uvicorn
-
-
-def child_pids(pid: int) -> list[int]:
-    """The processes whose parent is `pid` (the intake writer, for `d1bot serve`)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def process_alive(pid: int) -> bool:
-    """Whether `pid` runs (a zombie, exited but not yet reaped, does not)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def free_port() -> int:

@@ -11,6 +11,7 @@ from bot.delivery.worker import OutboxWorker
 from storage.repositories.schedules import get_schedule
 from tests.scheduled_support import op, record
 from tests.slack_signing import TEAM_ID
+from tests.test_outbox_support import drain
 from tests.test_slack_app import slack_stack
 
 
@@ -40,8 +41,7 @@ async def test_card_digest_end_to_end(engine) -> None:
 
         reply = await stack.ask("digest post", channel_id="C1")
         assert "Posting the digest" in reply["text"]
-        worker = OutboxWorker(stack.runtime, client=stack.runtime.slack_client)
-        await worker.drain_once()
+        await drain(OutboxWorker(stack.runtime, client=stack.runtime.slack_client), engine)
         [posted] = stack.slack.messages(channel="C1")
         assert "Daily card digest" in json.dumps(posted) and "card-77" in json.dumps(posted)
 

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from storage.db import make_engine
 from tests.intake_support import ISSUER, PATH, STATIC_TOKEN, bearer
-from tests.servers import child_pids, free_port, process_alive, wait_for
+from tests.servers import free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -68,68 +68,35 @@ def _operation(sender: int, n: int) -> dict:
     }
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc to find processes")
-@pytest.mark.parametrize("victim", ["everything", "server", "writer"])
-async def test_every_acknowledged_notification_survives_sigkill(
-    tmp_path: Path, victim: str
-) -> None:
-    """SIGKILL to the server and its intake writer at once (a power cut), to the server alone
-    (the writer must see it gone and exit), or to the writer alone (the server answers 503 for
-    what it held and starts another); every 204 is in the database afterwards."""
+async def test_every_acknowledged_notification_survives_sigkill(tmp_path: Path) -> None:
+    """SIGKILL to the server mid-stream (a power cut, as far as the process knows): every
+    notification answered 204 is in the database when it comes back."""
     db_url = f"sqlite:///{tmp_path / 'crash.db'}"
     log = tmp_path / "serve.log"
     port = free_port()
     proc = _start(db_url, port, log)
     acked: set[str] = set()
-    statuses: set[int] = set()
-    killed = asyncio.Event()
-    done = asyncio.Event()
-    writers: list[int] = []
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             await wait_for(lambda: _ready(client, proc), timeout=60, message="server start")
-            writers = child_pids(proc.pid)
-            assert len(writers) == 1, f"expected one intake writer, found {writers}"
-
-            def kill() -> None:
-                if victim == "everything":
-                    os.killpg(proc.pid, signal.SIGKILL)
-                elif victim == "server":
-                    os.kill(proc.pid, signal.SIGKILL)
-                else:
-                    os.kill(writers[0], signal.SIGKILL)
-                killed.set()
 
             async def sender(i: int) -> None:
                 n = 0
-                while not done.is_set():
+                while True:
                     op = _operation(i, n)
                     n += 1
                     try:
                         r = await client.post(PATH, json=op, headers=bearer())
                     except httpx.TransportError:
                         return  # the server is gone: this one was not acknowledged
-                    statuses.add(r.status_code)
                     if r.status_code == 204:
                         acked.add(op["operationId"])
-                        if len(acked) >= KILL_AFTER_ACKS and not killed.is_set():
-                            kill()
-                        if victim == "writer" and len(acked) >= 2 * KILL_AFTER_ACKS:
-                            done.set()  # a new writer has taken over
+                        if len(acked) >= KILL_AFTER_ACKS and proc.poll() is None:
+                            os.killpg(proc.pid, signal.SIGKILL)
 
             await asyncio.wait_for(asyncio.gather(*(sender(i) for i in range(SENDERS))), 90)
-        if victim == "writer":
-            assert statuses <= {204, 503}, statuses
-            replaced = child_pids(proc.pid)
-            assert replaced and replaced != writers, "no new intake writer"
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-        else:
-            proc.wait(timeout=10)
-            assert proc.returncode == -signal.SIGKILL
-        await wait_for(
-            lambda: not process_alive(writers[0]), timeout=30, message="the intake writer to exit"
-        )
+        proc.wait(timeout=10)
+        assert proc.returncode == -signal.SIGKILL
 
         # Restart on the same database: it must come up and hold every acknowledged operation.
         proc = _start(db_url, port, log)

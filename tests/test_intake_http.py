@@ -29,13 +29,6 @@ from tests.spec_examples import notification_examples
 EXAMPLE_CARD = "c-9f8e7d6c5b4a"
 
 
-@pytest.fixture(autouse=True, params=["process", "inline"])
-def intake_writer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every case with the intake writer process (the default) and with the in-process one."""
-    monkeypatch.setenv("D1BOT_INTAKE_WRITER", request.param)
-    return request.param
-
-
 async def test_each_seed_example_alone_then_all_in_bulk(any_engine: Engine) -> None:
     runtime = make_runtime(any_engine)
     examples = notification_examples()

@@ -3,7 +3,6 @@ D1 operations recorded through the real intake repository (which fans them out t
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
@@ -20,6 +19,7 @@ from d1.models import Operation
 from storage.repositories import outbox as repo
 from storage.repositories.intake import IntakeResult, record_operations
 from storage.repositories.subscriptions import subscribe
+from tests.servers import wait_for
 
 WORKSPACE = "T1"
 EXCEPTIONS_CHANNEL = "CEXC"
@@ -132,17 +132,17 @@ async def delivery(
 
 
 async def drain(worker: OutboxWorker, engine: Engine, *, timeout: float = 15.0) -> None:
-    """Deliver until the outbox is empty, including rows deferred for a moment (an alert
-    waiting for its card's thread, a backoff)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        if await worker.drain_once() == 0:
-            if repo.pending_count(engine) == 0:
-                return
-            if loop.time() > deadline:
-                raise AssertionError(f"outbox not empty after {timeout}s")
-            await asyncio.sleep(0.02)
+    """Run the worker until the outbox is empty, including rows deferred for a moment (an
+    alert waiting for its card's thread, a backoff), then stop it (finishing what it holds)."""
+    await worker.start()
+    try:
+        await wait_for(
+            lambda: repo.pending_count(engine) == 0,
+            timeout=timeout,
+            message="the outbox to empty",
+        )
+    finally:
+        await worker.stop()
 
 
 def posted_bodies(slack: LocalSlack) -> list[dict[str, Any]]:

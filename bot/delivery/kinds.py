@@ -17,18 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
-from bot.delivery.notify import PARENT_GONE_ERRORS, Deferred, PermanentError, TransientError
+from bot.delivery.slack_errors import PARENT_GONE_ERRORS, Deferred, PermanentError, TransientError
 from bot.render import messages
 from storage.repositories import cards as cards_repo
 from storage.repositories import outbox as repo
 from storage.repositories import threads as threads_repo
 from storage.repositories.outbox import ClaimedRow
-from storage.repositories.outbox_settle import Parent, Progress
 from storage.repositories.threads import ThreadRef
 from storage.tables import CardRecord, EventRecord, ThreadRecord
 
 if TYPE_CHECKING:
-    from bot.outbox_commits import SettleQueue
     from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -75,7 +73,7 @@ class MessageKinds:
 
     engine: Engine
     runtime: Runtime
-    settler: SettleQueue
+    name: str
     alert_link_wait: timedelta
     _parent_shown: OrderedDict[tuple[str, str], str]
 
@@ -124,7 +122,15 @@ class MessageKinds:
             return card, thread.parent_ts, False
         message = self._ctx(row).parent(card)
         parent_ts = await self.post(row.channel_id, message)
-        await self.settler.settle(Parent(row.workspace_id, row.channel_id, card.card_id, parent_ts))
+        await asyncio.to_thread(
+            threads_repo.save_thread,
+            self.engine,
+            workspace_id=row.workspace_id,
+            channel_id=row.channel_id,
+            card_id=card.card_id,
+            parent_ts=parent_ts,
+            now=self.runtime.clock(),
+        )
         self._remember_parent(row.channel_id, parent_ts, self._ctx(row).parent_digest(card))
         return card, parent_ts, True
 
@@ -263,7 +269,7 @@ class MessageKinds:
         main_ts = row.slack_ts
         if main_ts is None:
             main_ts = await self.post(row.channel_id, payload)
-            await self.settler.settle(Progress(_id(row), slack_ts=main_ts))
+            await self._save_progress(row, slack_ts=main_ts)
             row.slack_ts = main_ts
         replies: Sequence[dict[str, Any]] = payload.get("thread") or []
         done = int(payload.get("_replies_posted") or 0)
@@ -271,8 +277,20 @@ class MessageKinds:
             await self.post(row.channel_id, reply, thread_ts=main_ts)
             done += 1
             payload["_replies_posted"] = done
-            await self.settler.settle(Progress(_id(row), payload=dict(payload)))
+            await self._save_progress(row, payload=dict(payload))
         return main_ts, None
+
+    async def _save_progress(
+        self, row: ClaimedRow, *, slack_ts: str | None = None, payload: dict[str, Any] | None = None
+    ) -> None:
+        await asyncio.to_thread(
+            repo.save_progress,
+            self.engine,
+            row_id=_id(row),
+            worker=self.name,
+            slack_ts=slack_ts,
+            payload=payload,
+        )
 
     async def _send_direct_message(self, row: ClaimedRow) -> tuple[str, Followup | None]:
         payload = row.payload or {}

@@ -9,9 +9,10 @@ The worker claims the due head row of many channels in one transaction (see
 settled only after Slack answered: sent (with the returned `ts`), retried later (5xx,
 connection errors: exponential backoff with jitter; 429: not before `Retry-After`), or dead
 (permanent errors, or too many attempts), visibly: a WARNING log line and
-`DEAD_LETTERS{reason}`. Settlements are written in group commits (`bot.outbox_commits`); a
-parent message's `ts` is committed before anything is posted in its thread, so a crash cannot
-post a card's parent twice. docs/delivery.md says which crash windows remain.
+`DEAD_LETTERS{reason}`. A parent message's `ts` is committed before anything is posted in its
+thread, so a crash cannot post a card's parent twice. docs/delivery.md says which crash windows
+remain. Every call goes through the shared `slack_sdk` `AsyncWebClient`; retries are this
+worker's, by the Slack error table (`bot.delivery.slack_errors`).
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.delivery.kinds import MessageKinds, _id, _Round
-from bot.delivery.notify import (
-    ChannelPacer,
+from bot.delivery.pacing import ChannelPacer
+from bot.delivery.slack_errors import (
     Deferred,
     DeliveryError,
     PermanentError,
@@ -38,19 +40,19 @@ from bot.delivery.notify import (
     TransientError,
     backoff_seconds,
     classify_slack_error,
+    dead_letter_label,
+    failed_answer,
+    outcome_label,
 )
 from bot.metrics import DEAD_LETTERS, OUTBOX_DEPTH, OUTBOX_OLDEST_AGE, SLACK_CALLS
-from bot.outbox_commits import SettleQueue
-from bot.outbox_http import SlackHttp
 from bot.render import messages
-from bot.runtime import BackgroundTask, Runtime
+from bot.runtime import BackgroundTask, Runtime, slack_client_from
 from storage.repositories import cards as cards_repo
 from storage.repositories import fanout as fanout_repo
 from storage.repositories import health
 from storage.repositories import outbox as repo
 from storage.repositories import threads as threads_repo
 from storage.repositories.outbox import ClaimedRow
-from storage.repositories.outbox_settle import Dead, Retry, Sent
 from storage.repositories.subscriptions import subscriptions_of_card
 from storage.tables import CardRecord
 
@@ -67,6 +69,8 @@ DEFAULT_MAX_PACING_WAIT = 5.0
 CLAIM_PAUSE_SECONDS = 0.1
 # An exception alert waits this long for the card's thread to exist, to link to it.
 DEFAULT_ALERT_LINK_WAIT = timedelta(seconds=20)
+# Methods Slack wants as GET with query parameters.
+GET_METHODS = frozenset({"chat.getPermalink", "conversations.info"})
 
 
 class OutboxWorker(MessageKinds):
@@ -107,24 +111,19 @@ class OutboxWorker(MessageKinds):
         self._wakeup = runtime.outbox_wakeup
         self._failed_rounds = 0
         self._own_session: aiohttp.ClientSession | None = None
-        self._http: SlackHttp | None = None
         self._settled = asyncio.Event()  # a row in hand was settled (see `_run`)
         self._rounds: dict[int, _Round] = {}  # row id -> what its claim batch prefetched
-        self.settler = SettleQueue(self.engine, worker=self.name, clock=runtime.clock)
         # What each parent message shows, as far as this worker knows: a parent already
         # showing the card's current state is not updated again (see `_parent_update`).
         self._parent_shown: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     @property
     def client(self) -> AsyncWebClient:
-        """Our own client built from the settings (without SDK-level retries: see
-        `_client_from_settings`), else the runtime's; resolved late, at the first send."""
+        """The client given, else the runtime's shared one, else one built from the settings."""
         if self._client is None:
-            if self.settings.slack_bot_token is not None or self.runtime.slack_client is None:
-                self._client = _client_from_settings(self.runtime)
-                self._own_session = self._client.session
-            else:
-                self._client = self.runtime.slack_client
+            self._client = self.runtime.slack_client or slack_client_from(self.settings)
+            if self._client is None:
+                raise RuntimeError("no Slack client: SLACK_BOT_TOKEN is not set")
         return self._client
 
     # ------------------------------------------------------------------ lifecycle
@@ -133,6 +132,11 @@ class OutboxWorker(MessageKinds):
         if self._wakeup is None:
             self._wakeup = self.runtime.outbox_wakeup = asyncio.Event()
         self._stopping = False
+        client = self._client or self.runtime.slack_client or slack_client_from(self.settings)
+        if client is not None and client.session is None:
+            # One connection pool for this worker's calls, unless the client has its own.
+            self._own_session = client.session = aiohttp.ClientSession()
+        self._client = client
         self._task = asyncio.create_task(self._run(), name="outbox-worker")
 
     async def stop(self, *, timeout: float = 30.0) -> None:
@@ -149,14 +153,11 @@ class OutboxWorker(MessageKinds):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._task = None
-        await self.settler.close()
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
         if self._own_session is not None:
             await self._own_session.close()
+            if self._client is not None and self._client.session is self._own_session:
+                self._client.session = None
             self._own_session = None
-            self._client = None
 
     def is_healthy(self) -> bool:
         return self._task is not None and not self._task.done() and self._failed_rounds < 5
@@ -233,16 +234,6 @@ class OutboxWorker(MessageKinds):
         return min(self.poll_seconds, max(0.01, seconds))
 
     # ------------------------------------------------------------------ one round
-
-    async def drain_once(self) -> int:
-        """One round: coalesce bursts, claim the due heads, deliver them and wait for all of
-        them. Returns the rows handled. (The running worker does not wait: see `_run`.)"""
-        rows = await self._claim(limit=self.batch_size)
-        if rows:
-            await asyncio.gather(*(self._deliver_one(row) for row in rows))
-            self.pacer.forget_idle()
-        await asyncio.to_thread(self._update_gauges)
-        return len(rows)
 
     async def _claim(self, *, limit: int) -> list[ClaimedRow]:
         """Expand the fan-out markers intake wrote (oldest first), coalesce bursts, then
@@ -329,7 +320,14 @@ class OutboxWorker(MessageKinds):
         except DeliveryError as failure:
             await self._failed(row, failure)
             return
-        sent = await self.settler.settle(Sent(_id(row), slack_ts))
+        sent = await asyncio.to_thread(
+            repo.mark_sent,
+            self.engine,
+            row_id=_id(row),
+            worker=self.name,
+            now=self.runtime.clock(),
+            slack_ts=slack_ts,
+        )
         if not sent:
             log.warning("outbox row %s was sent after its claim expired", row.id)
         if followup is not None:
@@ -357,10 +355,12 @@ class OutboxWorker(MessageKinds):
             return
         reason = failure.error if isinstance(failure, PermanentError) else "max_attempts"
         error = failure.error if reason == failure.error else f"max_attempts: {failure.error}"
-        dead = await self.settler.settle(Dead(_id(row), error))
+        dead = await asyncio.to_thread(
+            repo.mark_dead, self.engine, row_id=_id(row), worker=self.name, now=now, error=error
+        )
         if not dead:
             return
-        DEAD_LETTERS.labels(reason=_reason_label(reason)).inc()
+        DEAD_LETTERS.labels(reason=dead_letter_label(reason)).inc()
         log.warning(
             "outbox row %s (%s) to channel %s is a dead letter after %d attempts: %s",
             row.id,
@@ -375,8 +375,14 @@ class OutboxWorker(MessageKinds):
     async def _retry(
         self, row: ClaimedRow, at: datetime, failure: DeliveryError | None, count: bool
     ) -> None:
-        await self.settler.settle(
-            Retry(_id(row), at, failure.error if failure else None, count_attempt=count)
+        await asyncio.to_thread(
+            repo.retry_later,
+            self.engine,
+            row_id=_id(row),
+            worker=self.name,
+            next_attempt_at=at,
+            error=failure.error if failure else None,
+            count_attempt=count,
         )
 
     def _tell_subscriber(self, row: ClaimedRow, now: datetime) -> None:
@@ -417,15 +423,13 @@ class OutboxWorker(MessageKinds):
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             SLACK_CALLS.labels(method=method, outcome="connection_error").inc()
             raise TransientError(f"connection: {type(exc).__name__}") from None
+        error = str(data.get("error")) if isinstance(data, dict) and data.get("error") else None
+        log.debug("Slack %s answered %s%s", method, status, f" ({error})" if error else "")
         if status == 200 and isinstance(data, dict) and data.get("ok"):
             SLACK_CALLS.labels(method=method, outcome="ok").inc()
             return data
-        failure = classify_slack_error(
-            status=status,
-            error=str(data.get("error")) if isinstance(data, dict) and data.get("error") else None,
-            retry_after=retry_after,
-        )
-        SLACK_CALLS.labels(method=method, outcome=_outcome(failure)).inc()
+        failure = classify_slack_error(status=status, error=error, retry_after=retry_after)
+        SLACK_CALLS.labels(method=method, outcome=outcome_label(failure)).inc()
         if isinstance(failure, RateLimited) and paced_channel is not None:
             self.pacer.block(paced_channel, failure.retry_after)
         raise failure
@@ -433,22 +437,21 @@ class OutboxWorker(MessageKinds):
     async def _api_call(
         self, method: str, body: dict[str, Any], paced: str | None
     ) -> tuple[int, Any, str | None]:
-        sent: float | None = None
-        data: Any = None
+        """(HTTP status, answer body, Retry-After) of one call through the SDK client."""
         try:
             # The bound is on requests in flight, not on rows: a row waiting for its
             # channel's turn must not hold a slot that another channel could use.
             async with self._slots:
-                if self._http is None:
-                    self._http = SlackHttp(self.client)
-                sent = self.pacer.now()
-                status, data, retry_after = await self._http.request(method, body)
-                return status, data, retry_after
+                if method in GET_METHODS:
+                    answer = await self.client.api_call(method, http_verb="GET", params=body)
+                else:
+                    answer = await self.client.api_call(method, json=body)
+                return answer.status_code, answer.data, None
+        except SlackApiError as exc:
+            return failed_answer(exc)
         finally:
             if paced is not None:
-                # A posted message's `ts` is when Slack recorded it: the pacer counts from it.
-                ts = data.get("ts") if isinstance(data, dict) and data.get("ok") else None
-                self.pacer.done(paced, sent=sent, ts=ts if isinstance(ts, str) else None)
+                self.pacer.done(paced)
 
     async def post(self, channel: str, message: dict[str, Any], **extra: Any) -> str:
         """Post to a channel (paced); returns the message's `ts`."""
@@ -461,42 +464,6 @@ class OutboxWorker(MessageKinds):
 
 def _render_burst(cards: Sequence[CardRecord]) -> dict[str, Any]:
     return messages.burst_summary_message(cards).as_payload()
-
-
-def _outcome(failure: DeliveryError) -> str:
-    if isinstance(failure, RateLimited):
-        return "ratelimited"
-    if isinstance(failure, PermanentError):
-        return "permanent"
-    if failure.error.startswith("http_5"):
-        return "server_error"
-    return "error"
-
-
-_REASON_LABELS = frozenset(
-    {"channel_not_found", "not_in_channel", "is_archived", "invalid_auth", "account_inactive",
-     "msg_too_long", "invalid_blocks", "missing_event", "max_attempts", "token_revoked"}
-)  # fmt: skip
-
-
-def _reason_label(reason: str) -> str:
-    """A bounded label value for DEAD_LETTERS."""
-    return reason if reason in _REASON_LABELS else "other"
-
-
-def _client_from_settings(runtime: Runtime) -> AsyncWebClient:
-    """Our own client: no SDK-level retries, the outbox owns them (an SDK retry after a lost
-    answer could post a message twice). Must be called inside the running loop."""
-    token = runtime.settings.slack_bot_token
-    return AsyncWebClient(
-        token=token.get_secret_value() if token is not None else None,
-        base_url=runtime.settings.slack_api_url,
-        retry_handlers=[],
-        timeout=30,
-        # One connection pool, not a session per call; no cookie jar: the Web API takes the
-        # token in a header, and the jar's bookkeeping costs CPU on every call.
-        session=aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()),
-    )
 
 
 def install(runtime: Runtime, **options: Any) -> OutboxWorker:

@@ -1,7 +1,7 @@
 """D1's door: `POST /notifications/d1/v2/issuers/{issuerId}/cards` and `POST /oauth2/token`.
 
 Intake validates and dispatches, nothing else: credentials and the body are judged by
-`d1.notifications`, the recording is `storage.repositories` (through the group committer), and
+`d1.notifications`, the recording is `storage.repositories` (through `IntakeCommitter`), and
 the answer is 204 only after the commit. Bad input gets a D1-style `{"errorCode", "error"}`
 naming what is wrong (never a value from the body); a busy database gets 503 so that D1 retries.
 """
@@ -11,16 +11,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from urllib.parse import parse_qs
 
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Scope
 
-from bot.intake_writer import IntakeWriter, WriterUnavailable
+from bot.intake.committer import IntakeCommitter
 from bot.metrics import (
     INTAKE_LATENCY,
     NOTIFICATIONS_DUPLICATE,
@@ -37,15 +35,12 @@ from d1.notifications import (
     issue_token,
     parse_body,
 )
-from storage.repositories.group_commit import BatchStats, GroupCommitter
-from storage.repositories.intake import IntakeResult
 
 log = logging.getLogger(__name__)
 
 NOTIFICATIONS_PATH = "/notifications/d1/v2/issuers/{issuerId}/cards"
 TOKEN_PATH = "/oauth2/token"
 TOKEN_MAX_BODY_BYTES = 8 * 1024
-COMMITTER_KEY = "intake_committer"
 
 
 class _TooLarge(Exception):
@@ -64,62 +59,25 @@ def credentials_from(runtime: Runtime) -> NotifyCredentials:
     )
 
 
-class InlineIntake:
-    """Notifications parsed and recorded on the server's own event loop (`GroupCommitter`)."""
-
-    def __init__(self, committer: GroupCommitter, issuer_id: str | None) -> None:
-        self.committer = committer
-        self.issuer_id = issuer_id
-
-    @property
-    def stats(self) -> BatchStats:
-        return self.committer.stats
-
-    async def record(self, raw: bytes, *, received_at: datetime) -> IntakeResult:
-        operations = parse_body(raw, issuer_id=self.issuer_id)
-        return await self.committer.submit(operations, received_at=received_at)
-
-
-Intake = InlineIntake | IntakeWriter
-
-
-def intake_for(runtime: Runtime) -> Intake:
-    """The process's one intake writer (a process or in-process, `D1BOT_INTAKE_WRITER`),
-    created once and stopped with the app."""
-    intake = runtime.extras.get(COMMITTER_KEY)
-    if intake is not None:
-        return intake
+def committer_for(runtime: Runtime) -> IntakeCommitter:
+    """The process's intake committer, stopped (after answering what is queued) with the app."""
     s = runtime.settings
-    gather_seconds = s.intake_commit_delay_ms / 1000
-    if s.d1bot_intake_writer == "process":
-        intake = IntakeWriter(
-            runtime.engine,
-            workspace_id=s.d1bot_workspace_id,
-            exceptions_channel=s.d1bot_exceptions_channel or None,
-            extra_exception_statuses=sorted(s.extra_exception_statuses),
-            issuer_id=s.d1_issuer_id,
-            gather_seconds=gather_seconds,
-            gather_target=s.d1bot_intake_commit_siblings,
-            log_level=s.log_level,
-            log_format=s.log_format,
-        )
-        start, stop, healthy = intake.start, intake.stop, intake.is_healthy
-    else:
-        committer = GroupCommitter(
-            runtime.engine,
-            workspace_id=s.d1bot_workspace_id,
-            exceptions_channel=s.d1bot_exceptions_channel or None,
-            extra_exception_statuses=s.extra_exception_statuses,
-            gather_seconds=gather_seconds,
-            gather_target=s.d1bot_intake_commit_siblings,
-        )
-        intake = InlineIntake(committer, s.d1_issuer_id)
-        start, stop, healthy = committer.start, committer.stop, committer.is_healthy
-    runtime.extras[COMMITTER_KEY] = intake
-    runtime.background.append(
-        BackgroundTask(name="intake writer", start=start, stop=stop, is_healthy=healthy)
+    committer = IntakeCommitter(
+        runtime.engine,
+        workspace_id=s.d1bot_workspace_id,
+        exceptions_channel=s.d1bot_exceptions_channel or None,
+        extra_exception_statuses=s.extra_exception_statuses,
     )
-    return intake
+
+    async def start() -> None:
+        return None
+
+    runtime.background.append(
+        BackgroundTask(
+            name="intake", start=start, stop=committer.stop, is_healthy=committer.is_healthy
+        )
+    )
+    return committer
 
 
 def d1_error(status: int, code: str, error: str, **headers: str) -> JSONResponse:
@@ -135,27 +93,17 @@ def oauth_error(status: int, code: str, description: str, **headers: str) -> JSO
     )
 
 
-async def read_limited(request: Request, limit: int, *, declared: str | None = None) -> bytes:
-    """The body, refusing early (Content-Length, `declared` when the caller has read it) or as
-    soon as it passes `limit` bytes. Reads the ASGI messages directly: `request.stream()` is an
-    async generator, whose setup and teardown cost as much per request as the read itself."""
-    if declared is None:
-        declared = request.headers.get("content-length")
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The body, refused early (Content-Length) or as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
             raise _TooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return bytes(body)
 
 
 def _reject(reason: str, response: Response) -> Response:
@@ -163,28 +111,12 @@ def _reject(reason: str, response: Response) -> Response:
     return response
 
 
-def _notification_headers(scope: Scope) -> tuple[str | None, str | None, str | None]:
-    """Authorization, Content-Type and Content-Length, the first of each as Starlette's
-    `Headers.get` finds it, in one pass over the raw headers (three `Headers.get` walk them
-    three times, decoding each name)."""
-    authorization = content_type = length = None
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            if authorization is None:
-                authorization = value.decode("latin-1")
-        elif name == b"content-type":
-            if content_type is None:
-                content_type = value.decode("latin-1")
-        elif name == b"content-length" and length is None:
-            length = value.decode("latin-1")
-    return authorization, content_type, length
-
-
 def notifications_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Response]]:
     settings = runtime.settings
     creds = credentials_from(runtime)
     verifier = BearerVerifier(creds)
-    intake = intake_for(runtime)
+    committer = committer_for(runtime)
+    issuer = settings.d1_issuer_id
     max_body = settings.d1_notify_max_body_bytes
 
     async def receive(request: Request) -> Response:
@@ -199,8 +131,8 @@ def notifications_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Re
                     **{"WWW-Authenticate": "Bearer"},
                 ),
             )
-        authorization, content_type, length = _notification_headers(request.scope)
-        if not verifier.ok(authorization, now=runtime.clock()):
+        headers = request.headers
+        if not verifier.ok(headers.get("authorization"), now=runtime.clock()):
             return _reject(
                 "unauthorized",
                 d1_error(
@@ -213,18 +145,20 @@ def notifications_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Re
         issuer_id = request.path_params["issuerId"]
         if not settings.d1_issuer_id or issuer_id != settings.d1_issuer_id:
             return _reject("unknown_issuer", d1_error(404, "RESOURCE_NOT_FOUND", "issuerId"))
-        if not is_json_content_type(content_type):
+        if not is_json_content_type(headers.get("content-type")):
             return _reject("media_type", d1_error(415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type"))
         try:
-            raw = await read_limited(request, max_body, declared=length)
+            raw = await read_limited(request, max_body)
         except _TooLarge:
             return _reject("too_large", d1_error(413, "PAYLOAD_TOO_LARGE", "body"))
         try:
-            result = await intake.record(raw, received_at=runtime.clock())
+            operations = parse_body(raw, issuer_id=issuer)
         except NotificationRejected as exc:
             log.info("notification refused: %s %s", exc.error_code, exc.field)
             return _reject("invalid", d1_error(400, exc.error_code, exc.field))
-        except (SQLAlchemyError, WriterUnavailable) as exc:  # busy, locked, unreachable: D1 retries
+        try:
+            result = await committer.record(operations, received_at=runtime.clock())
+        except SQLAlchemyError as exc:  # busy, locked, unreachable: D1 retries
             log.warning("notification not stored, database unavailable: %s", type(exc).__name__)
             return _reject(
                 "busy",

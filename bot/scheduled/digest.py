@@ -402,9 +402,7 @@ async def _off(
 
 def _refresh_live_scheduler(runtime: Runtime) -> None:
     """Tell this process's scheduler (other replicas pick it up at their next sync)."""
-    scheduler = runtime.extras.get("scheduler")
-    if scheduler is not None:
-        scheduler.request_sync()
+    runtime.report_schedule_change()
 
 
 __all__ = [

@@ -218,8 +218,7 @@ def install(runtime: Runtime) -> Scheduler:
     """Add the scheduler to the runtime's background tasks, and reconciliation of gaps to its
     gap listeners. `D1BOT_SCHEDULER_ENABLED=false` leaves a replica out of scheduled work."""
     scheduler = Scheduler(runtime)
-    runtime.extras["scheduler"] = scheduler
-    runtime.extras["reconciler"] = scheduler.reconciler
+    runtime.schedule_listeners.append(scheduler.request_sync)
     if runtime.settings.d1bot_scheduler_enabled:
         runtime.gap_listeners.append(scheduler.reconciler.request)
         runtime.background.append(

@@ -16,7 +16,6 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.render import actions, views
 from bot.runtime import Runtime
-from bot.settings import Settings
 from bot.slack.access import AccessControl
 from bot.slack.services import CardService, Invoker, Outcome
 
@@ -161,15 +160,6 @@ def register_listeners(app: AsyncApp, service: CardService, access: AccessContro
     @app.action(actions.OPEN_TRACKING)
     async def on_open_tracking(ack: AsyncAck) -> None:
         await ack()  # a link button: Slack opens the URL itself
-
-
-def make_slack_client(settings: Settings) -> AsyncWebClient | None:
-    """The bot's Web API client (`SLACK_BOT_TOKEN`, `SLACK_API_URL`); None without a token."""
-    if settings.slack_bot_token is None:
-        return None
-    return AsyncWebClient(
-        token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url
-    )
 
 
 class _ClientTokenNotice(logging.Filter):

@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from bot.runtime import BackgroundTask, Runtime
-from bot.slack.app import build_bolt_app, make_slack_client
+from bot.runtime import BackgroundTask, Runtime, slack_client_from
+from bot.slack.app import build_bolt_app
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def socket_mode_task(app: AsyncApp, app_token: str) -> BackgroundTask:
 def routes(runtime: Runtime) -> list[BaseRoute]:
     settings = runtime.settings
     if runtime.slack_client is None:
-        runtime.slack_client = make_slack_client(settings)
+        runtime.slack_client = slack_client_from(settings)
     secret, app_token = settings.slack_signing_secret, settings.slack_app_token
     if runtime.slack_client is None or (secret is None and app_token is None):
         log.warning(
@@ -56,7 +56,6 @@ def routes(runtime: Runtime) -> list[BaseRoute]:
         )
         return []
     app = build_bolt_app(runtime)
-    runtime.extras["bolt_app"] = app
     found: list[BaseRoute] = []
     if secret is not None:
         handler = AsyncSlackRequestHandler(app)

@@ -3,18 +3,18 @@ card, and owe its notifications (one fan-out marker per new current event that s
 expanded into per-subscription outbox rows by the delivery worker: `fanout.py`), all in the
 caller's one transaction.
 
-`record_operations` owns its transaction and takes the fast path (`intake_batch`, the driver
-cursor), falling back to the Core path on a driver error. `record_operations_in` is the Core
-path (statements built once in `intake_sql`), one request inside an open connection: the
-reference the fast path is property-tested against, and what the group committer falls back to
-(a savepoint per request) when a batch fails. The same statements run on SQLite and PostgreSQL
-(dialect `INSERT ... ON CONFLICT DO NOTHING`, `SELECT ... FOR UPDATE`).
+`record_operations` records one request in its own transaction; `record_requests` records
+several in one (one commit, so one fsync, for all of them: intake's batches), and when that
+transaction fails records each request again alone, so that a request the database refuses
+fails by itself. The statements are built once per dialect (`intake_sql`) and run the same on
+SQLite and PostgreSQL (`INSERT ... ON CONFLICT DO NOTHING`, `SELECT ... FOR UPDATE`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -38,6 +38,9 @@ from storage.repositories.intake_sql import (
     statements,
 )
 from storage.tables import SOURCE_D1
+
+# How long a PostgreSQL intake transaction waits for a row lock.
+LOCK_TIMEOUT = "5s"
 
 # Production steps that come before shipping: a shipment seen without any of them is a gap.
 _SHIPPING_STATUSES = frozenset({"CARD_SHIPPED"})
@@ -69,10 +72,7 @@ class IntakeResult:
 
 @dataclass
 class _Facts:
-    """What the projection needs to know about one operation, computed once. Plain fields
-    for what every recording needs (a `cached_property` takes a lock on first use: measurable
-    at one per field per operation); lazy only what ties alone need. Not frozen: a frozen
-    dataclass sets each field through `object.__setattr__` (1.0 against 0.2 us here)."""
+    """What the projection needs to know about one operation, computed once."""
 
     op: Operation
     dedup_key: str
@@ -81,7 +81,7 @@ class _Facts:
     is_exception: bool
     status: str | None  # details.status as the column holds it
     shipment_status: str | None  # details.shipment.status as the column holds it
-    # The stored operation as JSON text (the fast path writes it through the driver).
+    # The stored operation as JSON text.
     payload_json: str
     # The shipment snapshot as the card stores it (wire names), as JSON text.
     shipment_json: str | None
@@ -91,26 +91,14 @@ class _Facts:
         """`shipment_json` as a dict."""
         return None if self.shipment_json is None else json.loads(self.shipment_json)
 
-    @cached_property
-    def shipment_key(self) -> str | None:
-        """The shipment's content in a fixed order: the snapshot tie-break."""
-        return None if self.shipment is None else json.dumps(self.shipment, sort_keys=True)
 
-
-def event_row(
-    f: _Facts,
-    *,
-    event_time: Any,
-    received_at: Any,
-    becomes_current: bool,
-    source: str,
-    payload: Any,
-) -> tuple[Any, ...]:
-    """The `events` row of one operation, in `EVENT_COLUMNS` order, for both recording paths
-    (Core and batch): the times and the payload come in the form each driver path binds."""
+def event_values(
+    f: _Facts, *, received_at: datetime, becomes_current: bool, source: str
+) -> dict[str, Any]:
+    """The `events` row of one operation, by column name."""
     op = f.op
     ship = op.details.shipment
-    return (
+    row = (
         f.dedup_key,
         op.card_id,
         op.operation_id,
@@ -120,32 +108,12 @@ def event_row(
         _cut(op.details.tracking_type, 32),
         f.shipment_status,
         _cut(ship.message if ship else None, 255),
-        event_time,
+        f.event_time,
         received_at,
         f.is_exception,
         becomes_current,
         source,
-        payload,
-    )
-
-
-def event_values(
-    f: _Facts,
-    *,
-    event_time: Any,
-    received_at: Any,
-    becomes_current: bool,
-    source: str,
-    payload: Any,
-) -> dict[str, Any]:
-    """`event_row` by column name."""
-    row = event_row(
-        f,
-        event_time=event_time,
-        received_at=received_at,
-        becomes_current=becomes_current,
-        source=source,
-        payload=payload,
+        json.loads(f.payload_json),
     )
     return dict(zip(EVENT_COLUMNS, row, strict=True))
 
@@ -201,25 +169,8 @@ def record_operations(
     extra_exception_statuses: frozenset[str] = frozenset(),
     source: str = SOURCE_D1,
 ) -> IntakeResult:
-    """Record `operations` in one transaction (see the module docstring): the fast path
-    (`intake_batch`), and on any driver error the Core path, whose errors are SQLAlchemy's."""
-    from storage.repositories.intake_batch import BatchRequest, record_batch
-
-    facts = [_facts(op, extra_exception_statuses) for op in operations]
-    try:
-        with engine.begin() as conn:
-            return record_batch(
-                conn,
-                [BatchRequest(facts, received_at)],
-                workspace_id=workspace_id,
-                exceptions_channel=exceptions_channel,
-                source=source,
-            )[0]
-    except SQLAlchemyError:
-        raise  # begin/commit failed (busy, unreachable): the Core path would fail the same way
-    except Exception:
-        pass  # a driver error inside the batch: rolled back; the Core path names it
-    with engine.begin() as conn:
+    """Record `operations` in one transaction of their own; errors are SQLAlchemy's."""
+    with _writing(engine) as conn:
         return record_operations_in(
             conn,
             operations,
@@ -229,6 +180,59 @@ def record_operations(
             extra_exception_statuses=extra_exception_statuses,
             source=source,
         )
+
+
+@dataclass(frozen=True)
+class IntakeRequest:
+    """One notification request's operations and when it arrived."""
+
+    operations: Sequence[Operation]
+    received_at: datetime
+
+
+def record_requests(
+    engine: Engine,
+    requests: Sequence[IntakeRequest],
+    *,
+    workspace_id: str,
+    exceptions_channel: str | None,
+    extra_exception_statuses: frozenset[str] = frozenset(),
+) -> list[IntakeResult | SQLAlchemyError]:
+    """Record every request in one transaction; when it fails, each request alone (see the
+    module docstring). Returns each request's result or the database error that refused it."""
+    options = {
+        "workspace_id": workspace_id,
+        "exceptions_channel": exceptions_channel,
+        "extra_exception_statuses": extra_exception_statuses,
+    }
+    try:
+        with _writing(engine) as conn:
+            return [
+                record_operations_in(conn, r.operations, received_at=r.received_at, **options)
+                for r in requests
+            ]
+    except SQLAlchemyError as exc:
+        if len(requests) == 1:
+            return [exc]
+    outcomes: list[IntakeResult | SQLAlchemyError] = []
+    for r in requests:
+        try:
+            outcomes.append(
+                record_operations(engine, r.operations, received_at=r.received_at, **options)
+            )
+        except SQLAlchemyError as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
+@contextlib.contextmanager
+def _writing(engine: Engine) -> Iterator[Connection]:
+    """A write transaction. On PostgreSQL a lock is waited for at most `LOCK_TIMEOUT`, so that
+    a stuck lock holder costs D1 a retryable 503 instead of a request that never answers."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+        yield conn
 
 
 def record_operations_in(
@@ -295,11 +299,9 @@ def _record_one(
         sql.insert_event,
         event_values(
             f,
-            event_time=f.event_time,
             received_at=received_at,
             becomes_current=becomes_current,
             source=source,
-            payload=json.loads(f.payload_json),  # operation_for_storage, serialised once
         ),
     ).scalar_one_or_none()
     if event_id is None:
@@ -407,7 +409,7 @@ def _fan_out(
     query = sql.subscribers_exceptions if exception else sql.subscribers
     subscribed = int(conn.execute(query, {"card_id": card_id}).scalar_one())
     alert = exceptions_channel if exception and exceptions_channel else None
-    if subscribed or alert:  # as the fast path: an event nobody wants needs no marker
+    if subscribed or alert:  # an event nobody wants needs no marker
         conn.execute(
             sql.fanout_marker,
             {
@@ -425,7 +427,9 @@ def _fan_out(
 __all__ = [
     "KIND_CARD_EVENT",
     "KIND_EXCEPTION_ALERT",
+    "IntakeRequest",
     "IntakeResult",
     "record_operations",
     "record_operations_in",
+    "record_requests",
 ]

@@ -127,7 +127,7 @@ def upsert_thread(
     parent_ts: str,
     now: datetime,
 ) -> None:
-    """`save_thread` inside the caller's transaction (the outbox's group commit)."""
+    """`save_thread` inside the caller's transaction."""
     key = (
         threads.c.workspace_id == workspace_id,
         threads.c.channel_id == channel_id,
@@ -147,53 +147,6 @@ def upsert_thread(
                 updated_at=now,
             )
         )
-
-
-def upsert_threads(
-    conn: Connection, *, parents: list[tuple[str, str, str, str]], now: datetime
-) -> None:
-    """Many `(workspace, channel, card, parent_ts)` in the caller's transaction, in a few
-    statements (a fan-out round posts a thousand parents at once)."""
-    latest = {(w, ch, card): ts for w, ch, card, ts in parents}
-    if not latest:
-        return
-    existing: set[tuple[str, str, str]] = set()
-    by_card: dict[str, list[str]] = {}
-    for _workspace, channel, card in latest:
-        by_card.setdefault(card, []).append(channel)
-    for card, channels in by_card.items():
-        for start in range(0, len(channels), 500):
-            query = sa.select(
-                threads.c.workspace_id, threads.c.channel_id, threads.c.card_id
-            ).where(
-                threads.c.card_id == card,
-                threads.c.channel_id.in_(channels[start : start + 500]),
-            )
-            existing.update((r[0], r[1], r[2]) for r in conn.execute(query))
-    updates = [
-        {"w": w, "ch": ch, "card": card, "ts": ts, "now": now}
-        for (w, ch, card), ts in latest.items()
-        if (w, ch, card) in existing
-    ]
-    inserts = [
-        {"workspace_id": w, "channel_id": ch, "card_id": card, "parent_ts": ts,
-         "created_at": now, "updated_at": now}
-        for (w, ch, card), ts in latest.items()
-        if (w, ch, card) not in existing
-    ]  # fmt: skip
-    if updates:
-        conn.execute(
-            sa.update(threads)
-            .where(
-                threads.c.workspace_id == sa.bindparam("w"),
-                threads.c.channel_id == sa.bindparam("ch"),
-                threads.c.card_id == sa.bindparam("card"),
-            )
-            .values(parent_ts=sa.bindparam("ts"), updated_at=sa.bindparam("now")),
-            updates,
-        )
-    if inserts:
-        conn.execute(sa.insert(threads), inserts)
 
 
 def touch_thread(engine: Engine, *, thread_id: int, now: datetime) -> None:
@@ -223,5 +176,4 @@ __all__ = [
     "threads_of_keys",
     "touch_thread",
     "upsert_thread",
-    "upsert_threads",
 ]
