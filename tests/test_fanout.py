@@ -9,6 +9,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from storage.repositories import claims
 from storage.repositories import outbox as repo
 from storage.repositories.fanout import expand_all, expand_pending, pending_markers
 from tests.test_storage_intake import NOW, outbox_rows, produce, record, subscribe
@@ -98,7 +99,7 @@ def test_claiming_expands_first(any_engine: Engine) -> None:
     subscribe(any_engine, "C1")
     subscribe(any_engine, "C2")
     record(any_engine, produce("CARD_PROD_REQUESTED", 1))
-    claimed = repo.claim_due(
+    claimed = claims.claim_due(
         any_engine, worker="w", now=NOW, lease_until=NOW + timedelta(minutes=1), limit=10
     )
     assert sorted(r.channel_id for r in claimed) == ["C1", "C2"]

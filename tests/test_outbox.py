@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy.engine import Engine
 
 from bot.render import actions
+from storage.repositories import claims
 from storage.repositories import outbox as repo
 from storage.repositories import threads as threads_repo
 from storage.tables import OUTBOX_DEAD, OUTBOX_SENT
@@ -252,7 +253,7 @@ async def test_restart_resumes_and_an_expired_lease_is_reclaimed(any_engine: Eng
         record(engine, produce("card-1", "CARD_PROD_REQUESTED", 0))
         now = runtime.clock()
         # A worker that claimed C1's row and died before sending it.
-        claimed = repo.claim_due(
+        claimed = claims.claim_due(
             engine, worker="dead-worker", now=now, lease_until=now + timedelta(seconds=0.5), limit=1
         )
         assert len(claimed) == 1 and claimed[0].channel_id == "C1"
@@ -268,7 +269,7 @@ async def test_restart_resumes_and_an_expired_lease_is_reclaimed(any_engine: Eng
         await drain(restarted, engine)
         assert len(slack.messages(channel="C1")) == 2
         # The dead worker's late settle is refused: the row stays sent once.
-        assert not repo.mark_sent(
+        assert not claims.mark_sent(
             engine, row_id=claimed[0].id, worker="dead-worker", now=now, slack_ts="x"
         )
     assert repo.pending_count(engine) == 0
@@ -290,7 +291,7 @@ async def test_burst_is_coalesced_into_one_summary(engine: Engine) -> None:
         assert len(slack.messages(channel=EXCEPTIONS_CHANNEL)) == 1  # alerts are never folded
     rows = repo.rows_of_channel(engine, channel_id="C1")
     assert sorted(r.last_error or "" for r in rows if r.kind == "card_event") == ["coalesced"] * 6
-    assert [r.kind for r in rows if r.slack_ts] == ["message"]
+    assert [r.kind for r in rows if r.slack_ts] == ["card_burst"]
 
 
 async def test_message_with_thread_and_card_notice(engine: Engine) -> None:

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy.engine import Engine
 
+from storage.repositories import claims
 from storage.repositories import outbox as repo
 from storage.tables import OUTBOX_SENT
 from tests.servers import wait_for
@@ -49,21 +50,21 @@ def test_concurrent_batch_claims_never_overlap(any_engine: Engine) -> None:
     _enqueue(engine, channels, now)
     _enqueue(engine, channels, now)  # a second row per channel: never claimable yet
     start = threading.Barrier(4)
-    claims: dict[str, list[int]] = {}
+    by_replica: dict[str, list[int]] = {}
 
     def replica(name: str) -> None:
         start.wait()
-        got = repo.claim_due(
+        got = claims.claim_due(
             engine, worker=name, now=now, lease_until=now + timedelta(minutes=2), limit=50
         )
-        claims[name] = [r.id for r in got if r.id is not None]
+        by_replica[name] = [r.id for r in got if r.id is not None]
 
     workers = [threading.Thread(target=replica, args=(f"r{i}",)) for i in range(4)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join(30)
-    claimed = [row_id for ids in claims.values() for row_id in ids]
+    claimed = [row_id for ids in by_replica.values() for row_id in ids]
     assert len(claimed) == len(set(claimed)) == len(channels)  # 4 x 50 asked, 120 heads
     per_channel = Counter(
         r.channel_id

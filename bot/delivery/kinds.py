@@ -12,17 +12,20 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
+from bot.delivery.slack_calls import SlackCalls
 from bot.delivery.slack_errors import PARENT_GONE_ERRORS, Deferred, PermanentError, TransientError
 from bot.render import messages
 from storage.repositories import cards as cards_repo
+from storage.repositories import claims
 from storage.repositories import outbox as repo
 from storage.repositories import threads as threads_repo
-from storage.repositories.outbox import ClaimedRow
+from storage.repositories.claims import ClaimedRow
+from storage.repositories.subscriptions import subscriptions_of_card
 from storage.repositories.threads import ThreadRef
 from storage.tables import CardRecord, EventRecord, ThreadRecord
 
@@ -77,15 +80,11 @@ class MessageKinds:
     alert_link_wait: timedelta
     _parent_shown: OrderedDict[tuple[str, str], str]
 
+    slack: SlackCalls
+
     if TYPE_CHECKING:
 
         def _ctx(self, row: ClaimedRow) -> _Round: ...
-
-        async def call(
-            self, method: str, *, paced_channel: str | None = None, **body: Any
-        ) -> Any: ...
-
-        async def post(self, channel: str, message: dict[str, Any], **extra: Any) -> str: ...
 
     _SENDERS = {
         repo.KIND_CARD_EVENT: "_send_card_event",
@@ -93,6 +92,7 @@ class MessageKinds:
         repo.KIND_EXCEPTION_ALERT: "_send_exception_alert",
         repo.KIND_MESSAGE: "_send_message",
         repo.KIND_DIRECT_MESSAGE: "_send_direct_message",
+        repo.KIND_CARD_BURST: "_send_card_burst",
     }
 
     def sender(self, kind: str) -> Sender | None:
@@ -121,7 +121,7 @@ class MessageKinds:
         if thread is not None:
             return card, thread.parent_ts, False
         message = self._ctx(row).parent(card)
-        parent_ts = await self.post(row.channel_id, message)
+        parent_ts = await self.slack.post(row.channel_id, message)
         await asyncio.to_thread(
             threads_repo.save_thread,
             self.engine,
@@ -138,7 +138,7 @@ class MessageKinds:
         self, row: ClaimedRow, message: dict[str, Any], parent_ts: str, *, broadcast: bool
     ) -> str:
         try:
-            return await self.post(
+            return await self.slack.post(
                 row.channel_id, message, thread_ts=parent_ts, reply_broadcast=broadcast
             )
         except PermanentError as failure:
@@ -173,7 +173,7 @@ class MessageKinds:
 
         async def update() -> None:
             try:
-                await self.call(
+                await self.slack.call(
                     "chat.update",
                     channel=row.channel_id,
                     ts=parent_ts,
@@ -230,7 +230,7 @@ class MessageKinds:
             raise PermanentError("missing_event")
         link = await self._thread_link(row, card.card_id)
         message = messages.exception_alert_message(card, event, thread_link=link)
-        return await self.post(row.channel_id, message.as_payload()), None
+        return await self.slack.post(row.channel_id, message.as_payload()), None
 
     async def _thread_link(self, row: ClaimedRow, card_id: str) -> str | None:
         """A permalink to the card's thread in a subscribed channel; waits (boundedly) for a
@@ -255,7 +255,7 @@ class MessageKinds:
             return None
         thread = threads[0]
         try:
-            answer = await self.call(
+            answer = await self.slack.call(
                 "chat.getPermalink", channel=thread.channel_id, message_ts=thread.parent_ts
             )
         except (PermanentError, TransientError) as failure:
@@ -268,23 +268,56 @@ class MessageKinds:
         payload = dict(row.payload or {})
         main_ts = row.slack_ts
         if main_ts is None:
-            main_ts = await self.post(row.channel_id, payload)
+            main_ts = await self.slack.post(row.channel_id, payload)
             await self._save_progress(row, slack_ts=main_ts)
             row.slack_ts = main_ts
         replies: Sequence[dict[str, Any]] = payload.get("thread") or []
         done = int(payload.get("_replies_posted") or 0)
         for reply in replies[done:]:
-            await self.post(row.channel_id, reply, thread_ts=main_ts)
+            await self.slack.post(row.channel_id, reply, thread_ts=main_ts)
             done += 1
             payload["_replies_posted"] = done
             await self._save_progress(row, payload=dict(payload))
         return main_ts, None
 
+    async def _send_card_burst(self, row: ClaimedRow) -> tuple[str, Followup | None]:
+        """One summary of many cards, rendered from their states now."""
+        card_ids = [str(c) for c in (row.payload or {}).get("card_ids") or []]
+        found = await asyncio.to_thread(cards_repo.cards_by_ids, self.engine, card_ids=card_ids)
+        message = messages.burst_summary_message(list(found.values()))
+        return await self.slack.post(row.channel_id, message.as_payload()), None
+
+    def _tell_subscriber(self, row: ClaimedRow, now: datetime) -> None:
+        """Ask whoever subscribed the channel to invite the bot (once per channel)."""
+        if row.subscription_id is None or row.card_id is None:
+            return
+        subscription = next(
+            (
+                s
+                for s in subscriptions_of_card(self.engine, card_id=row.card_id)
+                if s.id == row.subscription_id
+            ),
+            None,
+        )
+        if subscription is None:
+            return
+        notice = messages.not_in_channel_notice(row.channel_id)
+        repo.enqueue_once(
+            self.engine,
+            once_key=f"notice:not_in_channel:{row.workspace_id}:{row.channel_id}",
+            workspace_id=row.workspace_id,
+            channel_id=subscription.created_by,
+            kind=repo.KIND_DIRECT_MESSAGE,
+            payload={"user": subscription.created_by, **notice.as_payload()},
+            now=now,
+        )
+        self.runtime.wake_outbox()
+
     async def _save_progress(
         self, row: ClaimedRow, *, slack_ts: str | None = None, payload: dict[str, Any] | None = None
     ) -> None:
         await asyncio.to_thread(
-            repo.save_progress,
+            claims.save_progress,
             self.engine,
             row_id=_id(row),
             worker=self.name,
@@ -295,9 +328,9 @@ class MessageKinds:
     async def _send_direct_message(self, row: ClaimedRow) -> tuple[str, Followup | None]:
         payload = row.payload or {}
         user = payload.get("user") or row.channel_id
-        opened = await self.call("conversations.open", users=user)
+        opened = await self.slack.call("conversations.open", users=user)
         channel = str(opened["channel"]["id"])
-        return await self.post(channel, payload), None
+        return await self.slack.post(channel, payload), None
 
 
 def _id(row: ClaimedRow) -> int:

@@ -146,7 +146,7 @@ def failed_answer(exc: SlackApiError) -> tuple[int, Any, str | None]:
     """Status, body and Retry-After of an answer the SDK raised for (an error, a 429, a 5xx;
     for a body it could not decode, the SDK hands over aiohttp's response instead of its own)."""
     answer = exc.response
-    status = getattr(answer, "status_code", None) or getattr(answer, "status", 0)
+    status = getattr(answer, "status_code", None) or getattr(answer, "status", None) or 0
     data = getattr(answer, "data", None)
     headers = getattr(answer, "headers", None) or {}
     return int(status), data if isinstance(data, dict) else None, headers.get("Retry-After")

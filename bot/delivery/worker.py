@@ -4,7 +4,7 @@ Each round first expands the fan-out markers intake wrote into per-subscription 
 (`storage.repositories.fanout`: oldest first, one INSERT ... SELECT, never twice).
 
 The worker claims the due head row of many channels in one transaction (see
-`storage.repositories.outbox`), delivers them concurrently, and claims again as rows settle
+`storage.repositories.claims`), delivers them concurrently, and claims again as rows settle
 (no round barrier; bursts for one channel are coalesced into one summary first). A row is
 settled only after Slack answered: sent (with the returned `ts`), retried later (5xx,
 connection errors: exponential backoff with jitter; 429: not before `Retry-After`), or dead
@@ -26,12 +26,10 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-import aiohttp
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.delivery.kinds import MessageKinds, _id, _Round
-from bot.delivery.pacing import ChannelPacer
+from bot.delivery.slack_calls import SlackCalls
 from bot.delivery.slack_errors import (
     Deferred,
     DeliveryError,
@@ -39,22 +37,16 @@ from bot.delivery.slack_errors import (
     RateLimited,
     TransientError,
     backoff_seconds,
-    classify_slack_error,
     dead_letter_label,
-    failed_answer,
-    outcome_label,
 )
-from bot.metrics import DEAD_LETTERS, OUTBOX_DEPTH, OUTBOX_OLDEST_AGE, SLACK_CALLS
-from bot.render import messages
+from bot.metrics import DEAD_LETTERS, OUTBOX_DEPTH, OUTBOX_OLDEST_AGE
 from bot.runtime import BackgroundTask, Runtime, slack_client_from
+from storage.repositories import bursts, claims, health
 from storage.repositories import cards as cards_repo
 from storage.repositories import fanout as fanout_repo
-from storage.repositories import health
 from storage.repositories import outbox as repo
 from storage.repositories import threads as threads_repo
-from storage.repositories.outbox import ClaimedRow
-from storage.repositories.subscriptions import subscriptions_of_card
-from storage.tables import CardRecord
+from storage.repositories.claims import ClaimedRow
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +61,6 @@ DEFAULT_MAX_PACING_WAIT = 5.0
 CLAIM_PAUSE_SECONDS = 0.1
 # An exception alert waits this long for the card's thread to exist, to link to it.
 DEFAULT_ALERT_LINK_WAIT = timedelta(seconds=20)
-# Methods Slack wants as GET with query parameters.
-GET_METHODS = frozenset({"chat.getPermalink", "conversations.info"})
 
 
 class OutboxWorker(MessageKinds):
@@ -94,7 +84,12 @@ class OutboxWorker(MessageKinds):
         self.runtime = runtime
         self.engine = runtime.engine
         self.settings = runtime.settings
-        self._client = client
+        self.slack = SlackCalls(
+            client or runtime.slack_client or slack_client_from(self.settings),
+            rate_per_second=self.settings.d1bot_channel_rate_per_second,
+            max_pacing_wait=max_pacing_wait,
+            concurrency=concurrency,
+        )
         self.batch_size = batch_size
         self.lease = timedelta(seconds=lease_seconds)
         self.backoff_base = backoff_base
@@ -102,29 +97,15 @@ class OutboxWorker(MessageKinds):
         self.poll_seconds = poll_seconds
         self.alert_link_wait = alert_link_wait
         self.name = (name or f"{runtime.instance}:{secrets.token_hex(3)}")[-64:]
-        self.pacer = ChannelPacer(
-            self.settings.d1bot_channel_rate_per_second, max_wait=max_pacing_wait
-        )
-        self._slots = asyncio.Semaphore(concurrency)
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._wakeup = runtime.outbox_wakeup
         self._failed_rounds = 0
-        self._own_session: aiohttp.ClientSession | None = None
         self._settled = asyncio.Event()  # a row in hand was settled (see `_run`)
         self._rounds: dict[int, _Round] = {}  # row id -> what its claim batch prefetched
         # What each parent message shows, as far as this worker knows: a parent already
         # showing the card's current state is not updated again (see `_parent_update`).
         self._parent_shown: OrderedDict[tuple[str, str], str] = OrderedDict()
-
-    @property
-    def client(self) -> AsyncWebClient:
-        """The client given, else the runtime's shared one, else one built from the settings."""
-        if self._client is None:
-            self._client = self.runtime.slack_client or slack_client_from(self.settings)
-            if self._client is None:
-                raise RuntimeError("no Slack client: SLACK_BOT_TOKEN is not set")
-        return self._client
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -132,11 +113,7 @@ class OutboxWorker(MessageKinds):
         if self._wakeup is None:
             self._wakeup = self.runtime.outbox_wakeup = asyncio.Event()
         self._stopping = False
-        client = self._client or self.runtime.slack_client or slack_client_from(self.settings)
-        if client is not None and client.session is None:
-            # One connection pool for this worker's calls, unless the client has its own.
-            self._own_session = client.session = aiohttp.ClientSession()
-        self._client = client
+        await self.slack.open()
         self._task = asyncio.create_task(self._run(), name="outbox-worker")
 
     async def stop(self, *, timeout: float = 30.0) -> None:
@@ -153,11 +130,7 @@ class OutboxWorker(MessageKinds):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._task = None
-        if self._own_session is not None:
-            await self._own_session.close()
-            if self._client is not None and self._client.session is self._own_session:
-                self._client.session = None
-            self._own_session = None
+        await self.slack.close()
 
     def is_healthy(self) -> bool:
         return self._task is not None and not self._task.done() and self._failed_rounds < 5
@@ -187,7 +160,7 @@ class OutboxWorker(MessageKinds):
                     task.add_done_callback(self._row_done(in_flight))
                 if loop.time() >= gauges_at:
                     gauges_at = loop.time() + 1.0
-                    self.pacer.forget_idle()
+                    self.slack.pacer.forget_idle()
                     with contextlib.suppress(Exception):
                         await asyncio.to_thread(self._update_gauges)
                 if self._stopping or (rows and len(rows) == free):
@@ -243,7 +216,7 @@ class OutboxWorker(MessageKinds):
         await asyncio.to_thread(fanout_repo.expand_all, self.engine)
         await asyncio.to_thread(self._coalesce, now)
         rows = await asyncio.to_thread(
-            repo.claim_due,
+            claims.claim_due,
             self.engine,
             worker=self.name,
             now=now,
@@ -271,7 +244,9 @@ class OutboxWorker(MessageKinds):
     def _prefetch(self, rows: Sequence[ClaimedRow]) -> _Round:
         card_ids = [r.card_id for r in rows if r.card_id]
         return _Round(
-            events=repo.events_by_ids(self.engine, ids=[r.event_id for r in rows if r.event_id]),
+            events=cards_repo.events_by_ids(
+                self.engine, ids=[r.event_id for r in rows if r.event_id]
+            ),
             cards=cards_repo.cards_by_ids(self.engine, card_ids=card_ids),
             threads=threads_repo.threads_of_keys(
                 self.engine,
@@ -281,14 +256,13 @@ class OutboxWorker(MessageKinds):
 
     def _coalesce(self, now: datetime) -> None:
         threshold = self.settings.d1bot_burst_threshold
-        for burst in repo.find_bursts(self.engine, threshold=threshold, now=now):
-            summary = repo.coalesce_burst(
+        for burst in bursts.find_bursts(self.engine, threshold=threshold, now=now):
+            summary = bursts.coalesce_burst(
                 self.engine,
                 workspace_id=burst.workspace_id,
                 channel_id=burst.channel_id,
                 threshold=threshold,
                 now=now,
-                render=_render_burst,
             )
             if summary is not None:
                 log.info(
@@ -321,7 +295,7 @@ class OutboxWorker(MessageKinds):
             await self._failed(row, failure)
             return
         sent = await asyncio.to_thread(
-            repo.mark_sent,
+            claims.mark_sent,
             self.engine,
             row_id=_id(row),
             worker=self.name,
@@ -339,7 +313,7 @@ class OutboxWorker(MessageKinds):
     async def _failed(self, row: ClaimedRow, failure: DeliveryError) -> None:
         now = self.runtime.clock()
         if isinstance(failure, RateLimited):
-            self.pacer.block(row.channel_id, failure.retry_after)
+            self.slack.pacer.block(row.channel_id, failure.retry_after)
             await self._retry(row, now + timedelta(seconds=failure.retry_after), failure, False)
             return
         if isinstance(failure, Deferred):
@@ -356,7 +330,7 @@ class OutboxWorker(MessageKinds):
         reason = failure.error if isinstance(failure, PermanentError) else "max_attempts"
         error = failure.error if reason == failure.error else f"max_attempts: {failure.error}"
         dead = await asyncio.to_thread(
-            repo.mark_dead, self.engine, row_id=_id(row), worker=self.name, now=now, error=error
+            claims.mark_dead, self.engine, row_id=_id(row), worker=self.name, now=now, error=error
         )
         if not dead:
             return
@@ -376,7 +350,7 @@ class OutboxWorker(MessageKinds):
         self, row: ClaimedRow, at: datetime, failure: DeliveryError | None, count: bool
     ) -> None:
         await asyncio.to_thread(
-            repo.retry_later,
+            claims.retry_later,
             self.engine,
             row_id=_id(row),
             worker=self.name,
@@ -384,86 +358,6 @@ class OutboxWorker(MessageKinds):
             error=failure.error if failure else None,
             count_attempt=count,
         )
-
-    def _tell_subscriber(self, row: ClaimedRow, now: datetime) -> None:
-        """Ask whoever subscribed the channel to invite the bot (once per channel)."""
-        if row.subscription_id is None or row.card_id is None:
-            return
-        subscription = next(
-            (
-                s
-                for s in subscriptions_of_card(self.engine, card_id=row.card_id)
-                if s.id == row.subscription_id
-            ),
-            None,
-        )
-        if subscription is None:
-            return
-        notice = messages.not_in_channel_notice(row.channel_id)
-        repo.enqueue_once(
-            self.engine,
-            once_key=f"notice:not_in_channel:{row.workspace_id}:{row.channel_id}",
-            workspace_id=row.workspace_id,
-            channel_id=subscription.created_by,
-            kind=repo.KIND_DIRECT_MESSAGE,
-            payload={"user": subscription.created_by, **notice.as_payload()},
-            now=now,
-        )
-        self.runtime.wake_outbox()
-
-    # ------------------------------------------------------------------ Slack calls
-
-    async def call(self, method: str, *, paced_channel: str | None = None, **body: Any) -> Any:
-        """One Slack Web API call; failures raised as `DeliveryError`s. Posts to a channel
-        wait for the channel's turn first."""
-        if paced_channel is not None:
-            await self.pacer.acquire(paced_channel)
-        try:
-            status, data, retry_after = await self._api_call(method, body, paced_channel)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            SLACK_CALLS.labels(method=method, outcome="connection_error").inc()
-            raise TransientError(f"connection: {type(exc).__name__}") from None
-        error = str(data.get("error")) if isinstance(data, dict) and data.get("error") else None
-        log.debug("Slack %s answered %s%s", method, status, f" ({error})" if error else "")
-        if status == 200 and isinstance(data, dict) and data.get("ok"):
-            SLACK_CALLS.labels(method=method, outcome="ok").inc()
-            return data
-        failure = classify_slack_error(status=status, error=error, retry_after=retry_after)
-        SLACK_CALLS.labels(method=method, outcome=outcome_label(failure)).inc()
-        if isinstance(failure, RateLimited) and paced_channel is not None:
-            self.pacer.block(paced_channel, failure.retry_after)
-        raise failure
-
-    async def _api_call(
-        self, method: str, body: dict[str, Any], paced: str | None
-    ) -> tuple[int, Any, str | None]:
-        """(HTTP status, answer body, Retry-After) of one call through the SDK client."""
-        try:
-            # The bound is on requests in flight, not on rows: a row waiting for its
-            # channel's turn must not hold a slot that another channel could use.
-            async with self._slots:
-                if method in GET_METHODS:
-                    answer = await self.client.api_call(method, http_verb="GET", params=body)
-                else:
-                    answer = await self.client.api_call(method, json=body)
-                return answer.status_code, answer.data, None
-        except SlackApiError as exc:
-            return failed_answer(exc)
-        finally:
-            if paced is not None:
-                self.pacer.done(paced)
-
-    async def post(self, channel: str, message: dict[str, Any], **extra: Any) -> str:
-        """Post to a channel (paced); returns the message's `ts`."""
-        body = {"channel": channel, "text": message.get("text") or "", **extra}
-        if message.get("blocks"):
-            body["blocks"] = message["blocks"]
-        response = await self.call("chat.postMessage", paced_channel=channel, **body)
-        return str(response["ts"])
-
-
-def _render_burst(cards: Sequence[CardRecord]) -> dict[str, Any]:
-    return messages.burst_summary_message(cards).as_payload()
 
 
 def install(runtime: Runtime, **options: Any) -> OutboxWorker:

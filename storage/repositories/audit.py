@@ -6,10 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from storage.tables import AlertAckRecord, AuditRecord, utcnow
 
@@ -56,7 +55,7 @@ def recent(
         query = query.where(AuditRecord.card_id == card_id)
     if user_id is not None:
         query = query.where(AuditRecord.user_id == user_id)
-    query = query.order_by(sa.desc(AuditRecord.id)).limit(limit)
+    query = query.order_by(col(AuditRecord.id).desc()).limit(limit)
     with Session(engine, expire_on_commit=False) as session:
         return list(session.exec(query).all())
 

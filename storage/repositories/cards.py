@@ -57,4 +57,24 @@ def count_events(engine: Engine, *, card_id: str | None = None) -> int:
         return int(session.exec(query).one())
 
 
-__all__ = ["cards_by_ids", "count_events", "events_of_card", "get_card", "get_event"]
+def events_by_ids(engine: Engine, *, ids: list[int]) -> dict[int, EventRecord]:
+    """Many events at once (the rows of one delivery round often share a few events)."""
+    unique = sorted(set(ids))
+    found: dict[int, EventRecord] = {}
+    with Session(engine) as session:
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            for event in session.exec(select(EventRecord).where(col(EventRecord.id).in_(chunk))):
+                assert event.id is not None
+                found[event.id] = event
+    return found
+
+
+__all__ = [
+    "cards_by_ids",
+    "count_events",
+    "events_by_ids",
+    "events_of_card",
+    "get_card",
+    "get_event",
+]

@@ -13,29 +13,27 @@ SQLite and PostgreSQL (`INSERT ... ON CONFLICT DO NOTHING`, `SELECT ... FOR UPDA
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cached_property
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from d1.models import Operation
-from d1.semantics import (
-    is_exception,
-    lifecycle_rank,
-    operation_dedup_key,
-    operation_event_time,
-    operation_json_for_storage,
-)
 from storage.repositories.intake_sql import (
-    EVENT_COLUMNS,
     KIND_CARD_EVENT,
     KIND_EXCEPTION_ALERT,
     statements,
+)
+from storage.repositories.projection import (
+    OperationFacts,
+    cut,
+    event_values,
+    facts_of,
+    newer_snapshot,
+    snapshot_columns,
 )
 from storage.tables import SOURCE_D1
 
@@ -68,92 +66,6 @@ class IntakeResult:
         for card_id in other.gap_card_ids:
             if card_id not in self.gap_card_ids:
                 self.gap_card_ids.append(card_id)
-
-
-@dataclass
-class _Facts:
-    """What the projection needs to know about one operation, computed once."""
-
-    op: Operation
-    dedup_key: str
-    event_time: datetime
-    rank: int
-    is_exception: bool
-    status: str | None  # details.status as the column holds it
-    shipment_status: str | None  # details.shipment.status as the column holds it
-    # The stored operation as JSON text.
-    payload_json: str
-    # The shipment snapshot as the card stores it (wire names), as JSON text.
-    shipment_json: str | None
-
-    @cached_property
-    def shipment(self) -> dict[str, Any] | None:
-        """`shipment_json` as a dict."""
-        return None if self.shipment_json is None else json.loads(self.shipment_json)
-
-
-def event_values(
-    f: _Facts, *, received_at: datetime, becomes_current: bool, source: str
-) -> dict[str, Any]:
-    """The `events` row of one operation, by column name."""
-    op = f.op
-    ship = op.details.shipment
-    row = (
-        f.dedup_key,
-        op.card_id,
-        op.operation_id,
-        op.operation,
-        op.status,
-        f.status,
-        _cut(op.details.tracking_type, 32),
-        f.shipment_status,
-        _cut(ship.message if ship else None, 255),
-        f.event_time,
-        received_at,
-        f.is_exception,
-        becomes_current,
-        source,
-        json.loads(f.payload_json),
-    )
-    return dict(zip(EVENT_COLUMNS, row, strict=True))
-
-
-def _cut(value: str | None, length: int) -> str | None:
-    """Columns hold bounded text; the full value stays in the event's payload."""
-    return value if value is None or len(value) <= length else value[:length]
-
-
-def _facts(op: Operation, extra_exception_statuses: frozenset[str]) -> _Facts:
-    ship = op.details.shipment
-    ship_status = ship.status if ship else None
-    return _Facts(
-        op=op,
-        dedup_key=operation_dedup_key(op),
-        event_time=operation_event_time(op),
-        rank=lifecycle_rank(op.details.status, ship_status),
-        is_exception=is_exception(
-            op.details.status, ship_status, op.status, extra_exception_statuses
-        ),
-        status=_cut(op.details.status, 64),
-        shipment_status=_cut(ship_status, 64),
-        payload_json=operation_json_for_storage(op),
-        shipment_json=None
-        if ship is None
-        else ship.model_dump_json(by_alias=True, exclude_none=True),
-    )
-
-
-def _newer_snapshot(f: _Facts, card: Any) -> bool:
-    """Whether the operation's shipment replaces the card's snapshot: the latest update wins,
-    ties broken by content so that arrival order never matters."""
-    if f.shipment is None:
-        return False
-    if card.shipment is None or card.last_shipment_update_at is None:
-        return True
-    return (f.event_time, json.dumps(f.shipment, sort_keys=True)) > (
-        card.last_shipment_update_at,
-        json.dumps(card.shipment, sort_keys=True),
-    )
 
 
 # --------------------------------------------------------------------------- public API
@@ -200,7 +112,7 @@ def record_requests(
 ) -> list[IntakeResult | SQLAlchemyError]:
     """Record every request in one transaction; when it fails, each request alone (see the
     module docstring). Returns each request's result or the database error that refused it."""
-    options = {
+    options: dict[str, Any] = {
         "workspace_id": workspace_id,
         "exceptions_channel": exceptions_channel,
         "extra_exception_statuses": extra_exception_statuses,
@@ -248,7 +160,7 @@ def record_operations_in(
     """Like `record_operations`, inside the caller's open transaction on `conn`."""
     result = IntakeResult()
     for op in operations:
-        facts = _facts(op, extra_exception_statuses)
+        facts = facts_of(op, extra_exception_statuses)
         _record_one(
             conn,
             facts,
@@ -266,7 +178,7 @@ def record_operations_in(
 
 def _record_one(
     conn: Connection,
-    f: _Facts,
+    f: OperationFacts,
     result: IntakeResult,
     *,
     received_at: datetime,
@@ -281,7 +193,7 @@ def _record_one(
         sql.ensure_card,
         {
             "card_id": card_id,
-            "issuer_id": _cut(op.issuer_id, 64),
+            "issuer_id": cut(op.issuer_id, 64),
             "state_rank": 0,
             "is_exception": False,
             "first_seen_at": received_at,
@@ -317,17 +229,17 @@ def _record_one(
             status=f.status,
             operation=op.operation,
             operation_status=op.status,
-            production_site=_cut(op.details.production_site, 64) or card.production_site,
-            reason=_cut(op.details.reason, 255),
+            production_site=cut(op.details.production_site, 64) or card.production_site,
+            reason=cut(op.details.reason, 255),
             state_rank=f.rank,
             state_event_time=f.event_time,
             last_event_id=event_id,
             is_exception=f.is_exception,
         )
         if op.issuer_id and not card.issuer_id:
-            changes["issuer_id"] = _cut(op.issuer_id, 64)
-    if _newer_snapshot(f, card):
-        changes.update(_snapshot_columns(f))
+            changes["issuer_id"] = cut(op.issuer_id, 64)
+    if newer_snapshot(f, card):
+        changes.update(snapshot_columns(f))
     if becomes_current:
         state: tuple[str | None, str | None, datetime] | None = (
             f.status,
@@ -360,25 +272,7 @@ def _record_one(
         )
 
 
-def _snapshot_columns(f: _Facts) -> dict[str, Any]:
-    ship = f.op.details.shipment
-    assert ship is not None
-    delivered = ship.delivery_date
-    if delivered is None and ship.status == "DELIVERED":
-        delivered = f.event_time
-    return {
-        "shipment": f.shipment,
-        "shipment_status": _cut(ship.status, 64),
-        "shipment_message": _cut(ship.message, 255),
-        "carrier": _cut(ship.carrier, 64),
-        "tracking_number": _cut(ship.tracking_number, 64),
-        "estimated_delivery_at": ship.estimated_delivery_date,
-        "delivered_at": delivered,
-        "last_shipment_update_at": f.event_time,
-    }
-
-
-def _is_gap(conn: Connection, f: _Facts, event_id: int) -> bool:
+def _is_gap(conn: Connection, f: OperationFacts, event_id: int) -> bool:
     """A PRODUCE shipment seen as the card's first PRODUCE event: production steps are missing."""
     op = f.op
     if op.operation != "PRODUCE":

@@ -6,10 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from storage.tables import (
     FILTER_ALL,
@@ -135,12 +134,12 @@ def list_for_channel(
     """The channel's subscriptions, oldest first, each with its card's current status."""
     query = (
         select(SubscriptionRecord, CardRecord)
-        .join(CardRecord, CardRecord.card_id == SubscriptionRecord.card_id, isouter=True)
+        .join(CardRecord, col(CardRecord.card_id) == col(SubscriptionRecord.card_id), isouter=True)
         .where(
             SubscriptionRecord.workspace_id == workspace_id,
             SubscriptionRecord.channel_id == channel_id,
         )
-        .order_by(sa.asc(SubscriptionRecord.created_at), sa.asc(SubscriptionRecord.id))
+        .order_by(col(SubscriptionRecord.created_at), col(SubscriptionRecord.id))
     )
     with Session(engine, expire_on_commit=False) as session:
         rows = session.exec(query).all()
@@ -163,7 +162,7 @@ def subscriptions_of_card(
     if workspace_id is not None:
         query = query.where(SubscriptionRecord.workspace_id == workspace_id)
     with Session(engine, expire_on_commit=False) as session:
-        return list(session.exec(query.order_by(sa.asc(SubscriptionRecord.id))).all())
+        return list(session.exec(query.order_by(col(SubscriptionRecord.id))).all())
 
 
 def removals_of_card(engine: Engine, *, card_id: str) -> list[SubscriptionRemovalRecord]:
@@ -171,7 +170,7 @@ def removals_of_card(engine: Engine, *, card_id: str) -> list[SubscriptionRemova
     query = (
         select(SubscriptionRemovalRecord)
         .where(SubscriptionRemovalRecord.card_id == card_id)
-        .order_by(sa.asc(SubscriptionRemovalRecord.id))
+        .order_by(col(SubscriptionRemovalRecord.id))
     )
     with Session(engine, expire_on_commit=False) as session:
         return list(session.exec(query).all())

@@ -1,0 +1,117 @@
+"""One Slack Web API call of the delivery worker: paced per channel, bounded in flight, its
+answer classified by the Slack error table and counted in the metrics.
+
+Calls go through the shared `slack_sdk` `AsyncWebClient` (built without SDK retries: retries
+are the worker's, so that a lost answer is never followed by a second post behind its back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.delivery.pacing import ChannelPacer
+from bot.delivery.slack_errors import (
+    RateLimited,
+    TransientError,
+    classify_slack_error,
+    failed_answer,
+    outcome_label,
+)
+from bot.metrics import SLACK_CALLS
+
+log = logging.getLogger(__name__)
+
+# Methods Slack wants as GET with query parameters.
+GET_METHODS = frozenset({"chat.getPermalink", "conversations.info"})
+
+
+class SlackCalls:
+    """`call` and `post` for the worker (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: AsyncWebClient | None,
+        *,
+        rate_per_second: float,
+        max_pacing_wait: float,
+        concurrency: int,
+    ) -> None:
+        self._client = client
+        self.pacer = ChannelPacer(rate_per_second, max_wait=max_pacing_wait)
+        # The bound is on requests in flight, not on rows: a row waiting for its channel's
+        # turn must not hold a slot that another channel could use.
+        self._slots = asyncio.Semaphore(concurrency)
+        self._own_session: aiohttp.ClientSession | None = None
+
+    @property
+    def client(self) -> AsyncWebClient:
+        if self._client is None:
+            raise RuntimeError("no Slack client: SLACK_BOT_TOKEN is not set")
+        return self._client
+
+    async def open(self) -> None:
+        """A connection pool for these calls, unless the client already has one."""
+        if self._client is not None and self._client.session is None:
+            self._own_session = self._client.session = aiohttp.ClientSession()
+
+    async def close(self) -> None:
+        if self._own_session is not None:
+            await self._own_session.close()
+            if self._client is not None and self._client.session is self._own_session:
+                self._client.session = None
+            self._own_session = None
+
+    async def call(self, method: str, *, paced_channel: str | None = None, **body: Any) -> Any:
+        """One call; failures raised as `DeliveryError`s. Posts to a channel wait for the
+        channel's turn first."""
+        if paced_channel is not None:
+            await self.pacer.acquire(paced_channel)
+        try:
+            status, data, retry_after = await self._send(method, body, paced_channel)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            SLACK_CALLS.labels(method=method, outcome="connection_error").inc()
+            raise TransientError(f"connection: {type(exc).__name__}") from None
+        error = str(data.get("error")) if isinstance(data, dict) and data.get("error") else None
+        log.debug("Slack %s answered %s%s", method, status, f" ({error})" if error else "")
+        if status == 200 and isinstance(data, dict) and data.get("ok"):
+            SLACK_CALLS.labels(method=method, outcome="ok").inc()
+            return data
+        failure = classify_slack_error(status=status, error=error, retry_after=retry_after)
+        SLACK_CALLS.labels(method=method, outcome=outcome_label(failure)).inc()
+        if isinstance(failure, RateLimited) and paced_channel is not None:
+            self.pacer.block(paced_channel, failure.retry_after)
+        raise failure
+
+    async def post(self, channel: str, message: dict[str, Any], **extra: Any) -> str:
+        """Post to a channel (paced); returns the message's `ts`."""
+        body = {"channel": channel, "text": message.get("text") or "", **extra}
+        if message.get("blocks"):
+            body["blocks"] = message["blocks"]
+        response = await self.call("chat.postMessage", paced_channel=channel, **body)
+        return str(response["ts"])
+
+    async def _send(
+        self, method: str, body: dict[str, Any], paced: str | None
+    ) -> tuple[int, Any, str | None]:
+        """(HTTP status, answer body, Retry-After) of one call through the SDK client."""
+        try:
+            async with self._slots:
+                if method in GET_METHODS:
+                    answer = await self.client.api_call(method, http_verb="GET", params=body)
+                else:
+                    answer = await self.client.api_call(method, json=body)
+                return answer.status_code, answer.data, None
+        except SlackApiError as exc:
+            return failed_answer(exc)
+        finally:
+            if paced is not None:
+                self.pacer.done(paced)
+
+
+__all__ = ["GET_METHODS", "SlackCalls"]
