@@ -13,9 +13,10 @@ SQLite and PostgreSQL (`INSERT ... ON CONFLICT DO NOTHING`, `SELECT ... FOR UPDA
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
@@ -23,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from d1.models import Operation
 from storage.repositories.intake_sql import (
+    CARD_COLUMNS,
     KIND_CARD_EVENT,
     KIND_EXCEPTION_ALERT,
     statements,
@@ -35,7 +37,7 @@ from storage.repositories.projection import (
     newer_snapshot,
     snapshot_columns,
 )
-from storage.tables import SOURCE_D1
+from storage.tables import FILTER_ALL, FILTER_EXCEPTIONS, SOURCE_D1
 
 # How long a PostgreSQL intake transaction waits for a row lock.
 LOCK_TIMEOUT = "5s"
@@ -119,10 +121,7 @@ def record_requests(
     }
     try:
         with _writing(engine) as conn:
-            return [
-                record_operations_in(conn, r.operations, received_at=r.received_at, **options)
-                for r in requests
-            ]
+            return list(record_batch(conn, requests, **options))
     except SQLAlchemyError as exc:
         if len(requests) == 1:
             return [exc]
@@ -149,7 +148,7 @@ def _writing(engine: Engine) -> Iterator[Connection]:
 
 def record_operations_in(
     conn: Connection,
-    operations: Iterable[Operation],
+    operations: Sequence[Operation],
     *,
     received_at: datetime,
     workspace_id: str,
@@ -158,118 +157,169 @@ def record_operations_in(
     source: str = SOURCE_D1,
 ) -> IntakeResult:
     """Like `record_operations`, inside the caller's open transaction on `conn`."""
-    result = IntakeResult()
-    for op in operations:
-        facts = facts_of(op, extra_exception_statuses)
-        _record_one(
-            conn,
-            facts,
-            result,
-            received_at=received_at,
-            workspace_id=workspace_id,
-            exceptions_channel=exceptions_channel,
-            source=source,
-        )
+    (result,) = record_batch(
+        conn,
+        [IntakeRequest(operations, received_at)],
+        workspace_id=workspace_id,
+        exceptions_channel=exceptions_channel,
+        extra_exception_statuses=extra_exception_statuses,
+        source=source,
+    )
     return result
 
 
-# --------------------------------------------------------------------------- one operation
+# --------------------------------------------------------------------------- one batch
 
 
-def _record_one(
+@dataclass
+class _Pending:
+    """A new event of the batch, until the database has given it an id."""
+
+    request: int
+    facts: OperationFacts
+    received_at: datetime
+    becomes_current: bool
+    event_id: int = 0
+
+
+def record_batch(
     conn: Connection,
-    f: OperationFacts,
-    result: IntakeResult,
+    requests: Sequence[IntakeRequest],
     *,
-    received_at: datetime,
     workspace_id: str,
     exceptions_channel: str | None,
-    source: str,
-) -> None:
+    extra_exception_statuses: frozenset[str] = frozenset(),
+    source: str = SOURCE_D1,
+) -> list[IntakeResult]:
+    """Record `requests` in the open transaction, one result per request. The operations are
+    projected one by one in arrival order, as if recorded alone, onto the batch's cards read
+    (and locked) once; the statements run once per batch with every card or event in them."""
     sql = statements(conn.dialect.name)
-    op = f.op
-    card_id = op.card_id
+    results = [IntakeResult() for _ in requests]
+    batch = [
+        (i, facts_of(op, extra_exception_statuses), r.received_at)
+        for i, r in enumerate(requests)
+        for op in r.operations
+    ]
+    if not batch:
+        return results
+    first: dict[str, tuple[OperationFacts, datetime]] = {}
+    for _, f, received_at in batch:
+        first.setdefault(f.op.card_id, (f, received_at))
+    card_ids = sorted(first)
+    conn.execute(sql.ensure_cards, [_new_card(f, at) for f, at in (first[c] for c in card_ids)])
+    cards = {
+        row.card_id: SimpleNamespace(**row._mapping)
+        for row in conn.execute(sql.lock_cards, {"card_ids": card_ids})
+    }
+    known = set(
+        conn.execute(sql.known_keys, {"keys": sorted({f.dedup_key for _, f, _ in batch})}).scalars()
+    )
+    pending: list[_Pending] = []
+    for i, f, received_at in batch:
+        if f.dedup_key in known:
+            results[i].duplicates += 1
+            continue
+        known.add(f.dedup_key)
+        card = cards[f.op.card_id]
+        becomes_current = card.state_event_time is None or (f.event_time, f.rank, f.dedup_key) > (
+            card.state_event_time,
+            card.state_rank,
+            card.current_dedup_key or "",
+        )
+        pending.append(_Pending(i, f, received_at, becomes_current))
+        _project(card, f, received_at, becomes_current)
+    if not pending:
+        return results
+    values = [
+        event_values(p.facts, received_at=p.received_at, becomes_current=p.becomes_current,
+                     source=source)
+        for p in pending
+    ]  # fmt: skip
+    for p, event_id in zip(pending, conn.execute(sql.insert_events, values).scalars(), strict=True):
+        p.event_id = event_id
+        results[p.request].new_event_ids.append(event_id)
+        if p.facts.is_exception:
+            results[p.request].exception_event_ids.append(event_id)
+        if p.becomes_current:
+            cards[p.facts.op.card_id].last_event_id = event_id
+        gap = source == SOURCE_D1 and _is_gap(conn, p.facts, event_id)
+        if gap and p.facts.op.card_id not in results[p.request].gap_card_ids:
+            results[p.request].gap_card_ids.append(p.facts.op.card_id)
+    touched = {p.facts.op.card_id: cards[p.facts.op.card_id] for p in pending}
+    for card in touched.values():
+        card.state_since = _state_since(conn, card)
     conn.execute(
-        sql.ensure_card,
-        {
-            "card_id": card_id,
-            "issuer_id": cut(op.issuer_id, 64),
-            "state_rank": 0,
-            "is_exception": False,
-            "first_seen_at": received_at,
-            "last_seen_at": received_at,
-        },
+        sql.update_cards,
+        [
+            {"key_card_id": card_id, **_card_columns(card)}
+            for card_id, card in sorted(touched.items())
+        ],
     )
-    card = conn.execute(sql.lock_card, {"card_id": card_id}).one()
-
-    becomes_current = card.state_event_time is None or (f.event_time, f.rank, f.dedup_key) > (
-        card.state_event_time,
-        card.state_rank,
-        card.current_dedup_key or "",
+    _fan_out(
+        conn,
+        [p for p in pending if p.becomes_current],
+        results,
+        workspace_id=workspace_id,
+        exceptions_channel=exceptions_channel,
     )
-    event_id = conn.execute(
-        sql.insert_event,
-        event_values(
-            f,
-            received_at=received_at,
-            becomes_current=becomes_current,
-            source=source,
-        ),
-    ).scalar_one_or_none()
-    if event_id is None:
-        result.duplicates += 1
-        return
-    result.new_event_ids.append(event_id)
-    if f.is_exception:
-        result.exception_event_ids.append(event_id)
+    return results
 
-    changes: dict[str, Any] = {"last_seen_at": received_at}
+
+def _new_card(f: OperationFacts, received_at: datetime) -> dict[str, Any]:
+    return {
+        "card_id": f.op.card_id,
+        "issuer_id": cut(f.op.issuer_id, 64),
+        "state_rank": 0,
+        "is_exception": False,
+        "first_seen_at": received_at,
+        "last_seen_at": received_at,
+    }
+
+
+def _project(
+    card: SimpleNamespace, f: OperationFacts, received_at: datetime, becomes_current: bool
+) -> None:
+    """Apply one new event to the card's state in memory (the rules of the module docstring)."""
+    op = f.op
+    card.last_seen_at = received_at
     if becomes_current:
-        changes.update(
-            status=f.status,
-            operation=op.operation,
-            operation_status=op.status,
-            production_site=cut(op.details.production_site, 64) or card.production_site,
-            reason=cut(op.details.reason, 255),
-            state_rank=f.rank,
-            state_event_time=f.event_time,
-            last_event_id=event_id,
-            is_exception=f.is_exception,
-        )
+        card.status = f.status
+        card.operation = op.operation
+        card.operation_status = op.status
+        card.production_site = cut(op.details.production_site, 64) or card.production_site
+        card.reason = cut(op.details.reason, 255)
+        card.state_rank = f.rank
+        card.state_event_time = f.event_time
+        card.is_exception = f.is_exception
+        card.current_dedup_key = f.dedup_key
+        card.current_status = f.status
+        card.current_shipment_status = f.shipment_status
         if op.issuer_id and not card.issuer_id:
-            changes["issuer_id"] = cut(op.issuer_id, 64)
+            card.issuer_id = cut(op.issuer_id, 64)
     if newer_snapshot(f, card):
-        changes.update(snapshot_columns(f))
-    if becomes_current:
-        state: tuple[str | None, str | None, datetime] | None = (
-            f.status,
-            f.shipment_status,
-            f.event_time,
-        )
-    else:
-        row = conn.execute(sql.current_state, {"event_id": card.last_event_id}).one_or_none()
-        state = None if row is None else (row[0], row[1], row[2])
-    if state is not None:
-        since = conn.execute(
-            sql.state_since,
-            {"card_id": card_id, "status": state[0], "ship_status": state[1], "at": state[2]},
-        ).scalar_one_or_none()
-        changes["state_since"] = since or state[2]
-    conn.execute(sql.update_card, {"key_card_id": card_id, **changes})
+        for name, value in snapshot_columns(f).items():
+            setattr(card, name, value)
 
-    gap = source == SOURCE_D1 and _is_gap(conn, f, event_id)
-    if gap and card_id not in result.gap_card_ids:
-        result.gap_card_ids.append(card_id)
-    if becomes_current:
-        result.enqueued += _fan_out(
-            conn,
-            card_id=card_id,
-            event_id=event_id,
-            exception=f.is_exception,
-            received_at=received_at,
-            workspace_id=workspace_id,
-            exceptions_channel=exceptions_channel,
-        )
+
+def _card_columns(card: SimpleNamespace) -> dict[str, Any]:
+    """The card's stored columns (the state read with it, minus what the join added)."""
+    return {name: getattr(card, name) for name in CARD_COLUMNS if name != "card_id"}
+
+
+def _state_since(conn: Connection, card: SimpleNamespace) -> datetime | None:
+    if card.state_event_time is None:
+        return card.state_since  # type: ignore[no-any-return]
+    since = conn.execute(
+        statements(conn.dialect.name).state_since,
+        {
+            "card_id": card.card_id,
+            "status": card.current_status,
+            "ship_status": card.current_shipment_status,
+            "at": card.state_event_time,
+        },
+    ).scalar_one_or_none()
+    return since or card.state_event_time  # type: ignore[no-any-return]
 
 
 def _is_gap(conn: Connection, f: OperationFacts, event_id: int) -> bool:
@@ -288,34 +338,43 @@ def _is_gap(conn: Connection, f: OperationFacts, event_id: int) -> bool:
 
 def _fan_out(
     conn: Connection,
+    current: list[_Pending],
+    results: list[IntakeResult],
     *,
-    card_id: str,
-    event_id: int,
-    exception: bool,
-    received_at: datetime,
     workspace_id: str,
     exceptions_channel: str | None,
-) -> int:
-    """Count the subscriptions that want the event and write its fan-out marker (`fanouts`),
-    which the delivery worker expands into their outbox rows, plus the exceptions-channel
-    alert (`storage.repositories.fanout`). Returns the number of outbox rows owed."""
+) -> None:
+    """For each event that became its card's current state: count the subscriptions that want
+    it and write its fan-out marker (`fanouts`), which the delivery worker expands into their
+    outbox rows, plus the exceptions-channel alert (`storage.repositories.fanout`)."""
+    if not current:
+        return
     sql = statements(conn.dialect.name)
-    query = sql.subscribers_exceptions if exception else sql.subscribers
-    subscribed = int(conn.execute(query, {"card_id": card_id}).scalar_one())
-    alert = exceptions_channel if exception and exceptions_channel else None
-    if subscribed or alert:  # an event nobody wants needs no marker
-        conn.execute(
-            sql.fanout_marker,
-            {
-                "card_id": card_id,
-                "event_id": event_id,
-                "is_exception": exception,
-                "workspace_id": workspace_id,
-                "alert_channel": alert,
-                "received_at": received_at,
-            },
-        )
-    return subscribed + (1 if alert else 0)
+    counts: dict[tuple[str, str], int] = {}
+    card_ids = sorted({p.facts.op.card_id for p in current})
+    for card_id, filter_, count in conn.execute(sql.subscriber_counts, {"card_ids": card_ids}):
+        counts[(card_id, filter_)] = int(count)
+    markers = []
+    for p in current:
+        card_id, exception = p.facts.op.card_id, p.facts.is_exception
+        subscribed = counts.get((card_id, FILTER_ALL), 0)
+        if exception:
+            subscribed += counts.get((card_id, FILTER_EXCEPTIONS), 0)
+        alert = exceptions_channel if exception and exceptions_channel else None
+        results[p.request].enqueued += subscribed + (1 if alert else 0)
+        if subscribed or alert:  # an event nobody wants needs no marker
+            markers.append(
+                {
+                    "card_id": card_id,
+                    "event_id": p.event_id,
+                    "is_exception": exception,
+                    "workspace_id": workspace_id,
+                    "alert_channel": alert,
+                    "received_at": p.received_at,
+                }
+            )
+    if markers:
+        conn.execute(sql.fanout_markers, markers)
 
 
 __all__ = [
@@ -323,6 +382,7 @@ __all__ = [
     "KIND_EXCEPTION_ALERT",
     "IntakeRequest",
     "IntakeResult",
+    "record_batch",
     "record_operations",
     "record_operations_in",
     "record_requests",

@@ -1,9 +1,9 @@
-"""The statements of the intake Core path (the reference and the fallback of `intake_batch`),
-built once per dialect with bind parameters.
+"""The statements of intake, built once per dialect with bind parameters.
 
 Building a SQLAlchemy statement per call costs more than running it (profiled: ~12 ms per
 operation when built inline, mostly statement construction and compilation); built once, each
-statement compiles once and is served from the engine's compiled cache afterwards.
+statement compiles once and is served from the engine's compiled cache afterwards. Most run
+once per batch of requests, with every card or event of the batch as parameters.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from storage.tables import (
-    FILTER_ALL,
-    FILTER_EXCEPTIONS,
     CardRecord,
     EventRecord,
     FanoutRecord,
@@ -48,6 +46,7 @@ EVENT_COLUMNS = (
     "source",
     "payload",
 )
+CARD_COLUMNS = tuple(c.name for c in cards.columns)
 CARD_INSERT_COLUMNS = (
     "card_id",
     "issuer_id",
@@ -64,21 +63,18 @@ def _bind(table: sa.Table, column: str, name: str | None = None) -> sa.BindParam
 
 @dataclass(frozen=True)
 class IntakeStatements:
-    ensure_card: Any
-    lock_card: Any
-    insert_event: Any
-    update_card: Any
-    current_state: Any
+    ensure_cards: Any  # executemany: a row for each new card
+    lock_cards: Any  # the batch's cards (FOR UPDATE, in card_id order), with current state
+    known_keys: Any  # which of the batch's dedup keys are stored already
+    insert_events: Any  # executemany, RETURNING each new event's id in parameter order
+    update_cards: Any  # executemany: every projected column of a card
     state_since: Any
     earlier_produce: Any
-    subscribers: Any
-    subscribers_exceptions: Any
-    fanout_marker: Any
+    subscriber_counts: Any  # per card and filter, for the batch's cards
+    fanout_markers: Any  # executemany
 
 
-def _insert_ignoring_conflict(
-    table: sa.Table, columns: tuple[str, ...], unique: str, *, returning: str | None = None
-) -> Any:
+def _insert_ignoring_conflict(table: sa.Table, columns: tuple[str, ...], unique: str) -> Any:
     """`INSERT ... ON CONFLICT (unique) DO NOTHING [RETURNING]`, the same text on SQLite and
     PostgreSQL. Written as text because SQLAlchemy does not cache the compiled form of its
     dialect `on_conflict_do_nothing()` inserts, and this runs for every operation."""
@@ -87,31 +83,34 @@ def _insert_ignoring_conflict(
         f"VALUES ({', '.join(':' + c for c in columns)}) "
         f"ON CONFLICT ({unique}) DO NOTHING"
     )
-    if returning:
-        sql += f" RETURNING {returning}"
-    statement = sa.text(sql).bindparams(*(_bind(table, c) for c in columns))
-    if returning:
-        return statement.columns(table.c[returning])
-    return statement
+    return sa.text(sql).bindparams(*(_bind(table, c) for c in columns))
 
 
 @functools.cache
 def statements(dialect: str) -> IntakeStatements:
     """The statements for `dialect` ("sqlite" or "postgresql")."""
-    ensure_card = _insert_ignoring_conflict(cards, CARD_INSERT_COLUMNS, "card_id")
-    current_key = (
-        sa.select(events.c.dedup_key).where(events.c.id == cards.c.last_event_id).scalar_subquery()
-    )
-    lock_card = (
-        sa.select(cards, current_key.label("current_dedup_key"))
-        .where(cards.c.card_id == sa.bindparam("card_id"))
+    current = events.alias("current_event")
+    lock_cards = (
+        sa.select(
+            cards,
+            current.c.dedup_key.label("current_dedup_key"),
+            current.c.details_status.label("current_status"),
+            current.c.shipment_status.label("current_shipment_status"),
+        )
+        .outerjoin(current, current.c.id == cards.c.last_event_id)
+        .where(cards.c.card_id.in_(sa.bindparam("card_ids", expanding=True)))
+        .order_by(cards.c.card_id)  # one lock order for every writer: no deadlocks
         .with_for_update(of=cards)
     )
-    insert_event = _insert_ignoring_conflict(events, EVENT_COLUMNS, "dedup_key", returning="id")
-    update_card = sa.update(cards).where(cards.c.card_id == sa.bindparam("key_card_id"))
-    current_state = sa.select(
-        events.c.details_status, events.c.shipment_status, events.c.event_time
-    ).where(events.c.id == sa.bindparam("event_id"))
+    known_keys = sa.select(events.c.dedup_key).where(
+        events.c.dedup_key.in_(sa.bindparam("keys", expanding=True))
+    )
+    insert_events = sa.insert(events).returning(events.c.id, sort_by_parameter_order=True)
+    update_cards = (
+        sa.update(cards)
+        .where(cards.c.card_id == sa.bindparam("key_card_id"))
+        .values({c.name: _bind(cards, c.name) for c in cards.columns if c.name != "card_id"})
+    )
 
     # When the card entered its current state: the earliest event of that state after the last
     # event of another state (from history, so that arrival order never matters).
@@ -138,19 +137,16 @@ def statements(dialect: str) -> IntakeStatements:
         .where(
             events.c.card_id == sa.bindparam("card_id"),
             events.c.operation == "PRODUCE",
-            events.c.id != sa.bindparam("event_id"),
+            events.c.id < sa.bindparam("event_id"),
         )
         .limit(1)
     )
-
-    def subscribers(filters: list[str]) -> Any:
-        """How many subscriptions want the card's event (index ix_subscriptions_card)."""
-        return sa.select(sa.func.count()).where(
-            subscriptions.c.card_id == sa.bindparam("card_id"),
-            subscriptions.c.filter.in_(filters),
-        )
-
-    fanout_marker = sa.insert(fanouts).values(
+    subscriber_counts = (
+        sa.select(subscriptions.c.card_id, subscriptions.c.filter, sa.func.count())
+        .where(subscriptions.c.card_id.in_(sa.bindparam("card_ids", expanding=True)))
+        .group_by(subscriptions.c.card_id, subscriptions.c.filter)
+    )
+    fanout_markers = sa.insert(fanouts).values(
         card_id=_bind(fanouts, "card_id"),
         event_id=_bind(fanouts, "event_id"),
         is_exception=_bind(fanouts, "is_exception"),
@@ -159,14 +155,13 @@ def statements(dialect: str) -> IntakeStatements:
         received_at=_bind(fanouts, "received_at"),
     )
     return IntakeStatements(
-        ensure_card=ensure_card,
-        lock_card=lock_card,
-        insert_event=insert_event,
-        update_card=update_card,
-        current_state=current_state,
+        ensure_cards=_insert_ignoring_conflict(cards, CARD_INSERT_COLUMNS, "card_id"),
+        lock_cards=lock_cards,
+        known_keys=known_keys,
+        insert_events=insert_events,
+        update_cards=update_cards,
         state_since=state_since,
         earlier_produce=earlier_produce,
-        subscribers=subscribers([FILTER_ALL]),
-        subscribers_exceptions=subscribers([FILTER_ALL, FILTER_EXCEPTIONS]),
-        fanout_marker=fanout_marker,
+        subscriber_counts=subscriber_counts,
+        fanout_markers=fanout_markers,
     )
