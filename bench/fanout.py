@@ -138,12 +138,12 @@ def load_average() -> str:
         return "?"
 
 
-def _stand_in_process(conn: Connection, server: str) -> None:
+def _stand_in_process(conn: Connection) -> None:
     """The Slack stand-in on its own core, as Slack would be: answers `base_url`, then the
     recorded calls when told to stop."""
 
     async def serve() -> None:
-        async with LocalSlack(server=server) as slack:
+        async with LocalSlack() as slack:
             slack.enforce_rate_limit(per_channel_per_second=1.0)
             conn.send(slack.base_url)
             started = cpu_seconds()
@@ -155,18 +155,18 @@ def _stand_in_process(conn: Connection, server: str) -> None:
 
 @contextlib.asynccontextmanager
 async def stand_in(
-    separate: bool, server: str = "aiohttp"
+    separate: bool,
 ) -> AsyncIterator[tuple[str, Callable[[], tuple[list[Seen], float | None]]]]:
     """The stand-in's base URL, and a function that returns the calls it saw and (in its own
     process) the CPU seconds it used while serving them."""
     if not separate:
-        async with LocalSlack(server=server) as slack:
+        async with LocalSlack() as slack:
             slack.enforce_rate_limit(per_channel_per_second=1.0)
             yield slack.base_url, lambda: (_summarise(slack), None)
         return
     ours, theirs = multiprocessing.Pipe()
     process = multiprocessing.get_context("spawn").Process(
-        target=_stand_in_process, args=(theirs, server), daemon=True
+        target=_stand_in_process, args=(theirs,), daemon=True
     )
     process.start()
     base_url = await asyncio.to_thread(ours.recv)
@@ -199,8 +199,7 @@ async def run(args: argparse.Namespace) -> None:
         subscribe_channels(engine, channels)
         print(
             f"database: {engine.dialect.name}; channels: {len(channels)}; events: {args.events}; "
-            f"Slack stand-in: {'own process' if args.separate_slack else 'same process'}, "
-            f"{args.slack_server} HTTP server"
+            f"Slack stand-in: {'own process' if args.separate_slack else 'same process'}"
         )
 
         enqueue_times = []
@@ -230,7 +229,7 @@ async def run(args: argparse.Namespace) -> None:
             + f" for {len(channels)} outbox rows per event"
         )
 
-        async with stand_in(args.separate_slack, args.slack_server) as (base_url, recorded):
+        async with stand_in(args.separate_slack) as (base_url, recorded):
             settings = load_settings(
                 slack_bot_token="xoxb-bench",
                 slack_api_url=base_url,
@@ -310,10 +309,6 @@ async def run(args: argparse.Namespace) -> None:
             )
             + f"; load average after: {load_average()}"
         )
-        print(
-            f"settle commits: {worker.settler.commits} transactions for "
-            f"{worker.settler.items} settlements"
-        )
         engine.dispose()
 
 
@@ -340,13 +335,6 @@ def main() -> None:
         dest="separate_slack",
         action="store_false",
         help="run the Slack stand-in in the bot's process (default: its own process)",
-    )
-    parser.add_argument(
-        "--slack-server",
-        choices=["aiohttp", "uvicorn"],
-        default="aiohttp",
-        help="the stand-in's HTTP server (aiohttp: C parser, about a third of uvicorn+h11's "
-        "CPU per call, so that the bench measures the bot)",
     )
     parser.add_argument("--synchronous", default="FULL", help="SQLite synchronous mode")
     asyncio.run(run(parser.parse_args()))

@@ -4,8 +4,10 @@ Mechanics every call shares, so callers only see typed answers or a `d1.errors.D
 - an OAuth 2.0 JWT-bearer access token, minted with the issuer's ES256 key, cached until shortly
   before it expires, with ONE in-flight refresh shared by concurrent callers and one refresh +
   retry when D1 answers 401;
-- bounded exponential backoff with jitter on connection errors, timeouts and 500/502/503/504;
-  no retry on 4xx;
+- the one retry policy for D1 calls (callers add none of their own), after D1's table: bounded
+  exponential backoff with jitter on connection errors, timeouts and 502/503/504; never on 500
+  or a 4xx ("Retry Possible: no"); a POST that is not idempotent (track, order) only when it was
+  never sent (the connection was not made), as D1 asks;
 - a fresh random `x-correlation-id` per call (kept across that call's retries; never derived
   from card data);
 - optional mTLS client certificate (D1 requires it in production);
@@ -16,6 +18,7 @@ Mechanics every call shares, so callers only see typed answers or a `d1.errors.D
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import ssl
@@ -69,7 +72,10 @@ DEFAULT_MAX_RETRIES = 3
 DEFAULT_BACKOFF_BASE_SECONDS = 0.25
 DEFAULT_BACKOFF_MAX_SECONDS = 4.0
 DEFAULT_TOKEN_MARGIN_SECONDS = 60
-RETRY_STATUSES = frozenset({500, 502, 503, 504})
+# D1's table: 503 (and the gateways' 502/504) may be retried; 500 and every 4xx may not.
+RETRY_STATUSES = frozenset({502, 503, 504})
+# Failures that leave a request unsent: the only ones a non-idempotent POST is retried after.
+NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 ENDPOINT_TOKEN = "token"
 ENDPOINT_STATUS = "productionStatus"
@@ -228,6 +234,7 @@ class D1Client:
             "POST",
             f"{self.auth_url}/oauth2/token",
             correlation_id=_correlation_id(),
+            idempotent=True,  # asking again only mints another token
             data={"grant_type": JWT_BEARER_GRANT, "assertion": assertion},
         )
         try:
@@ -243,21 +250,24 @@ class D1Client:
         self, endpoint: str, method: str, url: str, *, json: Any = None
     ) -> httpx.Response:
         """An authorised banking call: token, retries, one refresh on 401, error mapping."""
-        correlation_id = _correlation_id()
+        send = functools.partial(
+            self._send_with_retries,
+            endpoint,
+            method,
+            url,
+            correlation_id=_correlation_id(),
+            idempotent=method == "GET",
+            json=json,
+        )
         token = await self._tokens.get()
         try:
-            return await self._send_with_retries(
-                endpoint, method, url, correlation_id=correlation_id, json=json, token=token
-            )
+            return await send(token=token)
         except D1Unauthorized as exc:
             if exc.error_code not in (None, "AUTHORIZER_UNAUTHORIZED"):
                 raise
-            log.info("D1 refused the access token (%s); fetching a new one", correlation_id)
+            log.info("D1 refused the access token (%s); fetching a new one", exc.correlation_id)
             self._tokens.discard(token)
-            token = await self._tokens.get()
-            return await self._send_with_retries(
-                endpoint, method, url, correlation_id=correlation_id, json=json, token=token
-            )
+            return await send(token=await self._tokens.get())
 
     async def _send_with_retries(
         self,
@@ -266,10 +276,13 @@ class D1Client:
         url: str,
         *,
         correlation_id: str,
+        idempotent: bool,
         json: Any = None,
         data: Mapping[str, str] | None = None,
         token: str | None = None,
     ) -> httpx.Response:
+        """Send, retrying as D1's table allows: an idempotent request after connection errors,
+        timeouts and 502/503/504; any other only when it never left."""
         headers = {"x-correlation-id": correlation_id}
         if token is not None:
             headers["authorization"] = f"Bearer {token}"
@@ -283,7 +296,7 @@ class D1Client:
                         method, url, json=json, data=data, headers=headers
                     )
                 except httpx.TransportError as exc:  # connection errors and timeouts
-                    if attempt < self.max_retries:
+                    if attempt < self.max_retries and (idempotent or isinstance(exc, NEVER_SENT)):
                         attempt += 1
                         await self._backoff(attempt)
                         continue
@@ -293,7 +306,11 @@ class D1Client:
                         correlation_id=correlation_id,
                         detail=f"{type(exc).__name__} after {attempt + 1} attempts",
                     ) from None
-                if response.status_code in RETRY_STATUSES and attempt < self.max_retries:
+                if (
+                    idempotent
+                    and response.status_code in RETRY_STATUSES
+                    and attempt < self.max_retries
+                ):
                     attempt += 1
                     await self._backoff(attempt)
                     continue

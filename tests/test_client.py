@@ -176,6 +176,47 @@ async def test_timeout_is_retried() -> None:
         assert len(_status_requests(sb)) == 2
 
 
+async def test_500_is_final_as_d1s_table_says() -> None:
+    async with running_sandbox() as (sb, url):
+        sb.create_card("card-1")
+        sb.faults.fail_next("productionStatus", status=500, error_code="INTERNAL_ERROR")
+        async with make_client(url, sb, max_retries=3) as client:
+            with pytest.raises(D1Unavailable) as caught:
+                await client.production_status("card-1")
+            status = await client.production_status("card-1")  # the fault was used up once
+        assert caught.value.status == 500 and caught.value.error_code == "INTERNAL_ERROR"
+        assert status.status == "CARD_PROD_REQUESTED"
+        assert len(_status_requests(sb)) == 2  # one per call: no retry of a 500
+
+
+async def test_a_post_is_retried_only_when_it_never_left() -> None:
+    """track is not idempotent: a 503 or a timeout after sending is final; a connection that
+    was never made is retried."""
+    body = {"trackingType": "RETURN", "productionSite": "X"}
+    async with running_sandbox() as (sb, url):
+        sb.create_card("card-1")
+
+        def tracks() -> int:
+            return sum(1 for r in sb.requests if r.path.endswith("/track"))
+
+        async with make_client(url, sb, max_retries=3, timeout=0.2) as client:
+            sb.faults.fail_next("track", status=503, count=5)
+            with pytest.raises(D1Unavailable) as unavailable:
+                await client.track("card-1", body)
+            assert unavailable.value.status == 503 and tracks() == 1
+            sb.faults.clear()
+            sb.faults.delay_next("track", seconds=0.6)
+            with pytest.raises(D1Unavailable):
+                await client.track("card-1", body)
+            assert tracks() == 2
+        unreachable = f"http://127.0.0.1:{free_port()}/banking/v1"
+        async with make_client(url, sb, max_retries=2, api_url=unreachable) as client:
+            with pytest.raises(D1Unavailable) as refused:
+                await client.track("card-1", body)
+        assert "3 attempts" in str(refused.value)  # never sent, so retried
+        assert sb.token_requests == 2  # the token came from the sandbox both times
+
+
 async def test_each_call_has_a_fresh_correlation_id_not_from_card_data() -> None:
     async with running_sandbox() as (sb, url):
         sb.create_card("card-1")

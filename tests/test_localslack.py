@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 from slack_sdk.errors import SlackApiError
@@ -152,6 +154,31 @@ async def test_response_url_sink(slack: LocalSlack) -> None:
     async with httpx.AsyncClient() as http:
         stranger = await http.post(slack.root_url + "/response/unknown", json={"text": "x"})
     assert stranger.status_code == 404 and len(slack.responses) == 1
+    assert [(c.method, c.status) for c in slack.calls] == [
+        ("response_url", 200),
+        ("response_url", 404),
+    ]
+
+
+async def test_get_form_bodies_and_paths_slack_does_not_serve(slack: LocalSlack) -> None:
+    """Requests other than JSON posts: GET with query parameters, form bodies (slack_sdk sends
+    `blocks` there as a JSON string), and unknown paths or verbs."""
+    client = client_for(slack)
+    info = await client.api_call("conversations.info", http_verb="GET", params={"channel": "C1"})
+    assert info["channel"]["id"] == "C1"
+    assert slack.calls[-1].body == {"channel": "C1"}
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "*form*"}}]
+    form = await client.api_call(
+        "chat.postMessage", data={"channel": "C2", "text": "form", "blocks": json.dumps(blocks)}
+    )
+    assert form["ok"]
+    posted = slack.messages(channel="C2")[0]
+    assert posted["text"] == "form" and posted["blocks"] == blocks
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(f"{slack.root_url}/elsewhere")).status_code == 404
+        assert (await http.delete(slack.base_url + "auth.test")).status_code == 405
+        assert (await http.get(slack.response_url())).status_code == 405
+    assert [c.method for c in slack.calls] == ["conversations.info", "chat.postMessage"]
 
 
 async def test_on_call_hook_and_readable_rendering() -> None:

@@ -1,12 +1,14 @@
 """Reconciliation against the D1 sandbox over real HTTP: notifications deliberately dropped,
 the card's state catches up from productionStatus and its channel hears about it once; no
-difference, no message; D1 down: backoff, and the card is tried again later; gaps on demand."""
+difference, no message; D1 down: the client's backoff (the one retry policy), and the card is
+tried again later; gaps on demand."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
+from typing import Any
 
 from bot.runtime import Runtime
 from bot.scheduled.jobs import reconcile_quiet
@@ -27,8 +29,9 @@ async def _no_sleep(_seconds: float) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _world(engine) -> AsyncIterator[tuple[Runtime, object, FixedClock]]:
-    """The bot's intake on loopback, the D1 sandbox calling it, and a client for the sandbox."""
+async def _world(engine, **client: Any) -> AsyncIterator[tuple[Runtime, object, FixedClock]]:
+    """The bot's intake on loopback, the D1 sandbox calling it, and a client for the sandbox
+    (`client`: D1Client options)."""
     clock = FixedClock(datetime.now(timezone.utc))
     runtime = make_runtime(
         engine,
@@ -44,7 +47,7 @@ async def _world(engine) -> AsyncIterator[tuple[Runtime, object, FixedClock]]:
             sandbox,
             base_url,
         ):
-            runtime.d1_client = make_client(base_url, sandbox)
+            runtime.d1_client = make_client(base_url, sandbox, **client)
             try:
                 yield runtime, sandbox, clock
             finally:
@@ -92,7 +95,12 @@ async def test_dropped_notifications_are_caught_up_once(engine) -> None:
 
 
 async def test_d1_down_backs_off_and_gives_the_card_back(engine) -> None:
-    async with _world(engine) as (runtime, sandbox, clock):
+    client_sleeps: list[float] = []
+
+    async def client_sleep(seconds: float) -> None:
+        client_sleeps.append(seconds)
+
+    async with _world(engine, max_retries=3, sleep=client_sleep) as (runtime, sandbox, clock):
         sandbox.create_card(CARD, scenario="happy")
         subscribe(engine, CARD, "CTEAM", at=clock.now)
         sandbox.advance(CARD)
@@ -111,7 +119,12 @@ async def test_d1_down_backs_off_and_gives_the_card_back(engine) -> None:
         clock.advance(hours=5)
         report = await reconcile_quiet(runtime, reconciler)
         assert report is not None and report.given_back == 1 and report.changed == []
-        assert [s for s in sleeps if s >= 1] == [2.0, 4.0]  # our backoff between attempts
+        # One retry policy, the client's: 1 + max_retries calls with growing backoff between
+        # them (not the client's retries again inside retries of our own).
+        calls = [r for r in sandbox.requests if r.path.endswith("/productionStatus")]
+        assert len(calls) == 1 + 3
+        assert len(client_sleeps) == 3 and client_sleeps == sorted(client_sleeps)
+        assert [s for s in sleeps if s >= 1] == []  # the reconciler only paces its calls
         assert get_card(engine, card_id=CARD).status == "CARD_PROD_REQUESTED"
 
         sandbox.faults.clear()

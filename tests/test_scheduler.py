@@ -1,6 +1,6 @@
 """Scheduled digests: two scheduler instances on one database send each digest exactly once,
-missed runs after downtime become ONE late digest with a note, schedules survive restarts, and
-`/card digest ...` works end to end through `digest_command`."""
+missed runs after downtime become ONE late digest with a note, and schedules survive restarts
+(`/card digest ...` end to end: tests/test_digest_slack.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ import asyncio
 import json
 from datetime import datetime, timedelta, timezone
 
-from bot.scheduled.digest import digest_command
 from bot.scheduled.jobs import send_digest_if_due
 from bot.scheduled.scheduler import Scheduler, install
 from bot.scheduled.schedules import DigestSchedule, digest_due
 from storage.repositories.jobs import claim_run, runs_of
-from storage.repositories.schedules import get_schedule
 from tests.scheduled_support import FixedClock, make_runtime, op, outbox_rows, record
 from tests.servers import wait_for
 
@@ -112,90 +110,6 @@ async def test_missed_runs_become_one_late_digest(any_engine) -> None:
     await again.start()
     await again.stop()
     assert len(_digests(any_engine)) == 1
-
-
-async def test_digest_command_show_post_schedule_off(engine) -> None:
-    record(
-        engine,
-        op("card-9", "CARD_SHIPPED", NOW - timedelta(hours=2), shipment_status="FAILED_ATTEMPT"),
-    )
-    clock = FixedClock(NOW)
-    runtime = make_runtime(engine, clock, **SETTINGS)
-    runtime.outbox_wakeup = asyncio.Event()
-    scheduler = install(runtime)
-    await scheduler.start()
-    try:
-        text, blocks, to_channel = await digest_command(
-            runtime, workspace_id="T1", channel_id="CTEAM", user_id="U7", action="show", args=[]
-        )
-        assert to_channel is False and blocks and "1 new exceptions" in text
-        assert "card-9" in json.dumps(blocks)
-        assert outbox_rows(engine, channel_id="CTEAM") == []  # shown to the asker only
-
-        text, blocks, to_channel = await digest_command(
-            runtime, workspace_id="T1", channel_id="CTEAM", user_id="U7", action="post", args=[]
-        )
-        assert to_channel is False and "Posting" in text
-        assert runtime.outbox_wakeup.is_set()
-        [posted] = outbox_rows(engine, channel_id="CTEAM")
-        assert posted["kind"] == "message" and "card-9" in json.dumps(posted["payload"])
-
-        text, _, to_channel = await digest_command(
-            runtime,
-            workspace_id="T1",
-            channel_id="CTEAM",
-            user_id="U7",
-            action="schedule",
-            args=["9:30", "America/New_York"],
-        )
-        assert to_channel is True
-        assert "<@U7> scheduled this channel's daily digest at 09:30 (America/New_York)" in text
-        assert "Next one: Tue 10 Jun 09:30" in text
-        stored = get_schedule(engine, workspace_id="T1", channel_id="CTEAM")
-        assert stored is not None and (stored.time_of_day, stored.enabled) == ("09:30", True)
-        await wait_for(
-            lambda: "digest:T1:CTEAM" in {s.job_name for s in scheduler.digest_schedules},
-            message="the live scheduler to pick up the schedule",
-        )
-
-        text, _, to_channel = await digest_command(
-            runtime, workspace_id="T1", channel_id="CTEAM", user_id="U7", action="off", args=[]
-        )
-        assert to_channel is True and "turned this channel's daily digest off" in text
-        await wait_for(
-            lambda: "digest:T1:CTEAM" not in {s.job_name for s in scheduler.digest_schedules},
-            message="the live scheduler to drop the schedule",
-        )
-        # The default channel can be turned off too, and stays off after a restart.
-        await digest_command(
-            runtime, workspace_id="T1", channel_id="CDIGEST", user_id="U7", action="off", args=[]
-        )
-    finally:
-        await scheduler.stop()
-    restarted = Scheduler(make_runtime(engine, clock, **SETTINGS))
-    await restarted.start()
-    try:
-        assert restarted.digest_schedules == []
-    finally:
-        await restarted.stop()
-
-
-async def test_digest_command_refuses_bad_input_clearly(engine) -> None:
-    runtime = make_runtime(engine, FixedClock(NOW), **SETTINGS)
-    for args, expected in (
-        (["25:00"], "HH:MM"),
-        (["08:00", "Mars/Olympus"], "IANA"),
-        ([], "Tell me when"),
-    ):
-        text, _, to_channel = await digest_command(
-            runtime, workspace_id="T1", channel_id="C1", user_id="U1", action="schedule", args=args
-        )
-        assert expected in text and to_channel is False
-    assert get_schedule(engine, workspace_id="T1", channel_id="C1") is None
-    text, _, _ = await digest_command(
-        runtime, workspace_id="T1", channel_id="C1", user_id="U1", action="launch", args=[]
-    )
-    assert "/card digest" in text
 
 
 async def test_scheduler_health_follows_its_lifecycle(engine) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
@@ -14,7 +15,12 @@ from sqlmodel import Session, select
 from d1.models import Operation, parse_operations
 from storage.repositories.cards import count_events, events_of_card, get_card
 from storage.repositories.fanout import expand_all
-from storage.repositories.intake import IntakeResult, record_operations
+from storage.repositories.intake import (
+    IntakeRequest,
+    IntakeResult,
+    record_operations,
+    record_requests,
+)
 from storage.tables import CardRecord, EventRecord, OutboxRecord, SubscriptionRecord
 from tests.spec_examples import notification_examples
 
@@ -276,3 +282,41 @@ def test_any_arrival_order_gives_the_same_card_and_events(
         for body in sequence:
             record(engine, body)
     assert _final_state(engine) == expected
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    order=st.permutations(range(len(STREAM))),
+    repeats=st.lists(st.integers(0, len(STREAM) - 1), max_size=4),
+    cuts=st.lists(st.integers(1, len(STREAM) + 4), max_size=6),
+)
+def test_any_cut_into_batches_records_what_one_request_at_a_time_records(
+    engine: Engine, order: list[int], repeats: list[int], cuts: list[int]
+) -> None:
+    """Intake's shared transactions (`record_requests`) store exactly what recording each
+    request alone stores: events, the card's state, gaps and owed messages."""
+    with engine.begin() as conn:
+        conn.execute(sa.delete(SubscriptionRecord.__table__))
+    subscribe(engine, "C1")
+    sequence = [STREAM[i] for i in order] + [STREAM[i] for i in repeats]
+    _clear(engine)
+    alone = [record(engine, body, exceptions_channel="CX") for body in sequence]
+    expected = _final_state(engine)
+    _clear(engine)
+    bounds = sorted({0, len(sequence), *(c for c in cuts if c < len(sequence))})
+    batched: list[IntakeResult] = []
+    for start, end in itertools.pairwise(bounds):
+        requests = [
+            IntakeRequest(parse_operations(copy.deepcopy(body)), NOW)
+            for body in sequence[start:end]
+        ]
+        outcomes = record_requests(engine, requests, workspace_id="T1", exceptions_channel="CX")
+        batched += [o for o in outcomes if isinstance(o, IntakeResult)]
+    assert _final_state(engine) == expected
+    assert [(len(r.new_event_ids), r.duplicates, r.enqueued, r.gap_card_ids) for r in batched] == [
+        (len(r.new_event_ids), r.duplicates, r.enqueued, r.gap_card_ids) for r in alone
+    ]

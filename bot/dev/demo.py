@@ -16,7 +16,6 @@ import contextlib
 import logging
 import secrets
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -25,12 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
 from bot.dev.demo_morning import (
     CHANNEL_NAMES,
-    DEMO_TEAM,
-    EXCEPTIONS_CHANNEL,
     MORNING,
     OPS_CHANNEL,
     PROMPT_HELP,
@@ -40,6 +36,13 @@ from bot.dev.demo_morning import (
     command_request,
     parse_prompt_line,
 )
+from bot.dev.demo_servers import (
+    NOTIFY_CLIENT_ID,
+    bound_socket,
+    demo_sandbox,
+    demo_settings,
+    serving,
+)
 from bot.dev.localslack import Call, LocalSlack
 from bot.runtime import Runtime
 
@@ -48,43 +51,6 @@ log = logging.getLogger("d1bot.demo")
 DEFAULT_ROUND_SECONDS = 1.0  # interactive: one sandbox step per card per second
 NO_INPUT_ROUND_SECONDS = 0.15
 MORNING_TIMEOUT_SECONDS = 240.0
-NOTIFY_CLIENT_ID = "d1-demo"
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the demo owns Ctrl-C for all its servers."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Any:
-        yield
-
-
-@contextlib.asynccontextmanager
-async def _serving(app: Any, sock: socket.socket) -> AsyncIterator[str]:
-    """Serve `app` on a bound socket in this loop; yields its base URL."""
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
-    server = _QuietServer(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(20):
-            while not server.started:
-                if task.done():
-                    task.result()
-                    raise RuntimeError("server stopped during start")
-                await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 30)
-        sock.close()
-
-
-def _bound_socket() -> socket.socket:
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
 
 
 class Demo:
@@ -116,60 +82,6 @@ class Demo:
 
     # ------------------------------------------------------------------ setup
 
-    def _settings(self, data_dir: Path, sandbox_url: str) -> Any:
-        from bot.settings import load_settings
-
-        return load_settings(
-            _env_file=None,
-            database_url=f"sqlite:///{data_dir / 'd1bot-demo.db'}",
-            log_level="WARNING",
-            slack_bot_token="xoxb-demo-" + secrets.token_hex(8),
-            slack_signing_secret=self.signing_secret,
-            slack_app_token=None,
-            slack_api_url=self.slack.base_url,
-            d1_api_url=f"{sandbox_url}/banking/v1",
-            d1_auth_url=f"{sandbox_url}/authz/v1",
-            d1_issuer_id=self.sandbox.config.issuer_id,
-            d1_key_id=self.sandbox.config.key_id,
-            d1_private_key=self.sandbox.issuer_private_key_pem,
-            d1_private_key_file=None,
-            d1_client_cert=None,
-            d1_client_key=None,
-            d1_notify_client_id=NOTIFY_CLIENT_ID,
-            d1_notify_client_secret=self.notify_secret,
-            d1_notify_token=None,
-            d1bot_exceptions_channel=EXCEPTIONS_CHANNEL,
-            d1bot_allowed_channels=None,
-            d1bot_allowed_usergroups=None,
-            d1bot_workspace_id=DEMO_TEAM,
-            d1bot_channel_rate_per_second=20.0,
-            d1bot_burst_threshold=50,
-        )
-
-    def _sandbox(self) -> Any:
-        from d1.sandbox import Sandbox, SandboxConfig
-
-        sandbox = Sandbox(
-            SandboxConfig(
-                issuer_id="issuer-demo",
-                key_id="demo-key-1",
-                seed=self.args.seed,
-                duplicate_rate=0.2,
-                shuffle=True,
-                batch_size=4,
-            )
-        )
-        for card in MORNING:
-            sandbox.create_card(
-                card.card_id,
-                scenario=card.scenario,
-                masked_pan=None,
-                name=card.name,
-                address=card.address,
-                carrier=card.carrier,
-            )
-        return sandbox
-
     @contextlib.asynccontextmanager
     async def running(self, data_dir: Path) -> AsyncIterator[None]:
         """All three servers up and wired; everything stopped (bot first) on exit."""
@@ -178,28 +90,31 @@ class Demo:
         from bot.server import create_app
         from storage.migrate import upgrade
 
-        self.sandbox = self._sandbox()
+        self.sandbox = demo_sandbox(self.args.seed)
         for channel_id, name in CHANNEL_NAMES.items():
             self.slack.add_channel(channel_id, name=name, members=["U0AGENT"])
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(self.slack)
-            sandbox_url = await stack.enter_async_context(
-                _serving(self.sandbox.app, _bound_socket())
+            sandbox_url = await stack.enter_async_context(serving(self.sandbox.app, bound_socket()))
+            settings = demo_settings(
+                data_dir=data_dir,
+                sandbox=self.sandbox,
+                sandbox_url=sandbox_url,
+                slack_api_url=self.slack.base_url,
+                signing_secret=self.signing_secret,
+                notify_secret=self.notify_secret,
             )
-            settings = self._settings(data_dir, sandbox_url)
             runtime = build_runtime(settings)
             await asyncio.to_thread(upgrade, runtime.engine)
             self.runtime = runtime
-            bot_socket = _bound_socket()
+            bot_socket = bound_socket()
             bot_url = f"http://127.0.0.1:{bot_socket.getsockname()[1]}"
             self.sandbox.set_callback(
                 f"{bot_url}/notifications/d1/v2/issuers/{settings.d1_issuer_id}/cards",
                 client_id=NOTIFY_CLIENT_ID,
                 client_secret=self.notify_secret,
             )
-            self.bot_url = await stack.enter_async_context(
-                _serving(create_app(runtime), bot_socket)
-            )
+            self.bot_url = await stack.enter_async_context(serving(create_app(runtime), bot_socket))
             stack.callback(runtime.engine.dispose)
             protect_handlers()  # LocalSlack's uvicorn configured handlers of its own
             yield

@@ -131,6 +131,8 @@ def command_request(
     )
     stamp = str(int(time.time() if now is None else now))
     signature = SignatureVerifier(signing_secret).generate_signature(timestamp=stamp, body=body)
+    if signature is None:  # slack_sdk returns None only for a missing timestamp
+        raise ValueError("the command request could not be signed")
     headers = {
         "X-Slack-Request-Timestamp": stamp,
         "X-Slack-Signature": signature,

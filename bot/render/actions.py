@@ -1,7 +1,8 @@
 """Routing data of interactive buttons: action ids, and the encode/decode pair for values.
 
 One place so that the messages that carry buttons (bot/render/views.py,
-bot/render/messages.py) and the listeners that handle them (bot/slack/app.py) cannot drift apart.
+bot/render/messages.py) and the listeners that handle them (bot/slack/listeners/) cannot drift
+apart.
 """
 
 from __future__ import annotations

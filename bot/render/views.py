@@ -357,10 +357,9 @@ def home_view() -> dict[str, Any]:
         "posts each followed card's updates in one thread per card, and raises exceptions "
         "the minute D1 reports them."
     )
-    blocks: list[Block] = [
+    top: list[Block] = [
         HeaderBlock(text="D1 Cards"),
         SectionBlock(text=MarkdownTextObject(text=intro)),
         DividerBlock(),
-        *help_reply().blocks,
     ]
-    return {"type": "home", "blocks": [b.to_dict() for b in blocks if isinstance(b, Block)]}
+    return {"type": "home", "blocks": [b.to_dict() for b in top] + help_reply().block_dicts()}

@@ -1,5 +1,6 @@
 """The daily digest: rendering (pure: `DigestData` -> Block Kit pages under Slack's limits) and
-`/card digest` (show now, post now, schedule, off).
+what `/card digest` does (show now, post now, schedule, off). The subcommand's text is parsed
+in bot/slack/commands.py; these functions take its typed values.
 
 Nothing personal is ever in a digest: card ids, statuses, counts and the carrier's normalised
 message only (names and addresses are not even read).
@@ -8,8 +9,7 @@ message only (names and addresses are not even read).
 from __future__ import annotations
 
 import asyncio
-import logging
-from datetime import datetime
+from datetime import datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -24,14 +24,9 @@ from slack_sdk.models.blocks import (
 
 from bot import metrics
 from bot.render.blockpages import escape, line_sections, paginate
+from bot.render.views import Reply
 from bot.runtime import Runtime
-from bot.scheduled.schedules import (
-    check_timezone,
-    describe_local,
-    digest_windows,
-    next_occurrence,
-    parse_time_of_day,
-)
+from bot.scheduled.schedules import describe_local, digest_windows, next_occurrence
 from bot.scheduled.stuck import criteria, default_rules, rule_titles, state_words, stuck_line
 from d1.models import (
     PRODUCTION_STATUS_WORDS,
@@ -43,8 +38,6 @@ from d1.models import (
 from storage.repositories.digest import DigestData, StatusCount, digest_data
 from storage.repositories.outbox import enqueue_message
 from storage.repositories.schedules import disable_schedule, get_schedule, set_schedule
-
-log = logging.getLogger(__name__)
 
 DIGEST_TITLE = "Daily card digest"
 EXCEPTIONS_SHOWN = 20
@@ -236,11 +229,8 @@ def compute_digest(
 
 
 # --------------------------------------------------------------------------- /card digest
-
-USAGE = (
-    "Try `/card digest` (show it to you now), `/card digest post` (post it here now), "
-    "`/card digest schedule 08:00 Europe/Paris` or `/card digest off`."
-)
+# What each `/card digest ...` subcommand does, once bot/slack/commands.py has parsed it.
+# Schedule changes are news for the whole channel (`in_channel`); the rest answer the asker.
 
 
 def _channel_zone(runtime: Runtime, workspace_id: str, channel_id: str) -> str:
@@ -248,56 +238,9 @@ def _channel_zone(runtime: Runtime, workspace_id: str, channel_id: str) -> str:
     return stored.timezone if stored is not None else runtime.settings.d1bot_timezone
 
 
-def _words(args: Any) -> list[str]:
-    if args is None:
-        return []
-    if isinstance(args, str):
-        return args.split()
-    return [str(a) for a in args if a is not None and str(a) != ""]
+async def show_digest(runtime: Runtime, *, workspace_id: str, channel_id: str) -> Reply:
+    """`/card digest`: the channel's digest so far, to the asker only (first page)."""
 
-
-async def digest_command(
-    runtime: Runtime,
-    *,
-    workspace_id: str,
-    channel_id: str,
-    user_id: str,
-    action: str,
-    args: Any = (),
-) -> tuple[str, list[dict[str, Any]], bool]:
-    """`/card digest[ post| schedule HH:MM [Area/City]| off]` -> (text, blocks,
-    post_to_channel). post_to_channel True: the answer is news for the whole channel (a
-    schedule change); False: reply to the asker only. `digest post` goes through the outbox
-    (paced, paginated into the thread) and answers the asker with a confirmation."""
-    action = (action or "show").strip().lower()
-    words = _words(args)
-    try:
-        if action in {"show", "digest", ""}:
-            return await _show(runtime, workspace_id=workspace_id, channel_id=channel_id)
-        if action == "post":
-            return await _post(runtime, workspace_id=workspace_id, channel_id=channel_id)
-        if action == "schedule":
-            return await _schedule(
-                runtime,
-                workspace_id=workspace_id,
-                channel_id=channel_id,
-                user_id=user_id,
-                words=words,
-            )
-        if action == "off":
-            return await _off(
-                runtime, workspace_id=workspace_id, channel_id=channel_id, user_id=user_id
-            )
-    except Exception:
-        log.exception("digest command %s failed", action)
-        metrics.COMMANDS.labels(action=f"digest_{action}", outcome="error").inc()
-        return ("Sorry, the digest could not be prepared right now. Try again shortly.", [], False)
-    return (f"I don't know `digest {action}`. {USAGE}", [], False)
-
-
-async def _show(
-    runtime: Runtime, *, workspace_id: str, channel_id: str
-) -> tuple[str, list[dict[str, Any]], bool]:
     def work() -> dict[str, Any]:
         zone = ZoneInfo(_channel_zone(runtime, workspace_id, channel_id))
         return compute_digest(runtime, end=runtime.clock(), zone=zone, channel_id=channel_id)
@@ -315,12 +258,13 @@ async def _show(
             ]
         ).to_dict()
         blocks = [*blocks[:-1], more]
-    return payload["text"], blocks, False
+    return Reply(text=payload["text"], blocks=blocks)
 
 
-async def _post(
-    runtime: Runtime, *, workspace_id: str, channel_id: str
-) -> tuple[str, list[dict[str, Any]], bool]:
+async def post_digest(runtime: Runtime, *, workspace_id: str, channel_id: str) -> Reply:
+    """`/card digest post`: through the outbox (paced, paginated into the thread); the asker
+    gets a confirmation."""
+
     def work() -> None:
         zone = ZoneInfo(_channel_zone(runtime, workspace_id, channel_id))
         now = runtime.clock()
@@ -337,24 +281,22 @@ async def _post(
     await asyncio.to_thread(work)
     metrics.DIGEST_RUNS.labels(outcome="on_demand").inc()
     runtime.wake_outbox()
-    return "Posting the digest to this channel now.", [], False
+    return Reply(text="Posting the digest to this channel now.")
 
 
-async def _schedule(
-    runtime: Runtime, *, workspace_id: str, channel_id: str, user_id: str, words: list[str]
-) -> tuple[str, list[dict[str, Any]], bool]:
-    if not words or len(words) > 2:
-        return f"Tell me when: `/card digest schedule HH:MM [Area/City]`. {USAGE}", [], False
-    try:
-        at = parse_time_of_day(words[0])
-        zone_name = (
-            words[1]
-            if len(words) == 2
-            else await asyncio.to_thread(_channel_zone, runtime, workspace_id, channel_id)
-        )
-        zone = check_timezone(zone_name)
-    except ValueError as exc:
-        return f"That schedule doesn't work: {exc}.", [], False
+async def schedule_digest(
+    runtime: Runtime,
+    *,
+    workspace_id: str,
+    channel_id: str,
+    user_id: str,
+    at: time,
+    timezone: str | None,
+) -> Reply:
+    """`/card digest schedule HH:MM [Area/City]`: `timezone` None keeps the channel's zone."""
+    if timezone is None:
+        timezone = await asyncio.to_thread(_channel_zone, runtime, workspace_id, channel_id)
+    zone = ZoneInfo(timezone)
     time_of_day = at.strftime("%H:%M")
     now = runtime.clock()
     stored = await asyncio.to_thread(
@@ -374,12 +316,13 @@ async def _schedule(
         f"<@{user_id}> scheduled this channel's daily digest at {time_of_day} ({zone.key}). "
         f"Next one: {following}."
     )
-    return text, [], True
+    return Reply(text=text, in_channel=True)
 
 
-async def _off(
+async def turn_digest_off(
     runtime: Runtime, *, workspace_id: str, channel_id: str, user_id: str
-) -> tuple[str, list[dict[str, Any]], bool]:
+) -> Reply:
+    """`/card digest off`: kept as a disabled schedule, so a restart does not turn it back on."""
     now = runtime.clock()
     await asyncio.to_thread(
         lambda: disable_schedule(
@@ -397,7 +340,7 @@ async def _off(
         f"<@{user_id}> turned this channel's daily digest off. "
         "`/card digest schedule HH:MM` turns it back on."
     )
-    return text, [], True
+    return Reply(text=text, in_channel=True)
 
 
 def _refresh_live_scheduler(runtime: Runtime) -> None:
@@ -408,9 +351,12 @@ def _refresh_live_scheduler(runtime: Runtime) -> None:
 __all__ = [
     "compute_digest",
     "digest_blocks",
-    "digest_command",
     "digest_text",
     "late_note",
+    "post_digest",
     "render_digest",
+    "schedule_digest",
+    "show_digest",
     "status_table",
+    "turn_digest_off",
 ]

@@ -3,8 +3,11 @@ what changed as a synthetic event (source "reconciliation"), announced like any 
 
 Two ways in: a periodic run over subscribed, unfinished cards that went quiet (each card asked
 at most once per quiet period across replicas), and on demand for cards in which intake saw a
-gap (`runtime.gap_listeners`). Calls are rate-limited, run a few at a time, and back off when
-D1 is unavailable; a run that finds D1 down stops and gives the untried cards back.
+gap (`runtime.gap_listeners`). Calls are rate-limited and run a few at a time. Retrying a call
+is the D1 client's job alone (`d1.client`: D1's table, bounded, with backoff), so this module
+never retries one itself: a run whose call finds D1 unavailable stops and gives the untried cards
+back, periodic ones to the next interval, gap ones to a gap run after a backoff that grows while
+D1 stays down.
 """
 
 from __future__ import annotations
@@ -21,17 +24,19 @@ from typing import Any
 
 from bot import metrics
 from bot.runtime import Runtime
+from d1.client import D1Client
 from d1.errors import D1Error, D1NotFound, D1Unavailable
 from d1.models import Operation, ProductionStatus
+from storage.repositories.intake import record_operations
 from storage.repositories.reconcile import claim_quiet_cards, projections, release_claims
 from storage.tables import SOURCE_RECONCILIATION
 
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+# Between gap runs that found D1 down: 2 s, 4 s, 8 s ... up to a minute.
 BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_MAX_SECONDS = 60.0
-ATTEMPTS_WHEN_UNAVAILABLE = 3
 
 # --------------------------------------------------------------------------- pure parts
 
@@ -101,7 +106,7 @@ class ReconcileReport:
 
 
 class D1Down(Exception):
-    """D1 stayed unavailable after our own backoff: stop this run."""
+    """D1 stayed unavailable through the client's retries: stop this run."""
 
 
 # --------------------------------------------------------------------------- the reconciler
@@ -211,7 +216,8 @@ class Reconciler:
     ) -> ReconcileReport:
         """Ask D1 about each card (bounded, paced) and record what differs."""
         report = ReconcileReport()
-        if not card_ids or self.runtime.d1_client is None:
+        client = self.runtime.d1_client
+        if not card_ids or client is None:
             return report
         down = asyncio.Event()
         untried: list[str] = []
@@ -222,7 +228,7 @@ class Reconciler:
                     untried.append(card_id)
                     return
                 try:
-                    answer = await self._ask(card_id)
+                    answer = await self._ask(client, card_id)
                 except D1Down:
                     down.set()
                     untried.append(card_id)
@@ -261,10 +267,7 @@ class Reconciler:
         gap cards do not wait for another card's gap or the next quiet-period run."""
         if self._loop is None or self._gap_event is None:
             return
-        delay = min(
-            self._backoff_max,
-            self._backoff_base * 2 ** (ATTEMPTS_WHEN_UNAVAILABLE - 1 + self._gap_give_backs),
-        )
+        delay = min(self._backoff_max, self._backoff_base * 2**self._gap_give_backs)
         self._gap_give_backs += 1
         self._loop.call_later(delay, self._gap_event.set)
 
@@ -276,16 +279,14 @@ class Reconciler:
                 await self._sleep(wait)
             self._next_call_at = max(loop.time(), self._next_call_at) + self._interval
 
-    async def _ask(self, card_id: str) -> ProductionStatus:
-        for attempt in range(ATTEMPTS_WHEN_UNAVAILABLE):
-            await self._pace()
-            try:
-                return await self.runtime.d1_client.production_status(card_id)
-            except D1Unavailable:
-                if attempt + 1 == ATTEMPTS_WHEN_UNAVAILABLE:
-                    raise D1Down() from None
-                await self._sleep(min(self._backoff_max, self._backoff_base * 2**attempt))
-        raise D1Down()
+    async def _ask(self, client: D1Client, card_id: str) -> ProductionStatus:
+        """One paced productionStatus call. The client has already retried what D1's table lets
+        it retry; D1 still unavailable after that ends the run (`D1Down`)."""
+        await self._pace()
+        try:
+            return await client.production_status(card_id)
+        except D1Unavailable:
+            raise D1Down() from None
 
     async def _record_if_different(self, card_id: str, answer: ProductionStatus) -> bool:
         runtime = self.runtime
@@ -297,8 +298,6 @@ class Reconciler:
             )
             if not differs(answer, status, shipment_status):
                 return False
-            from storage.repositories.intake import record_operations
-
             now = runtime.clock()
             result = record_operations(
                 runtime.engine,

@@ -4,6 +4,9 @@
 allows everyone. Group membership comes from `usergroups.users.list`, cached briefly so a burst
 of commands costs one Slack call per group. When Slack cannot tell us, access is refused (fail
 closed) with a reason the agent can act on.
+
+The check runs before the ack (it is Bolt middleware, bot/slack/middleware.py), so the lookup is
+bounded well under Slack's 3-second limit: a slow Slack means "try again", never a timeout.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from bot.settings import Settings
 log = logging.getLogger(__name__)
 
 MEMBERSHIP_TTL_SECONDS = 60.0
+LOOKUP_TIMEOUT_SECONDS = 2.0
 NOT_ALLOWED_CHANNEL = (
     "The card bot is not enabled in this channel; ask an admin or use an allowed channel."
 )
@@ -38,12 +42,14 @@ class AccessControl:
         allowed_usergroups: frozenset[str],
         client: Any,
         ttl_seconds: float = MEMBERSHIP_TTL_SECONDS,
+        lookup_timeout_seconds: float = LOOKUP_TIMEOUT_SECONDS,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.allowed_channels = allowed_channels
         self.allowed_usergroups = allowed_usergroups
         self._client = client
         self._ttl = ttl_seconds
+        self._lookup_timeout = lookup_timeout_seconds
         self._monotonic = monotonic
         self._members: dict[str, tuple[float, frozenset[str]]] = {}
         self._lock = asyncio.Lock()
@@ -63,10 +69,11 @@ class AccessControl:
         if not self.allowed_usergroups:
             return None
         try:
-            for group in sorted(self.allowed_usergroups):
-                if user_id in await self._group_members(group):
-                    return None
-        except Exception as exc:  # Slack down or missing scope: refuse, say so, log the kind
+            async with asyncio.timeout(self._lookup_timeout):
+                for group in sorted(self.allowed_usergroups):
+                    if user_id in await self._group_members(group):
+                        return None
+        except Exception as exc:  # Slack slow, down or missing scope: refuse, say so, log the kind
             log.warning("usergroup membership lookup failed: %s", type(exc).__name__)
             return CANNOT_VERIFY
         return NOT_ALLOWED_USER

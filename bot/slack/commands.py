@@ -12,10 +12,10 @@ import shlex
 from dataclasses import dataclass
 from datetime import date, datetime, time, timezone
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ValidationError
 
+from bot.scheduled.schedules import check_timezone, parse_time_of_day
 from d1.carddata import contains_pan
 from d1.models import CARD_ID_PATTERN, track_request_adapter
 from storage.tables import FILTER_ALL, FILTER_EXCEPTIONS
@@ -75,13 +75,22 @@ class DigestPostCommand:
 
 @dataclass(frozen=True)
 class DigestScheduleCommand:
-    time_of_day: str  # HH:MM
-    timezone: str | None = None  # IANA name; None = the configured default
+    """`digest schedule HH:MM [Area/City]`: both checked by the parser."""
+
+    time_of_day: str  # HH:MM, zero-padded
+    timezone: str | None = None  # IANA name; None = the channel's current zone
+
+    @property
+    def at(self) -> time:
+        return time.fromisoformat(self.time_of_day)
 
 
 @dataclass(frozen=True)
 class DigestOffCommand:
     pass
+
+
+DigestCommand = DigestShowCommand | DigestPostCommand | DigestScheduleCommand | DigestOffCommand
 
 
 Command = (
@@ -91,10 +100,7 @@ Command = (
     | UnsubscribeCommand
     | ListCommand
     | HelpCommand
-    | DigestShowCommand
-    | DigestPostCommand
-    | DigestScheduleCommand
-    | DigestOffCommand
+    | DigestCommand
 )
 
 
@@ -142,7 +148,6 @@ FIELD_HINTS = {
     "countryCode": "two capital letters like `FR`",
     "productionSite": "1 to 50 characters",
 }
-_HHMM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
 
 def _field_error(field: str, problem: str) -> CommandError:
@@ -297,20 +302,22 @@ def _digest_off(words: list[str]) -> Command:
 def _digest_schedule(words: list[str]) -> Command:
     if not words or len(words) > 2:
         raise CommandError("`digest schedule` takes a time and optionally a timezone.")
-    match = _HHMM.match(words[0])
-    if match is None:
-        raise CommandError("The digest time must be `HH:MM` on a 24-hour clock, like `08:30`.")
-    time_of_day = f"{int(match.group(1)):02d}:{match.group(2)}"
+    try:
+        at = parse_time_of_day(words[0])
+    except ValueError as exc:
+        raise CommandError(
+            "The digest time must be `HH:MM` on a 24-hour clock, like `08:30`."
+        ) from exc
     zone = None
     if len(words) == 2:
         zone = words[1]
         try:
-            ZoneInfo(zone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
+            check_timezone(zone)
+        except ValueError as exc:
             raise CommandError(
                 "That timezone is unknown: use an IANA name like `Europe/Paris`."
             ) from exc
-    return DigestScheduleCommand(time_of_day=time_of_day, timezone=zone)
+    return DigestScheduleCommand(time_of_day=at.strftime("%H:%M"), timezone=zone)
 
 
 # Longest first: a multi-word subcommand wins over its prefix.

@@ -36,15 +36,10 @@ A first `advance` of a seeded card is its order (CARD_PROD_REQUESTED).
 
 from __future__ import annotations
 
+from d1.sandbox.base import OrderRefused, RequestRecord, SandboxConfig, UnknownCard
 from d1.sandbox.faults import Faults
 from d1.sandbox.scenarios import SCENARIOS, SHIPMENT_MESSAGES
-from d1.sandbox.service import (
-    OrderRefused,
-    RequestRecord,
-    Sandbox,
-    SandboxConfig,
-    UnknownCard,
-)
+from d1.sandbox.service import Sandbox
 from d1.tokens import generate_es256_keypair
 
 __all__ = [

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 from pydantic import ValidationError
@@ -21,12 +23,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from d1.models import CARD_ID_PATTERN, CardOrderRequest, track_request_adapter
+from d1.sandbox.base import OrderRefused, RequestRecord, SandboxConfig, UnknownCard
+from d1.sandbox.delivery import Notifier
+from d1.sandbox.faults import Faults
 from d1.sandbox.keys import AssertionRejected, verify_assertion
-from d1.sandbox.service import OrderRefused, RequestRecord, UnknownCard
+from d1.sandbox.lifecycle import CardState
 from d1.tokens import JWT_BEARER_GRANT
-
-if TYPE_CHECKING:
-    from d1.sandbox.service import Sandbox
 
 CARD_BASE = "/banking/v1/issuers/{issuer_id}/physicalCards/{card_id}"
 _VALUE_ERRORS = frozenset({"literal_error", "enum", "union_tag_invalid"})
@@ -48,10 +50,33 @@ def first_bad_field(exc: ValidationError) -> tuple[str, str]:
     return code, ".".join(loc) or "body"
 
 
+class SandboxLike(Protocol):
+    """What the routes need of a sandbox (`d1.sandbox.service.Sandbox` builds its app with
+    `build_app(self)`): named here so that this module does not import the service."""
+
+    config: SandboxConfig
+    faults: Faults
+    requests: list[RequestRecord]
+    public_keys: dict[str, str]
+    notifier: Notifier
+
+    @property
+    def cards(self) -> Mapping[str, CardState]: ...
+    def now(self) -> datetime: ...
+    def issue_token(self, issuer_id: str) -> tuple[str, int]: ...
+    def token_issuer(self, token: str) -> str | None: ...
+    def status_of(self, card_id: str) -> dict[str, Any]: ...
+    def operation_status_of(self, card_id: str) -> dict[str, Any]: ...
+    def track(self, card_id: str, request: Any) -> list[dict[str, Any]]: ...
+    async def order(self, card_id: str, request: CardOrderRequest | dict[str, Any]) -> str: ...
+    def advance(self, card_id: str) -> list[dict[str, Any]]: ...
+    def running(self) -> AbstractAsyncContextManager[None]: ...
+
+
 class _Api:
     """Route handlers bound to one sandbox."""
 
-    def __init__(self, sandbox: Sandbox) -> None:
+    def __init__(self, sandbox: SandboxLike) -> None:
         self.sb = sandbox
 
     async def _record(self, request: Request) -> Any:
@@ -184,7 +209,7 @@ class _Api:
         return JSONResponse({"emitted": emitted})
 
 
-def build_app(sandbox: Sandbox) -> Starlette:
+def build_app(sandbox: SandboxLike) -> Starlette:
     api = _Api(sandbox)
 
     @contextlib.asynccontextmanager
@@ -204,4 +229,4 @@ def build_app(sandbox: Sandbox) -> Starlette:
     return Starlette(routes=routes, lifespan=lifespan)
 
 
-__all__ = ["build_app", "d1_error", "first_bad_field"]
+__all__ = ["SandboxLike", "build_app", "d1_error", "first_bad_field"]

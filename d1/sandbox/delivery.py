@@ -18,15 +18,13 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from d1.sandbox.base import SandboxConfig
 from d1.sandbox.faults import Faults
-
-if TYPE_CHECKING:
-    from d1.sandbox.service import SandboxConfig
 
 log = logging.getLogger("d1.sandbox.delivery")
 

@@ -1,7 +1,8 @@
 """`Sandbox`: a local D1 (state, lifecycle, tokens, notification delivery) behind one object.
 
-The HTTP surface lives in `d1.sandbox.app`; this module holds what both the routes and tests
-drive directly (see `d1/sandbox/__init__.py` for the contract).
+The HTTP surface lives in `d1.sandbox.app` (built here, over what this object offers); this
+module holds what both the routes and tests drive directly (see `d1/sandbox/__init__.py` for the
+contract). Configuration, request records and refusals live in `d1.sandbox.base`.
 """
 
 from __future__ import annotations
@@ -10,14 +11,17 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from typing import Any
+
+from starlette.applications import Starlette
 
 from d1.carddata import mask_pan
 from d1.models import Address, CardOrderRequest, track_request_adapter
 from d1.sandbox import lifecycle
+from d1.sandbox.app import build_app
+from d1.sandbox.base import OrderRefused, RequestRecord, SandboxConfig, UnknownCard
 from d1.sandbox.delivery import Notifier
 from d1.sandbox.faults import Faults
 from d1.sandbox.keys import generate_es256_keypair
@@ -25,48 +29,6 @@ from d1.sandbox.lifecycle import CardState
 from d1.sandbox.scenarios import DEFAULT_SCENARIO, scenario_for_card_id
 
 log = logging.getLogger("d1.sandbox")
-
-Clock = Callable[[], datetime]
-
-
-def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-@dataclass
-class SandboxConfig:
-    """How the sandbox behaves. Only `issuer_id` and `key_id` matter for most tests."""
-
-    issuer_id: str = "issuer-001"
-    key_id: str = "key-1"
-    public_key_pem: str | None = None  # None: the sandbox generates a pair (issuer_private_key_pem)
-    callback_url: str | None = None  # e.g. f"{bot}/notifications/d1/v2/issuers/issuer-001/cards"
-    callback_client_id: str | None = None
-    callback_client_secret: str | None = None
-    callback_static_token: str | None = None
-    callback_token_url: str | None = None  # default: /oauth2/token at the callback's origin
-    seed: int = 1
-    duplicate_rate: float = 0.0
-    shuffle: bool = False
-    batch_size: int = 10
-    auto_advance_seconds: float | None = None  # None: cards move only when told
-    default_scenario: str = DEFAULT_SCENARIO  # for cards first seen through the HTTP API
-    token_ttl_seconds: int = 900
-    status_shape: str = "productionStatus"  # or "operation": answer like a notification
-    delivery_max_attempts: int = 50
-    delivery_backoff_seconds: float = 0.05
-    delivery_backoff_max_seconds: float = 2.0
-    clock: Clock = field(default=_utc_now, repr=False)
-
-
-@dataclass
-class RequestRecord:
-    """One API request the sandbox received (headers lower-cased)."""
-
-    path: str
-    method: str
-    headers: dict[str, str]
-    body: Any = None
 
 
 def _address_wire(address: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -78,14 +40,6 @@ def _address_wire(address: dict[str, Any] | None) -> dict[str, Any] | None:
         if alias in values:
             values.setdefault("zipCode", values.pop(alias))
     return Address.model_validate(values).to_wire() or None
-
-
-class UnknownCard(KeyError):
-    pass
-
-
-class OrderRefused(Exception):
-    """The card was already ordered with another issuerRequestId (403 OPERATION_NOT_ALLOWED)."""
 
 
 class Sandbox:
@@ -107,16 +61,14 @@ class Sandbox:
         self.notifier = Notifier(
             config_of=lambda: self.config, faults=self.faults, seed=self.config.seed
         )
-        self._app: Any = None
+        self._app: Starlette | None = None
 
     # ------------------------------------------------------------------ contract API
 
     @property
-    def app(self) -> Any:
+    def app(self) -> Starlette:
         """The Starlette ASGI app; its lifespan runs delivery and auto-advance in background."""
         if self._app is None:
-            from d1.sandbox.app import build_app
-
             self._app = build_app(self)
         return self._app
 

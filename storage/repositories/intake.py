@@ -309,7 +309,7 @@ def _card_columns(card: SimpleNamespace) -> dict[str, Any]:
 
 def _state_since(conn: Connection, card: SimpleNamespace) -> datetime | None:
     if card.state_event_time is None:
-        return card.state_since  # type: ignore[no-any-return]
+        return card.state_since
     since = conn.execute(
         statements(conn.dialect.name).state_since,
         {
@@ -319,7 +319,7 @@ def _state_since(conn: Connection, card: SimpleNamespace) -> datetime | None:
             "at": card.state_event_time,
         },
     ).scalar_one_or_none()
-    return since or card.state_event_time  # type: ignore[no-any-return]
+    return since or card.state_event_time
 
 
 def _is_gap(conn: Connection, f: OperationFacts, event_id: int) -> bool:

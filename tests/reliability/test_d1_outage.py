@@ -1,7 +1,11 @@
 """D1 outage, against `d1bot serve` (a real process) and the D1 sandbox: `/card status` is
 acknowledged within Slack's 3-second deadline and then says "D1 is not answering" (D1 answering
 503, or not answering at all); reconciliation of a gap backs off while D1 is down and records
-D1's answer once it is back."""
+D1's answer once it is back.
+
+The bot runs with D1_MAX_RETRIES=0, so each reconciliation run asks D1 once (retrying a call is
+the D1 client's job alone, and here it does not): the spacing of the calls below is the gap
+runs' own backoff."""
 
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ pytestmark = pytest.mark.slow
 
 SLACK_DEADLINE = 3.0
 UNAVAILABLE = "D1 is not answering"
-# Reconciliation asks three times, sleeping 2 s then 4 s (bot.scheduled.reconcile), then stops.
+# Gap runs that find D1 down: each asks once, gives the card back and the next one comes 2 s,
+# then 4 s, then 8 s later (bot.scheduled.reconcile).
 RECONCILE_ATTEMPTS = 3
 
 
@@ -84,8 +89,8 @@ def ship_with_a_gap(stack: BotStack, card: str) -> None:
 
 
 async def gap_while_d1_is_down(stack: BotStack, card: str) -> list[float]:
-    """A gap with productionStatus answering 503; returns when each of reconciliation's
-    productionStatus calls arrived."""
+    """A gap with productionStatus answering 503 to the first RECONCILE_ATTEMPTS gap runs;
+    returns when each of their productionStatus calls arrived."""
     arrivals: list[float] = []
     stack.sandbox.faults.fail_next("productionStatus", status=503, count=RECONCILE_ATTEMPTS)
     ship_with_a_gap(stack, card)
@@ -132,6 +137,6 @@ async def test_reconciliation_of_a_gap_recovers_when_d1_comes_back(tmp_path: Pat
         await gap_while_d1_is_down(stack, "gap-1")
         await wait_for(
             lambda: reconciled(stack, "gap-1") == 1,
-            timeout=30,  # D1 answers again from the 4th call, once the gap retry (8 s) fires
+            timeout=30,  # D1 answers again from the 4th call: the third gap retry (8 s later)
             message="the gap card reconciled once D1 answers again",
         )
