@@ -88,10 +88,9 @@ def serve(db: str, port: int, slack_url: str, probes: int) -> None:
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from bot.main import build_runtime
+    from bot.main import build_runtime, migrate_in_child
     from bot.server import create_app
     from bot.settings import load_settings
-    from storage.migrate import upgrade
     from storage.repositories.subscriptions import subscribe
 
     settings = load_settings(
@@ -105,8 +104,9 @@ def serve(db: str, port: int, slack_url: str, probes: int) -> None:
         d1bot_scheduler_enabled=False,
         log_level="WARNING",
     )
+    if not migrate_in_child(settings):
+        raise SystemExit("migration failed")
     runtime = build_runtime(settings)
-    upgrade(runtime.engine)
     for n in range(2 * probes):
         subscribe(
             runtime.engine,

@@ -206,12 +206,11 @@ def record_batch(
     first: dict[str, tuple[OperationFacts, datetime]] = {}
     for _, f, received_at in batch:
         first.setdefault(f.op.card_id, (f, received_at))
-    card_ids = sorted(first)
-    conn.execute(sql.ensure_cards, [_new_card(f, at) for f, at in (first[c] for c in card_ids)])
-    cards = {
-        row.card_id: SimpleNamespace(**row._mapping)
-        for row in conn.execute(sql.lock_cards, {"card_ids": card_ids})
-    }
+    cards = _lock_cards(conn, sorted(first))
+    missing = sorted(set(first) - set(cards))
+    if missing:
+        conn.execute(sql.ensure_cards, [_new_card(*first[card_id]) for card_id in missing])
+        cards.update(_lock_cards(conn, missing))
     known = set(
         conn.execute(sql.known_keys, {"keys": sorted({f.dedup_key for _, f, _ in batch})}).scalars()
     )
@@ -248,7 +247,8 @@ def record_batch(
             results[p.request].gap_card_ids.append(p.facts.op.card_id)
     touched = {p.facts.op.card_id: cards[p.facts.op.card_id] for p in pending}
     for card in touched.values():
-        card.state_since = _state_since(conn, card)
+        if not card.since_known:
+            card.state_since = _state_since(conn, card)
     conn.execute(
         sql.update_cards,
         [
@@ -264,6 +264,12 @@ def record_batch(
         exceptions_channel=exceptions_channel,
     )
     return results
+
+
+def _lock_cards(conn: Connection, card_ids: list[str]) -> dict[str, SimpleNamespace]:
+    """The cards' rows with their current event's state, locked for the transaction."""
+    rows = conn.execute(statements(conn.dialect.name).lock_cards, {"card_ids": card_ids})
+    return {row.card_id: SimpleNamespace(**row._mapping, since_known=True) for row in rows}
 
 
 def _new_card(f: OperationFacts, received_at: datetime) -> dict[str, Any]:
@@ -284,6 +290,16 @@ def _project(
     op = f.op
     card.last_seen_at = received_at
     if becomes_current:
+        # A newer event entering another state started it: no history can say otherwise.
+        # Anything else (the same state again, a tie, a late event) asks the history.
+        entered = card.state_event_time is None or (
+            card.state_event_time < f.event_time
+            and (card.current_status, card.current_shipment_status)
+            != (f.status, f.shipment_status)
+        )
+        card.since_known = entered
+        if entered:
+            card.state_since = f.event_time
         card.status = f.status
         card.operation = op.operation
         card.operation_status = op.status
@@ -297,6 +313,8 @@ def _project(
         card.current_shipment_status = f.shipment_status
         if op.issuer_id and not card.issuer_id:
             card.issuer_id = cut(op.issuer_id, 64)
+    else:
+        card.since_known = False
     if newer_snapshot(f, card):
         for name, value in snapshot_columns(f).items():
             setattr(card, name, value)
