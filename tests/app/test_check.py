@@ -115,7 +115,7 @@ def test_check_flags_a_missing_key_file_and_half_mtls(tmp_path: Path) -> None:
 def test_configuration_reference_documents_every_setting() -> None:
     from bot.settings import Settings
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     reference = readme.split("## Configuration reference", 1)[1].split("\n## ", 1)[0]
     missing = [
         name.upper() for name in Settings.model_fields if f"`{name.upper()}`" not in reference

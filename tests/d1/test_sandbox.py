@@ -27,7 +27,7 @@ from tests.d1_fixtures import (
 from tests.servers import free_port, serve_asgi, wait_for
 
 NOW = datetime.now(timezone.utc)
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _assertion(**kw) -> str:

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from bot.render import actions, messages
 from d1.semantics import operation_for_storage
 from storage.tables import CardRecord, EventRecord
-from tests.test_outbox_support import CARDHOLDER, FULL_PAN, shipment
+from tests.delivery.outbox_support import CARDHOLDER, FULL_PAN, shipment
 
 AT = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
 

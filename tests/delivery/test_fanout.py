@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from storage.repositories import claims
 from storage.repositories import outbox as repo
 from storage.repositories.fanout import expand_all, expand_pending, pending_markers
-from tests.test_storage_intake import NOW, outbox_rows, produce, record, subscribe
+from tests.storage.test_storage_intake import NOW, outbox_rows, produce, record, subscribe
 
 
 def _raw_outbox(engine: Engine) -> list[tuple[str, str, str, int]]:

@@ -11,11 +11,11 @@ from datetime import datetime, timedelta, timezone
 from bot.delivery.worker import OutboxWorker
 from bot.scheduled.scheduler import Scheduler, install
 from storage.repositories.schedules import get_schedule
+from tests.delivery.outbox_support import drain
 from tests.scheduled_support import FixedClock, op, record
 from tests.servers import wait_for
+from tests.slack.test_slack_app import slack_stack
 from tests.slack_signing import TEAM_ID
-from tests.test_outbox_support import drain
-from tests.test_slack_app import slack_stack
 
 
 async def test_card_digest_end_to_end(engine) -> None:
@@ -55,7 +55,7 @@ async def test_card_digest_end_to_end(engine) -> None:
 
 
 async def test_digest_schedule_and_off_reach_the_live_scheduler(engine) -> None:
-    """Ported from tests/test_scheduler.py, through Slack: a schedule set or turned off by
+    """Ported from tests/scheduled/test_scheduler.py, through Slack: a schedule set or turned off by
     `/card digest` is picked up by this process's scheduler, and "off" survives a restart."""
     paris_8am = datetime(2025, 6, 10, 6, 0, 30, tzinfo=timezone.utc)  # a Tuesday
     settings = {

@@ -15,8 +15,7 @@ from storage.repositories import claims
 from storage.repositories import outbox as repo
 from storage.repositories import threads as threads_repo
 from storage.tables import OUTBOX_DEAD, OUTBOX_SENT
-from tests.servers import wait_for
-from tests.test_outbox_support import (
+from tests.delivery.outbox_support import (
     EXCEPTIONS_CHANNEL,
     WORKSPACE,
     delivery,
@@ -27,6 +26,7 @@ from tests.test_outbox_support import (
     record,
     shipment,
 )
+from tests.servers import wait_for
 
 
 def _texts(messages: list[dict]) -> list[str]:

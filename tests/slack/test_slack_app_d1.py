@@ -19,7 +19,7 @@ from storage.repositories.intake import record_operations
 from storage.tables import AlertAckRecord
 from tests.d1_fixtures import make_client, running_sandbox
 from tests.servers import wait_for
-from tests.test_slack_app import SlackStack, audit_rows, everything_sent, slack_stack
+from tests.slack.test_slack_app import SlackStack, audit_rows, everything_sent, slack_stack
 
 ADDRESS = {"line1": "12 Analytical Street", "city": "Londinium", "zipCode": "N1 9GU"}
 

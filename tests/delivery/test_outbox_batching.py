@@ -13,8 +13,7 @@ from sqlalchemy.engine import Engine
 from storage.repositories import claims
 from storage.repositories import outbox as repo
 from storage.tables import OUTBOX_SENT
-from tests.servers import wait_for
-from tests.test_outbox_support import (
+from tests.delivery.outbox_support import (
     WORKSPACE,
     delivery,
     drain,
@@ -23,6 +22,7 @@ from tests.test_outbox_support import (
     produce,
     record,
 )
+from tests.servers import wait_for
 
 STEPS = ["CARD_PROD_REQUESTED", "DATA_PREPARED", "CARD_PROD_READY"]
 

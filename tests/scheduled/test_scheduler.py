@@ -1,6 +1,6 @@
 """Scheduled digests: two scheduler instances on one database send each digest exactly once,
 missed runs after downtime become ONE late digest with a note, and schedules survive restarts
-(`/card digest ...` end to end: tests/test_digest_slack.py)."""
+(`/card digest ...` end to end: tests/slack/test_digest_slack.py)."""
 
 from __future__ import annotations
 

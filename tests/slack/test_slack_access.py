@@ -13,8 +13,8 @@ from sqlalchemy.engine import Engine
 from bot.render import actions
 from storage.repositories import subscriptions
 from tests.servers import wait_for
+from tests.slack.test_slack_app import audit_rows, slack_stack
 from tests.slack_signing import TEAM_ID, post_signed
-from tests.test_slack_app import audit_rows, slack_stack
 
 
 async def test_buttons_are_refused_outside_allowed_channels(engine: Engine) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 
 from d1.carddata import find_pans
 from d1.models import Operation
-from tests.test_outbox_support import (
+from tests.delivery.outbox_support import (
     CARDHOLDER,
     FULL_PAN,
     T0,

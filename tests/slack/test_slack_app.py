@@ -377,7 +377,7 @@ async def test_app_home_is_published_and_url_verification_answers(engine: Engine
 def test_manifest_declares_command_events_interactivity_and_least_privilege() -> None:
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "manifest.yml").read_text()
+    text = (Path(__file__).resolve().parents[2] / "manifest.yml").read_text()
     assert "command: /card" in text
     assert text.count("https://YOUR-HOST/slack/events") == 3  # command, events, interactivity
     assert "home_tab_enabled: true" in text and "app_home_opened" in text

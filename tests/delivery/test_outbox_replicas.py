@@ -9,8 +9,8 @@ from collections import Counter
 from sqlalchemy.engine import Engine
 
 from storage.repositories import outbox as repo
+from tests.delivery.outbox_support import delivery, follow, make_worker, produce, record
 from tests.servers import wait_for
-from tests.test_outbox_support import delivery, follow, make_worker, produce, record
 
 CHANNELS = [f"C{i:02d}" for i in range(12)]
 STEPS = ["CARD_PROD_REQUESTED", "DATA_PREPARED", "CARD_PROD_READY"]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("bot", "d1", "storage")
 MAX_LINES = 400
 MAX_BOT_TOP_LEVEL_MODULES = 8

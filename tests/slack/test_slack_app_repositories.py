@@ -12,7 +12,7 @@ from sqlmodel import Session
 
 from storage.repositories import audit, subscriptions
 from storage.tables import OUTBOX_DEAD, CardRecord, OutboxRecord
-from tests.test_slack_app import slack_stack
+from tests.slack.test_slack_app import slack_stack
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc)
 
