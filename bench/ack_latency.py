@@ -4,7 +4,7 @@
 
 One `d1bot serve` process (SQLite, synchronous=FULL, Slack pointed at the LocalSlack stand-in
 served by this script). First a baseline: signed `/card list` requests alone; then the same
-while `bench/intake.py --load-rate` (a separate process, open loop) sends notifications at
+while `bench/intake.py --load` (a separate process, open loop) sends notifications at
 `--rate`. Latency is counted from each command's scheduled send time to the HTTP answer (the
 ack Slack waits for, limit 3 s); the replies go to LocalSlack's response_url.
 Target: ack p99 <= 300 ms under load. Prints the machine, the figures, and a last JSON line.
@@ -15,11 +15,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -28,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import print_machine  # noqa: E402
-from bench.rss import SIGNING_SECRET, start_d1bot, stop  # noqa: E402
+from bench.intake import FIRST_SECOND, ISSUER, PATH, TOKEN  # noqa: E402
 from bot.dev.localslack import LocalSlack  # noqa: E402
 from tests.slack_signing import command_body, signed_headers  # noqa: E402
 
@@ -73,6 +77,59 @@ async def commands(
     }
 
 
+SIGNING_SECRET = "bench-signing-secret-0123456789"
+
+
+def start_d1bot(workdir: Path, **extra_env: str) -> tuple[subprocess.Popen[bytes], str]:
+    """`d1bot serve` on a fresh SQLite file in `workdir`; returns (process, base URL)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "LOG_LEVEL": "WARNING",
+        "DATABASE_URL": f"sqlite:///{workdir / 'd1bot.db'}",
+        "D1_ISSUER_ID": ISSUER,
+        "D1_NOTIFY_TOKEN": TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "D1BOT_SCHEDULER_ENABLED": "false",
+        **extra_env,
+    }
+    log = (workdir / "serve.log").open("ab")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "d1bot"), "serve"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=workdir,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"d1bot serve exited early, see {log.name}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("d1bot serve did not start")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 async def measure(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     async with LocalSlack(token_prefix="xoxb") as slack:
         workdir = Path(tempfile.mkdtemp(prefix="d1bot-ack-"))
@@ -89,8 +146,9 @@ async def measure(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             )
             port = url.rsplit(":", 1)[1]
             load = await asyncio.create_subprocess_exec(
-                sys.executable, str(ROOT / "bench" / "intake.py"), "--load-rate", "--port", port,
-                "--rate", str(args.rate), "--rate-seconds", str(args.seconds + 2),
+                sys.executable, str(ROOT / "bench" / "intake.py"), "--load", PATH, "--port", port,
+                "--rate", str(args.rate), "--seconds", str(args.seconds + 2),
+                "--base", str(FIRST_SECOND),
                 stdout=subprocess.PIPE,
             )  # fmt: skip
             await asyncio.sleep(1.0)  # let the load reach its rate first
@@ -120,8 +178,8 @@ def main() -> int:
         idle, busy, intake = run["idle"], run["under_load"], run["intake"]
         print(
             f"run {i + 1}: idle ack p50 {idle['ack_p50_ms']:.1f} ms p99 {idle['ack_p99_ms']:.1f}"
-            f" ms | under {args.rate:.0f} req/s intake (achieved {intake['achieved_rps']:.0f},"
-            f" intake p99 {intake['p99_ms']:.1f} ms, non-204 {intake['failures']}): ack p50 "
+            f" ms | under {args.rate:.0f} req/s intake (achieved {intake['achieved']:.0f},"
+            f" intake p99 {intake['p99_ms']:.1f} ms, non-204 {intake['non_204']}): ack p50 "
             f"{busy['ack_p50_ms']:.1f} ms p99 {busy['ack_p99_ms']:.1f} ms max "
             f"{busy['ack_max_ms']:.1f} ms, "
             f"failures {busy['failures']}",
@@ -133,7 +191,7 @@ def main() -> int:
         "idle_ack_p99_ms": statistics.median(r["idle"]["ack_p99_ms"] for r in runs),
         "ack_p50_ms": statistics.median(r["under_load"]["ack_p50_ms"] for r in runs),
         "ack_p99_ms": statistics.median(r["under_load"]["ack_p99_ms"] for r in runs),
-        "intake_achieved_rps": statistics.median(r["intake"]["achieved_rps"] for r in runs),
+        "intake_achieved_rps": statistics.median(r["intake"]["achieved"] for r in runs),
     }
     print(
         f"median of {len(runs)}: ack under load p50 {result['ack_p50_ms']:.1f} ms, p99 "

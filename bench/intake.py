@@ -88,7 +88,7 @@ def serve(db: str, port: int, slack_url: str, probes: int) -> None:
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from bot.main import build_runtime, migrate_in_child
+    from bot.main import GIL_SWITCH_INTERVAL_SECONDS, build_runtime, migrate_in_child
     from bot.server import create_app
     from bot.settings import load_settings
     from storage.repositories.subscriptions import subscribe
@@ -121,6 +121,7 @@ def serve(db: str, port: int, slack_url: str, probes: int) -> None:
         return Response(status_code=204)
 
     app.add_route("/bare", bare, methods=["POST"])
+    sys.setswitchinterval(float(os.environ.get("SWITCH", GIL_SWITCH_INTERVAL_SECONDS)))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 

@@ -30,6 +30,10 @@ log = logging.getLogger("d1bot")
 # How long `serve` waits, after SIGTERM/SIGINT, for in-flight requests before stopping the
 # background tasks (keep it below the orchestrator's kill timeout, e.g. Kubernetes' 30 s).
 GRACEFUL_SHUTDOWN_SECONDS = 20
+# Intake's database thread runs Python for milliseconds at a time; every socket call of the
+# event loop gives up the GIL and must wait for it to come back. At the default 5 ms a loaded
+# loop spends most of its time waiting; 0.5 ms keeps it answering (bench/intake.py).
+GIL_SWITCH_INTERVAL_SECONDS = 0.0005
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -149,16 +153,16 @@ def log_report(text: str) -> None:
 
 
 def migrate_in_child(settings: Settings) -> bool:
-    """`d1bot migrate` in a child process: the server never loads Alembic (about 8 MB that
-    would stay in its memory for nothing). False, logged, when it failed."""
+    """The migrations in a child process (`python -m storage.migrate`): the server never loads
+    Alembic (about 8 MB that would stay in its memory for nothing). False, logged, on failure."""
     done = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "migrate"],
+        [sys.executable, "-m", "storage.migrate"],
         env={**os.environ, "DATABASE_URL": settings.database_url},
         stdout=subprocess.DEVNULL,
         check=False,
     )
     if done.returncode != 0:
-        log.error("the database could not be migrated (d1bot migrate exited %d)", done.returncode)
+        log.error("the database could not be migrated (exit status %d)", done.returncode)
     return done.returncode == 0
 
 
@@ -210,6 +214,7 @@ def serve(
         return 2
     runtime = build_runtime(settings)
     app = create_app(runtime)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
     uvicorn.run(
         app,
         host=host or settings.host,

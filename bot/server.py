@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import logging
 import re
 import time
@@ -107,8 +108,14 @@ Scope = dict[str, Any]
 Message = dict[str, Any]
 
 
+# A random prefix per process and a counter: unique across replicas and restarts, without a
+# call for random bytes (a system call, and a wait for the GIL, on every request).
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_ID_COUNTER = itertools.count(1)
+
+
 def new_correlation_id() -> str:
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 def correlation_id_from(headers: list[tuple[bytes, bytes]]) -> str:

@@ -8,6 +8,8 @@ serialises concurrent upgrades.
 from __future__ import annotations
 
 import functools
+import os
+import sys
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -65,3 +67,20 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 
 __all__ = ["alembic_config", "current_revision", "head_revision", "upgrade"]
+
+
+def main() -> int:
+    """`python -m storage.migrate`: bring `DATABASE_URL`'s database to head. `d1bot serve` runs
+    it in a child process, so that the server itself never loads Alembic."""
+    from storage.db import make_engine
+
+    engine = make_engine(os.environ["DATABASE_URL"])
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -45,6 +45,8 @@ PERMANENT_ERRORS = frozenset(
 )
 # Errors that mean a stored parent message is gone from Slack.
 PARENT_GONE_ERRORS = frozenset({"thread_not_found", "message_not_found", "cant_update_message"})
+# Errors that mean the bot cannot post in the channel until someone invites it.
+NOT_IN_CHANNEL_ERRORS = frozenset({"not_in_channel", "channel_not_found"})
 
 
 class DeliveryError(Exception):

@@ -5,8 +5,9 @@ allows everyone. Group membership comes from `usergroups.users.list`, cached bri
 of commands costs one Slack call per group. When Slack cannot tell us, access is refused (fail
 closed) with a reason the agent can act on.
 
-The check runs before the ack (it is Bolt middleware, bot/slack/middleware.py), so the lookup is
-bounded well under Slack's 3-second limit: a slow Slack means "try again", never a timeout.
+The check is Bolt middleware (bot/slack/middleware.py): it acks, then checks, and Slack's HTTP
+request is answered only after the check, so the lookup is bounded well under Slack's 3-second
+limit: a slow Slack means "try again", never a timeout.
 """
 
 from __future__ import annotations

@@ -4,10 +4,12 @@ expanded into per-subscription outbox rows by the delivery worker: `fanout.py`),
 caller's one transaction.
 
 `record_operations` records one request in its own transaction; `record_requests` records
-several in one (one commit, so one fsync, for all of them: intake's batches), and when that
-transaction fails records each request again alone, so that a request the database refuses
-fails by itself. The statements are built once per dialect (`intake_sql`) and run the same on
-SQLite and PostgreSQL (`INSERT ... ON CONFLICT DO NOTHING`, `SELECT ... FOR UPDATE`).
+several in one (one commit, so one fsync, for all of them: intake's batches). When that
+transaction fails for something a request carried, each request is recorded again alone, so that
+a request the database refuses fails by itself; a busy or unreachable database fails them all at
+once (D1 retries them). `record_batch` is the one projection path: every operation is projected
+in arrival order as if recorded alone, with the statements shared by the batch. The statements
+are built once per dialect (`intake_sql`) and run the same on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from d1.models import Operation
 from storage.repositories.intake_sql import (
@@ -85,15 +87,15 @@ def record_operations(
 ) -> IntakeResult:
     """Record `operations` in one transaction of their own; errors are SQLAlchemy's."""
     with _writing(engine) as conn:
-        return record_operations_in(
+        (result,) = record_batch(
             conn,
-            operations,
-            received_at=received_at,
+            [IntakeRequest(operations, received_at)],
             workspace_id=workspace_id,
             exceptions_channel=exceptions_channel,
             extra_exception_statuses=extra_exception_statuses,
             source=source,
         )
+        return result
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,8 @@ def record_requests(
     try:
         with _writing(engine) as conn:
             return list(record_batch(conn, requests, **options))
+    except OperationalError as exc:  # busy, locked, unreachable: alone, each would wait again
+        return [exc] * len(requests)
     except SQLAlchemyError as exc:
         if len(requests) == 1:
             return [exc]
@@ -144,28 +148,6 @@ def _writing(engine: Engine) -> Iterator[Connection]:
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
         yield conn
-
-
-def record_operations_in(
-    conn: Connection,
-    operations: Sequence[Operation],
-    *,
-    received_at: datetime,
-    workspace_id: str,
-    exceptions_channel: str | None,
-    extra_exception_statuses: frozenset[str] = frozenset(),
-    source: str = SOURCE_D1,
-) -> IntakeResult:
-    """Like `record_operations`, inside the caller's open transaction on `conn`."""
-    (result,) = record_batch(
-        conn,
-        [IntakeRequest(operations, received_at)],
-        workspace_id=workspace_id,
-        exceptions_channel=exceptions_channel,
-        extra_exception_statuses=extra_exception_statuses,
-        source=source,
-    )
-    return result
 
 
 # --------------------------------------------------------------------------- one batch
@@ -290,16 +272,17 @@ def _project(
     op = f.op
     card.last_seen_at = received_at
     if becomes_current:
-        # A newer event entering another state started it: no history can say otherwise.
-        # Anything else (the same state again, a tie, a late event) asks the history.
-        entered = card.state_event_time is None or (
-            card.state_event_time < f.event_time
-            and (card.current_status, card.current_shipment_status)
-            != (f.status, f.shipment_status)
-        )
-        card.since_known = entered
-        if entered:
-            card.state_since = f.event_time
+        # When the state was entered, without asking the history where the answer is sure:
+        # a newer event in another state entered it now; a newer event in the same state, with
+        # no other event at the current one's time, leaves it as it was. Anything else (a tie,
+        # a late event, below) asks the history once the batch is projected.
+        newer = card.state_event_time is None or card.state_event_time < f.event_time
+        same = (card.current_status, card.current_shipment_status) == (f.status, f.shipment_status)
+        if card.state_event_time is None or (newer and not same):
+            card.state_since, card.since_known = f.event_time, True
+        elif not (newer and same and not card.tied and card.state_since is not None):
+            card.since_known = False
+        card.tied = not newer
         card.status = f.status
         card.operation = op.operation
         card.operation_status = op.status
@@ -402,6 +385,5 @@ __all__ = [
     "IntakeResult",
     "record_batch",
     "record_operations",
-    "record_operations_in",
     "record_requests",
 ]

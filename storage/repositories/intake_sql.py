@@ -90,12 +90,19 @@ def _insert_ignoring_conflict(table: sa.Table, columns: tuple[str, ...], unique:
 def statements(dialect: str) -> IntakeStatements:
     """The statements for `dialect` ("sqlite" or "postgresql")."""
     current = events.alias("current_event")
+    tie = events.alias("tie")
+    tied = sa.exists().where(
+        tie.c.card_id == cards.c.card_id,
+        tie.c.event_time == cards.c.state_event_time,
+        tie.c.id != cards.c.last_event_id,
+    )
     lock_cards = (
         sa.select(
             cards,
             current.c.dedup_key.label("current_dedup_key"),
             current.c.details_status.label("current_status"),
             current.c.shipment_status.label("current_shipment_status"),
+            tied.label("tied"),  # another event shares the current event's time
         )
         .outerjoin(current, current.c.id == cards.c.last_event_id)
         .where(cards.c.card_id.in_(sa.bindparam("card_ids", expanding=True)))

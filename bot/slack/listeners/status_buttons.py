@@ -9,6 +9,7 @@ from slack_bolt.async_app import AsyncApp, AsyncBoltContext, AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.delivery.slack_errors import NOT_IN_CHANNEL_ERRORS, error_code
 from bot.render import actions, views
 from bot.slack.auditing import Outcome
 from bot.slack.middleware import Gate
@@ -30,7 +31,7 @@ def channel_poster(
         try:
             await client.chat_postMessage(channel=channel_id, **shared.respond_kwargs())
         except SlackApiError as exc:
-            if exc.response.get("error") in {"not_in_channel", "channel_not_found"}:
+            if error_code(exc) in NOT_IN_CHANNEL_ERRORS:
                 raise Outcome("not_in_channel", views.error_reply(NOT_IN_CHANNEL)) from None
             raise
 
