@@ -102,7 +102,7 @@ def serve(db: str, port: int, slack_url: str, probes: int) -> None:
         slack_signing_secret="bench-signing-secret",
         slack_api_url=slack_url,
         d1bot_scheduler_enabled=False,
-        log_level="WARNING",
+        log_level="INFO",  # the production default: access lines and all
     )
     if not migrate_in_child(settings):
         raise SystemExit("migration failed")

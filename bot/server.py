@@ -103,6 +103,9 @@ _VALID_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _HEADERS = (b"x-correlation-id", b"x-request-id")
 # Probes and scrapes: logged at DEBUG (unless they fail) so they do not drown the real traffic.
 QUIET_PATHS = frozenset({"/healthz", "/metrics"})
+# D1's notifications arrive by the hundred a second and are counted in the metrics: the ones it
+# sends well are logged at DEBUG, the refused and failed ones at INFO.
+QUIET_PREFIXES = ("/notifications/",)
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -161,26 +164,34 @@ class CorrelationMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            path = scope.get("path", "")
-            duration_ms = (time.perf_counter() - started) * 1000
-            client = scope.get("client")
-            level = logging.DEBUG if path in self.quiet_paths and status < 500 else logging.INFO
-            access_log.log(
-                level,
-                "%s %s %d %.1fms",
-                scope.get("method", "-"),
-                path,
-                status,
-                duration_ms,
-                extra={
-                    "http_method": scope.get("method", "-"),
-                    "http_path": path,
-                    "http_status": status,
-                    "duration_ms": round(duration_ms, 1),
-                    "client": client[0] if client else None,
-                },
-            )
+            self._log_access(scope, status, started)
             correlation_id.reset(token)
+
+    def _log_access(self, scope: Scope, status: int, started: float) -> None:
+        path = scope.get("path", "")
+        quiet = (path in self.quiet_paths and status < 500) or (
+            status < 400 and path.startswith(QUIET_PREFIXES)
+        )
+        level = logging.DEBUG if quiet else logging.INFO
+        if not access_log.isEnabledFor(level):
+            return
+        duration_ms = (time.perf_counter() - started) * 1000
+        client = scope.get("client")
+        access_log.log(
+            level,
+            "%s %s %d %.1fms",
+            scope.get("method", "-"),
+            path,
+            status,
+            duration_ms,
+            extra={
+                "http_method": scope.get("method", "-"),
+                "http_path": path,
+                "http_status": status,
+                "duration_ms": round(duration_ms, 1),
+                "client": client[0] if client else None,
+            },
+        )
 
 
 # --------------------------------------------------------------------------- health and metrics

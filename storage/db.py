@@ -8,7 +8,6 @@ docs/storage.md for what NORMAL would buy). PostgreSQL is reached through psycop
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,14 +24,6 @@ def normalise_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
-
-
-def sqlite_timestamp(value: datetime) -> str:
-    """A datetime as SQLAlchemy's `DateTime` stores it in SQLite (UTC, without the offset), for
-    the statements that bind values without SQLAlchemy. A naive value is taken as UTC."""
-    if value.utcoffset():
-        value = value.astimezone(timezone.utc)
-    return value.isoformat(sep=" ", timespec="microseconds")[:26]
 
 
 def is_sqlite(engine: Engine) -> bool:
