@@ -300,3 +300,26 @@ async def test_product_paths_log_no_card_numbers_or_credentials(engine) -> None:
     assert "POST /slack/events 200" in text and f"POST {PATH} 204" in text
     assert "Slack chat.postMessage answered 200" in text  # the delivery's DEBUG lines
     assert_clean(text)
+
+
+async def test_notifications_d1_sent_well_are_logged_at_debug_refusals_at_info(engine) -> None:
+    """D1 sends notifications by the hundred a second: at INFO, only the refused ones get an
+    access line."""
+    from tests.intake_support import PATH, bearer, intake_client, make_runtime
+
+    operation = {
+        "operationId": "op-access-1",
+        "operation": "PRODUCE",
+        "status": "SUCCESSFUL",
+        "startTime": "2025-03-04T08:00:00Z",
+        "cardId": "card-access-1",
+        "details": {"status": "CARD_PROD_REQUESTED"},
+    }
+    with captured_logs(fmt="json", level="INFO") as stream:
+        async with intake_client(make_runtime(engine)) as http:
+            stored = await http.post(PATH, json=operation, headers=bearer())
+            refused = await http.post(PATH, json=operation, headers={"authorization": BEARER})
+    assert (stored.status_code, refused.status_code) == (204, 401)
+    entries = [json.loads(line) for line in stream.getvalue().splitlines()]
+    access = [(e["http_status"], e["level"]) for e in entries if e["logger"] == "d1bot.access"]
+    assert access == [(401, "INFO")]
