@@ -70,7 +70,8 @@ def _ts(*, nullable: bool = False, index: bool = False) -> Any:
 
 
 def _json(*, nullable: bool = True) -> Any:
-    return Field(default=None, sa_column=sa.Column(sa.JSON(), nullable=nullable))
+    # None is SQL NULL, not the JSON text 'null' (intake writes every column of a card back).
+    return Field(default=None, sa_column=sa.Column(sa.JSON(none_as_null=True), nullable=nullable))
 
 
 # Filters a subscription may have.

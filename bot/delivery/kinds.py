@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 Followup = Callable[[], Awaitable[None]]
 Sender = Callable[[ClaimedRow], Awaitable[tuple[str, Followup | None]]]
+# A write that records a message Slack took is tried this often, this far apart (times attempt).
+RECORD_ATTEMPTS = 4
+RECORD_RETRY_SECONDS = 0.2
 PARENT_MEMORY = 50_000  # parents whose shown state a worker remembers (about 100 bytes each)
 
 
@@ -122,9 +125,8 @@ class MessageKinds:
             return card, thread.parent_ts, False
         message = self._ctx(row).parent(card)
         parent_ts = await self.slack.post(row.channel_id, message)
-        await asyncio.to_thread(
+        await self.record_sent(
             threads_repo.save_thread,
-            self.engine,
             workspace_id=row.workspace_id,
             channel_id=row.channel_id,
             card_id=card.card_id,
@@ -313,12 +315,24 @@ class MessageKinds:
         )
         self.runtime.wake_outbox()
 
+    async def record_sent(self, write: Callable[..., Any], **values: Any) -> Any:
+        """A database write after Slack took a message, tried again briefly before giving up:
+        giving up means the message is posted again later."""
+        for attempt in range(1, RECORD_ATTEMPTS + 1):
+            try:
+                return await asyncio.to_thread(write, self.engine, **values)
+            except Exception:
+                if attempt == RECORD_ATTEMPTS:
+                    raise
+                log.warning("recording a sent message failed (attempt %d)", attempt, exc_info=True)
+                await asyncio.sleep(RECORD_RETRY_SECONDS * attempt)
+        raise AssertionError("unreachable")
+
     async def _save_progress(
         self, row: ClaimedRow, *, slack_ts: str | None = None, payload: dict[str, Any] | None = None
     ) -> None:
-        await asyncio.to_thread(
+        await self.record_sent(
             claims.save_progress,
-            self.engine,
             row_id=_id(row),
             worker=self.name,
             slack_ts=slack_ts,

@@ -58,7 +58,8 @@ class SlackCalls:
     async def open(self) -> None:
         """A connection pool for these calls, unless the client already has one."""
         if self._client is not None and self._client.session is None:
-            self._own_session = self._client.session = aiohttp.ClientSession()
+            timeout = aiohttp.ClientTimeout(total=self._client.timeout)
+            self._own_session = self._client.session = aiohttp.ClientSession(timeout=timeout)
 
     async def close(self) -> None:
         if self._own_session is not None:

@@ -200,7 +200,11 @@ class OutboxWorker(MessageKinds):
 
     async def _idle_seconds(self) -> float:
         """How long to sleep when nothing was due: until the next row is due, at most a poll."""
-        due = await asyncio.to_thread(repo.next_due_at, self.engine)
+        try:
+            due = await asyncio.to_thread(repo.next_due_at, self.engine)
+        except Exception:  # the database is away: the next claim will say so
+            log.warning("outbox: could not read the next due time", exc_info=True)
+            return self.poll_seconds
         if due is None:
             return self.poll_seconds
         seconds = (due - self.runtime.clock()).total_seconds()
@@ -294,14 +298,17 @@ class OutboxWorker(MessageKinds):
         except DeliveryError as failure:
             await self._failed(row, failure)
             return
-        sent = await asyncio.to_thread(
-            claims.mark_sent,
-            self.engine,
-            row_id=_id(row),
-            worker=self.name,
-            now=self.runtime.clock(),
-            slack_ts=slack_ts,
-        )
+        try:
+            sent = await self.record_sent(
+                claims.mark_sent,
+                row_id=_id(row),
+                worker=self.name,
+                now=self.runtime.clock(),
+                slack_ts=slack_ts,
+            )
+        except Exception:  # not a delivery failure: retrying it would post the message again
+            log.exception("outbox row %s was sent but could not be recorded", row.id)
+            return
         if not sent:
             log.warning("outbox row %s was sent after its claim expired", row.id)
         if followup is not None:

@@ -21,6 +21,9 @@ from d1.models import Operation
 from storage.repositories.intake import IntakeRequest, IntakeResult, record_requests
 
 MAX_BATCH = 128
+# Operations per transaction, at most (a request may hold many): the statements bind every card
+# and dedup key of a batch, well under the databases' limits on bound parameters.
+MAX_BATCH_OPERATIONS = 4096
 
 _Waiting = tuple[IntakeRequest, asyncio.Future[IntakeResult]]
 
@@ -63,8 +66,7 @@ class IntakeCommitter:
     async def _write(self) -> None:
         loop = asyncio.get_running_loop()
         while self._waiting:
-            batch = self._waiting[: self.max_batch]
-            del self._waiting[: self.max_batch]
+            batch = self._next_batch()
             requests = [request for request, _ in batch]
             outcomes: Sequence[IntakeResult | BaseException]
             try:
@@ -79,15 +81,31 @@ class IntakeCommitter:
                 else:
                     future.set_result(outcome)
 
+    def _next_batch(self) -> list[_Waiting]:
+        """The oldest waiting requests, within both bounds (always at least one)."""
+        count, operations = 0, 0
+        for request, _ in self._waiting[: self.max_batch]:
+            operations += len(request.operations)
+            if count and operations > MAX_BATCH_OPERATIONS:
+                break
+            count += 1
+        batch = self._waiting[:count]
+        del self._waiting[:count]
+        return batch
+
     async def stop(self) -> None:
         """Answer what is queued, then release the thread."""
         if self._writer is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._writer
+        for _, future in self._waiting:  # only when the writer was cancelled
+            if not future.done():
+                future.set_exception(RuntimeError("intake stopped"))
+        self._waiting.clear()
         self._thread.shutdown(wait=True)
 
     def is_healthy(self) -> bool:
         return self._writer is None or not self._writer.cancelled()
 
 
-__all__ = ["MAX_BATCH", "IntakeCommitter"]
+__all__ = ["MAX_BATCH", "MAX_BATCH_OPERATIONS", "IntakeCommitter"]

@@ -135,6 +135,8 @@ def record_requests(
             outcomes.append(
                 record_operations(engine, r.operations, received_at=r.received_at, **options)
             )
+        except OperationalError as exc:  # busy now: the rest would wait for it again
+            return outcomes + [exc] * (len(requests) - len(outcomes))
         except SQLAlchemyError as exc:
             outcomes.append(exc)
     return outcomes
@@ -250,7 +252,9 @@ def record_batch(
 
 def _lock_cards(conn: Connection, card_ids: list[str]) -> dict[str, SimpleNamespace]:
     """The cards' rows with their current event's state, locked for the transaction."""
-    rows = conn.execute(statements(conn.dialect.name).lock_cards, {"card_ids": card_ids})
+    sql = statements(conn.dialect.name)
+    conn.execute(sql.lock_cards, {"card_ids": card_ids}).all()
+    rows = conn.execute(sql.read_cards, {"card_ids": card_ids})
     return {row.card_id: SimpleNamespace(**row._mapping, since_known=True) for row in rows}
 
 

@@ -64,7 +64,8 @@ def _bind(table: sa.Table, column: str, name: str | None = None) -> sa.BindParam
 @dataclass(frozen=True)
 class IntakeStatements:
     ensure_cards: Any  # executemany: a row for each new card
-    lock_cards: Any  # the batch's cards (FOR UPDATE, in card_id order), with current state
+    lock_cards: Any  # the batch's cards, FOR UPDATE in card_id order
+    read_cards: Any  # the batch's cards with their current event's state
     known_keys: Any  # which of the batch's dedup keys are stored already
     insert_events: Any  # executemany, RETURNING each new event's id in parameter order
     update_cards: Any  # executemany: every projected column of a card
@@ -96,7 +97,17 @@ def statements(dialect: str) -> IntakeStatements:
         tie.c.event_time == cards.c.state_event_time,
         tie.c.id != cards.c.last_event_id,
     )
+    in_batch = cards.c.card_id.in_(sa.bindparam("card_ids", expanding=True))
+    # The lock first, in its own statement: on PostgreSQL a statement that waited for a row
+    # lock sees the row as committed but the rest of the database as it was when it began,
+    # so the card's current event is read by the next statement, after the wait.
     lock_cards = (
+        sa.select(cards.c.card_id)
+        .where(in_batch)
+        .order_by(cards.c.card_id)  # one lock order for every writer: no deadlocks
+        .with_for_update()
+    )
+    read_cards = (
         sa.select(
             cards,
             current.c.dedup_key.label("current_dedup_key"),
@@ -105,9 +116,7 @@ def statements(dialect: str) -> IntakeStatements:
             tied.label("tied"),  # another event shares the current event's time
         )
         .outerjoin(current, current.c.id == cards.c.last_event_id)
-        .where(cards.c.card_id.in_(sa.bindparam("card_ids", expanding=True)))
-        .order_by(cards.c.card_id)  # one lock order for every writer: no deadlocks
-        .with_for_update(of=cards)
+        .where(in_batch)
     )
     known_keys = sa.select(events.c.dedup_key).where(
         events.c.dedup_key.in_(sa.bindparam("keys", expanding=True))
@@ -164,6 +173,7 @@ def statements(dialect: str) -> IntakeStatements:
     return IntakeStatements(
         ensure_cards=_insert_ignoring_conflict(cards, CARD_INSERT_COLUMNS, "card_id"),
         lock_cards=lock_cards,
+        read_cards=read_cards,
         known_keys=known_keys,
         insert_events=insert_events,
         update_cards=update_cards,

@@ -320,3 +320,12 @@ def test_any_cut_into_batches_records_what_one_request_at_a_time_records(
     assert [(len(r.new_event_ids), r.duplicates, r.enqueued, r.gap_card_ids) for r in batched] == [
         (len(r.new_event_ids), r.duplicates, r.enqueued, r.gap_card_ids) for r in alone
     ]
+
+
+def test_a_card_without_a_shipment_stores_sql_null(any_engine: Engine) -> None:
+    record(any_engine, produce("CARD_PROD_REQUESTED", 0))
+    with any_engine.connect() as conn:
+        missing = conn.execute(
+            sa.text("SELECT shipment IS NULL FROM cards WHERE card_id = :card"), {"card": CARD}
+        ).scalar_one()
+    assert missing  # not the JSON text 'null'
