@@ -8,6 +8,7 @@ docs/storage.md for what NORMAL would buy). PostgreSQL is reached through psycop
 from __future__ import annotations
 
 import sqlite3
+import threading
 from typing import Any
 
 import sqlalchemy as sa
@@ -76,7 +77,27 @@ def _configure_sqlite(engine: Engine, *, synchronous: str, busy_timeout_ms: int)
 
     # pysqlite's own transaction handling is off (isolation_level=None): emit BEGIN ourselves,
     # IMMEDIATE so that a writer takes the write lock up front instead of failing on upgrade.
+    # The writers of this engine also queue for a lock of ours first: SQLite's busy handler
+    # retries with sleeps of up to 100 ms, so a writer (the outbox worker) that meets another
+    # writer committing back to back (intake under load) could lose every race for seconds.
+    # A writer that cannot have it within the busy timeout goes on and lets SQLite decide.
+    gate = threading.Lock()
+    gate_timeout = busy_timeout_ms / 1000
+
     @event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
         mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        if mode == "IMMEDIATE" and gate.acquire(timeout=gate_timeout):
+            connection.info["d1bot_gate"] = True
+        try:
+            connection.exec_driver_sql(f"BEGIN {mode}")
+        except BaseException:
+            _release(connection)
+            raise
+
+    def _release(connection: sa.Connection) -> None:
+        if connection.info.pop("d1bot_gate", False):
+            gate.release()
+
+    event.listen(engine, "commit", _release)
+    event.listen(engine, "rollback", _release)
