@@ -18,7 +18,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import metrics
 from bot.delivery import worker as outbox
-from bot.runtime import BackgroundTask, Runtime, slack_client_from
+from bot.runtime import BackgroundTask, Runtime, nothing_to_start, slack_client_from
 from bot.scheduled import scheduler
 from bot.settings import Settings, load_settings
 from d1.client import D1Client
@@ -61,10 +61,9 @@ def wire_clients(runtime: Runtime) -> None:
         return
     runtime.d1_client = d1
 
-    async def _nothing() -> None:
-        return None
-
-    runtime.background.append(BackgroundTask(name="d1-client", start=_nothing, stop=d1.aclose))
+    runtime.background.append(
+        BackgroundTask(name="d1-client", start=nothing_to_start, stop=d1.aclose)
+    )
 
 
 def slack_session_task(client: AsyncWebClient) -> BackgroundTask:

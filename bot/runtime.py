@@ -58,6 +58,10 @@ def slack_client_from(settings: Settings) -> AsyncWebClient | None:
     )
 
 
+async def nothing_to_start() -> None:
+    """The start of a background task that only needs stopping (a client to close)."""
+
+
 @dataclass
 class BackgroundTask:
     """Something the server runs beside the HTTP routes (outbox worker, scheduler)."""

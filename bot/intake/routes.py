@@ -25,7 +25,7 @@ from bot.metrics import (
     NOTIFICATIONS_RECEIVED,
     NOTIFICATIONS_REJECTED,
 )
-from bot.runtime import BackgroundTask, Runtime
+from bot.runtime import BackgroundTask, Runtime, nothing_to_start
 from d1.notifications import (
     BearerVerifier,
     NotificationRejected,
@@ -69,12 +69,12 @@ def committer_for(runtime: Runtime) -> IntakeCommitter:
         extra_exception_statuses=s.extra_exception_statuses,
     )
 
-    async def start() -> None:
-        return None
-
     runtime.background.append(
         BackgroundTask(
-            name="intake", start=start, stop=committer.stop, is_healthy=committer.is_healthy
+            name="intake",
+            start=nothing_to_start,
+            stop=committer.stop,
+            is_healthy=committer.is_healthy,
         )
     )
     return committer
