@@ -7,7 +7,9 @@ Mechanics every call shares, so callers only see typed answers or a `d1.errors.D
 - the one retry policy for D1 calls (callers add none of their own), after D1's table: bounded
   exponential backoff with jitter on connection errors, timeouts and 502/503/504; never on 500
   or a 4xx ("Retry Possible: no"); a POST that is not idempotent (track, order) only when it was
-  never sent (the connection was not made), as D1 asks;
+  never sent (the connection was not made) or D1 answered 503 (not processed: "retry later");
+- D1's formats checked before sending (`d1.patterns`): a value D1 would refuse is refused here,
+  naming the field (`D1InvalidField`), since D1's 400s are final;
 - a fresh random `x-correlation-id` per call (kept across that call's retries; never derived
   from card data);
 - optional mTLS client certificate (D1 requires it in production);
@@ -33,8 +35,9 @@ import certifi
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from d1.answers import parse_production_status
 from d1.errors import (
-    D1BadRequest,
+    MSG_D1_FAILED,
     D1Error,
     D1NotConfigured,
     D1Unauthorized,
@@ -43,21 +46,20 @@ from d1.errors import (
     error_for_status,
 )
 from d1.models import (
-    CARD_ID_PATTERN,
     CardOperationResponse,
     CardOrderRequest,
     D1ErrorBody,
-    Operation,
     ProductionStatus,
     TokenResponse,
-    track_request_adapter,
 )
+from d1.patterns import check_card_id, normalise_track_request
 from d1.tokens import (
     DEFAULT_ASSERTION_LIFETIME_SECONDS,
     JWT_BEARER_GRANT,
     TokenCache,
     load_es256_private_key,
     mint_assertion,
+    token_answer,
 )
 
 log = logging.getLogger("d1bot.d1")
@@ -74,6 +76,9 @@ DEFAULT_BACKOFF_MAX_SECONDS = 4.0
 DEFAULT_TOKEN_MARGIN_SECONDS = 60
 # D1's table: 503 (and the gateways' 502/504) may be retried; 500 and every 4xx may not.
 RETRY_STATUSES = frozenset({502, 503, 504})
+# What a non-idempotent POST may be retried on: D1 says 503 means "not processed, retry later";
+# a gateway's 502/504 may hide a request D1 did process.
+POST_RETRY_STATUSES = frozenset({503})
 # Failures that leave a request unsent: the only ones a non-idempotent POST is retried after.
 NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
@@ -166,18 +171,13 @@ class D1Client:
     # ------------------------------------------------------------------ the calls
 
     def _card_url(self, card_id: str, tail: str) -> str:
-        if not CARD_ID_PATTERN.match(card_id):
-            # Refused before any I/O: the id goes into a URL path and into D1's logs.
-            raise D1BadRequest(
-                error_code="FIELD_INVALID_FORMAT",
-                detail="cardId is not in D1's identifier format (checked before calling D1)",
-                user_message="That does not look like a D1 card id.",
-            )
+        # Refused before any I/O (D1InvalidField): the id goes into a URL path and D1's logs.
+        card_id = check_card_id(card_id)
         return f"{self.api_url}/issuers/{self.issuer_id}/physicalCards/{card_id}/{tail}"
 
     async def production_status(self, card_id: str) -> ProductionStatus:
         """`GET .../productionStatus`. Accepts D1's documented body and, as some guide pages
-        describe, a notification-operation shaped one."""
+        describe, a notification operation, bare or as `{"operations": [op]}`."""
         response = await self._call(
             ENDPOINT_STATUS, "GET", self._card_url(card_id, "productionStatus")
         )
@@ -194,24 +194,21 @@ class D1Client:
 
     async def track(self, card_id: str, request: BaseModel | Mapping[str, Any]) -> None:
         """`POST .../track` (tracking hub). Results arrive as STANDALONE_TRACKING notifications."""
-        if isinstance(request, BaseModel):
-            model = request
-        else:
-            model = track_request_adapter.validate_python(dict(request))
-        body = model.model_dump(mode="json", by_alias=True, exclude_none=True)
-        await self._call(ENDPOINT_TRACK, "POST", self._card_url(card_id, "track"), json=body)
+        url = self._card_url(card_id, "track")
+        given = request.model_dump(by_alias=True) if isinstance(request, BaseModel) else request
+        body = normalise_track_request(given)  # D1's formats, or D1InvalidField naming the field
+        await self._call(ENDPOINT_TRACK, "POST", url, json=body)
 
     async def order_card(
         self, card_id: str, request: CardOrderRequest | Mapping[str, Any]
     ) -> CardOperationResponse:
         """`POST .../operations:production`: order a physical card (202 `{operationId}`)."""
+        url = self._card_url(card_id, "operations:production")
         if isinstance(request, CardOrderRequest):
             body: Any = request.to_wire()
         else:
             body = dict(request)
-        response = await self._call(
-            ENDPOINT_ORDER, "POST", self._card_url(card_id, "operations:production"), json=body
-        )
+        response = await self._call(ENDPOINT_ORDER, "POST", url, json=body)
         try:
             return CardOperationResponse.model_validate(_json(response, ENDPOINT_ORDER))
         except ValidationError:
@@ -238,10 +235,10 @@ class D1Client:
             data={"grant_type": JWT_BEARER_GRANT, "assertion": assertion},
         )
         try:
-            return TokenResponse.model_validate(_json(response, ENDPOINT_TOKEN))
-        except ValidationError:
+            return token_answer(_json(response, ENDPOINT_TOKEN))
+        except ValueError as exc:
             raise D1UnexpectedResponse(
-                status=response.status_code, endpoint=ENDPOINT_TOKEN, detail="no access_token"
+                status=response.status_code, endpoint=ENDPOINT_TOKEN, detail=str(exc)
             ) from None
 
     # ------------------------------------------------------------------ transport
@@ -282,7 +279,7 @@ class D1Client:
         token: str | None = None,
     ) -> httpx.Response:
         """Send, retrying as D1's table allows: an idempotent request after connection errors,
-        timeouts and 502/503/504; any other only when it never left."""
+        timeouts and 502/503/504; any other only when it never left, or on 503."""
         headers = {"x-correlation-id": correlation_id}
         if token is not None:
             headers["authorization"] = f"Bearer {token}"
@@ -306,11 +303,8 @@ class D1Client:
                         correlation_id=correlation_id,
                         detail=f"{type(exc).__name__} after {attempt + 1} attempts",
                     ) from None
-                if (
-                    idempotent
-                    and response.status_code in RETRY_STATUSES
-                    and attempt < self.max_retries
-                ):
+                retry_on = RETRY_STATUSES if idempotent else POST_RETRY_STATUSES
+                if response.status_code in retry_on and attempt < self.max_retries:
                     attempt += 1
                     await self._backoff(attempt)
                     continue
@@ -359,6 +353,8 @@ def _error_from(response: httpx.Response, endpoint: str, correlation_id: str) ->
         correlation_id=correlation_id,
         detail=detail,
         endpoint=endpoint,
+        # 500 is final in D1's table: "try again in a minute" would be the wrong advice.
+        user_message=MSG_D1_FAILED if response.status_code == 500 else None,
     )
 
 
@@ -370,25 +366,6 @@ def _outcome_label(error: D1Error) -> str:
         "D1NotFound": "not_found",
         "D1Unavailable": "unavailable",
     }.get(type(error).__name__, "error")
-
-
-def parse_production_status(body: Any) -> ProductionStatus:
-    """The productionStatus answer, from D1's documented shape or a notification operation."""
-    if isinstance(body, Mapping) and "operation" in body and "details" in body:
-        op = Operation.model_validate(body)
-        details = op.details
-        if details.status is None:
-            raise ValueError("operation-shaped answer without details.status")
-        return ProductionStatus(
-            status=details.status,
-            reason=details.reason,
-            due_date=details.due_date,
-            production_site=details.production_site,
-            shipment=details.shipment,
-            input_file_name=details.input_file_name or op.input_file_name,
-            issuer_request_id=details.issuer_request_id or op.issuer_request_id,
-        )
-    return ProductionStatus.model_validate(body)
 
 
 __all__ = ["D1Client", "build_ssl_context", "parse_production_status"]

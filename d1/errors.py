@@ -3,10 +3,12 @@
     D1Error                      anything the D1 client raises
     ├── D1NotConfigured          issuer id, key id or private key missing (no call was made)
     ├── D1BadRequest      400    FIELD_INVALID_FORMAT, FIELD_INVALID_VALUE, PARSING_ERROR, ...
+    │   └── D1InvalidField       a value refused before sending (not in D1's format; no call made)
     ├── D1Unauthorized    401    AUTHORIZER_UNAUTHORIZED after one token refresh; bad assertion
     ├── D1Forbidden       403    AUTHORIZER_FORBIDDEN, OPERATION_NOT_ALLOWED
     ├── D1NotFound        404    unknown issuer or card
-    ├── D1Unavailable     5xx, 429, timeouts, connection errors (after the bounded retries)
+    ├── D1Unavailable     5xx, 429, timeouts, connection errors (after the bounded retries);
+    │                            500 INTERNAL_ERROR is final and says so
     └── D1UnexpectedResponse     any other status, or a 2xx body the client cannot read
 
 Every error carries D1's `error_code` (when D1 sent one), the HTTP `status` (None when no
@@ -25,6 +27,10 @@ MSG_UNAUTHORIZED = "The bot could not sign in to D1; an administrator needs to c
 MSG_FORBIDDEN = "This card product does not allow that."
 MSG_NOT_FOUND = "Card not found in D1."
 MSG_UNAVAILABLE = "D1 is not answering right now; try again in a minute."
+MSG_D1_FAILED = (
+    "D1 could not process that request (an error on D1's side); "
+    "if it happens again, tell an administrator."
+)
 MSG_UNEXPECTED = "D1 gave an answer the bot could not read; try again later."
 MSG_NOT_CONFIGURED = "D1 is not configured for this bot yet."
 
@@ -82,6 +88,20 @@ class D1BadRequest(D1Error):
     default_message = MSG_BAD_REQUEST
 
 
+class D1InvalidField(D1BadRequest, ValueError):
+    """A value we were about to send is not in D1's format and cannot be fixed: refused before
+    any call. `field` is D1's name for it; `rule` says what D1 accepts (safe to show)."""
+
+    def __init__(self, field: str, rule: str, *, problem: str = "is not valid") -> None:
+        self.field = field
+        self.rule = rule
+        super().__init__(
+            error_code="FIELD_INVALID_FORMAT",
+            detail=f"{field} {problem} (checked before calling D1)",
+            user_message=f"`{field}` {problem}: D1 needs {rule}.",
+        )
+
+
 class D1Unauthorized(D1Error):
     default_message = MSG_UNAUTHORIZED
 
@@ -118,9 +138,11 @@ def error_for_status(status: int) -> type[D1Error]:
 
 
 __all__ = [
+    "MSG_D1_FAILED",
     "D1BadRequest",
     "D1Error",
     "D1Forbidden",
+    "D1InvalidField",
     "D1NotConfigured",
     "D1NotFound",
     "D1Unauthorized",

@@ -9,10 +9,12 @@ token and makes concurrent callers share one refresh.
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -77,6 +79,34 @@ def mint_assertion(
     return jwt.encode(claims, private_key, algorithm="ES256", headers={"kid": key_id})
 
 
+DEFAULT_TOKEN_LIFETIME_SECONDS = 900  # D1's tokens live 15 minutes
+
+
+def token_answer(body: Any) -> TokenResponse:
+    """D1's token answer, read leniently: `expires_in` may come as an integer, a fraction
+    (`899.5`) or a string (`"900"`); it is rounded down to whole seconds (a token is never
+    kept longer than D1 said). Fields we do not use (`expires_at`, `scope`, ...) are not
+    interpreted. ValueError when there is no usable token or lifetime."""
+    if not isinstance(body, Mapping):
+        raise ValueError("token answer is not a JSON object")
+    token = body.get("access_token")
+    if not isinstance(token, str) or not token:
+        raise ValueError("no access_token")
+    raw = body.get("expires_in", DEFAULT_TOKEN_LIFETIME_SECONDS)
+    try:
+        seconds = float(raw.strip() if isinstance(raw, str) else raw)
+    except (TypeError, ValueError):
+        raise ValueError("expires_in is not a number") from None
+    if isinstance(raw, bool) or not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError("expires_in is not a positive number")
+    token_type = body.get("token_type")
+    return TokenResponse(
+        access_token=token,
+        token_type=token_type if isinstance(token_type, str) else "Bearer",
+        expires_in=max(1, math.floor(seconds)),
+    )
+
+
 @dataclass
 class _CachedToken:
     value: str
@@ -128,4 +158,5 @@ __all__ = [
     "generate_es256_keypair",
     "load_es256_private_key",
     "mint_assertion",
+    "token_answer",
 ]

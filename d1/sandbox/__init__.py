@@ -22,6 +22,8 @@ Contract (other modules and tests code against these names):
     sandbox.faults.delay_next("productionStatus", seconds=5, count=1)
     sandbox.faults.drop_next_notifications(count)  # lost, never delivered, still in state
     sandbox.delivered               # every delivery attempt: (operations, http_status)
+    sandbox.refused                 # deliveries refused with a 4xx: lost, never retried
+    sandbox.violations              # strict mode: requests that did not conform to d1/spec
     sandbox.requests                # API requests received: RequestRecord(path, method, ...)
     sandbox.token_requests          # count of successful token grants
     sandbox.emitted                 # every operation emitted, in order (including dropped ones)
@@ -32,6 +34,14 @@ Scenarios (`d1.sandbox.scenarios.SCENARIOS`): happy, data_exception, onhold, shi
 failed_attempt, return, prod_exception, canceled, external (tracking hub only). A card ordered
 over HTTP picks its scenario from its id prefix (`onhold-1`) or `SandboxConfig.default_scenario`.
 A first `advance` of a seeded card is its order (CARD_PROD_REQUESTED).
+
+It does not flatter its client. By default deliveries carry duplicates (`duplicate_rate`) in
+shuffled order, as single-operation bodies and `{"operations": [...]}` bodies alike
+(`body_shape`); a 4xx answer is final (recorded in `refused`, logged, counted as lost); only
+statuses of D1's enum appear in `productionStatus`; orders and tracking requests D1 would refuse
+are refused with D1's error codes (`d1.sandbox.checks`); and `strict=True` (`--strict`) checks
+every request against the spec files (`d1.sandbox.strict`). Tests that need calm traffic say
+so: `duplicate_rate=0, shuffle=False, body_shape="bulk"`.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 Paths mirror D1's: the banking API under `/banking/v1`, the token API under `/authz/v1`, so a bot
 points `D1_API_URL` at `{base}/banking/v1` and `D1_AUTH_URL` at `{base}/authz/v1`. Errors are
 D1's `{"errorCode", "error"}` bodies. A few `/sandbox/...` routes help people drive it by hand.
+
+In strict mode (`SandboxConfig.strict`, `d1bot sandbox --strict`) every request is first checked
+against D1's spec files (`d1.sandbox.strict`); a mismatch is logged as an error, kept in
+`violations` and answered 400 `{"errorCode": "FIELD_INVALID_FORMAT", "error": "strict: ..."}`.
 """
 
 from __future__ import annotations
@@ -10,20 +14,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import parse_qs
 
-from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from d1.models import CARD_ID_PATTERN, CardOrderRequest, track_request_adapter
+from d1.models import CardOrderRequest, track_request_adapter
+from d1.patterns import CARD_ID
 from d1.sandbox.base import OrderRefused, RequestRecord, SandboxConfig, UnknownCard
+from d1.sandbox.checks import order_refusal, track_refusal
 from d1.sandbox.delivery import Notifier
 from d1.sandbox.faults import Faults
 from d1.sandbox.keys import AssertionRejected, verify_assertion
@@ -31,23 +37,13 @@ from d1.sandbox.lifecycle import CardState
 from d1.tokens import JWT_BEARER_GRANT
 
 CARD_BASE = "/banking/v1/issuers/{issuer_id}/physicalCards/{card_id}"
-_VALUE_ERRORS = frozenset({"literal_error", "enum", "union_tag_invalid"})
+log = logging.getLogger("d1.sandbox")
+# Told of each request (method, path, lower-cased headers, raw body): its problems, if any.
+RequestCheck = Callable[[str, str, dict[str, str], bytes], list[str]]
 
 
 def d1_error(status: int, error_code: str, error: str) -> JSONResponse:
     return JSONResponse({"errorCode": error_code, "error": error}, status_code=status)
-
-
-def first_bad_field(exc: ValidationError) -> tuple[str, str]:
-    """(errorCode, wire field path) for the first error, the way D1 names the bad field."""
-    first = exc.errors()[0]
-    loc = [str(p) for p in first["loc"] if not (isinstance(p, str) and p.isupper())]
-    if first["type"] in ("union_tag_not_found", "union_tag_invalid"):
-        # The discriminator names the field: "'tracking_type' | 'trackingType'" -> trackingType.
-        names = str(first.get("ctx", {}).get("discriminator", "")).replace("'", "").split(" | ")
-        loc.append(names[-1] or "body")
-    code = "FIELD_INVALID_VALUE" if first["type"] in _VALUE_ERRORS else "FIELD_INVALID_FORMAT"
-    return code, ".".join(loc) or "body"
 
 
 class SandboxLike(Protocol):
@@ -57,6 +53,7 @@ class SandboxLike(Protocol):
     config: SandboxConfig
     faults: Faults
     requests: list[RequestRecord]
+    violations: list[str]
     public_keys: dict[str, str]
     notifier: Notifier
 
@@ -76,8 +73,9 @@ class SandboxLike(Protocol):
 class _Api:
     """Route handlers bound to one sandbox."""
 
-    def __init__(self, sandbox: SandboxLike) -> None:
+    def __init__(self, sandbox: SandboxLike, check: RequestCheck | None) -> None:
         self.sb = sandbox
+        self.check = check
 
     async def _record(self, request: Request) -> Any:
         raw = await request.body()
@@ -90,6 +88,19 @@ class _Api:
         headers = {k.lower(): v for k, v in request.headers.items()}
         self.sb.requests.append(RequestRecord(request.url.path, request.method, headers, body))
         return body
+
+    async def _strict(self, request: Request) -> Response | None:
+        """Strict mode: the request against D1's spec files; a mismatch is refused loudly."""
+        if self.check is None:
+            return None
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        problems = self.check(request.method, request.url.path, headers, await request.body())
+        if not problems:
+            return None
+        violation = f"{request.method} {request.url.path}: " + "; ".join(problems)
+        self.sb.violations.append(violation)
+        log.error("STRICT: a request does not conform to D1's spec files: %s", violation)
+        return d1_error(400, "FIELD_INVALID_FORMAT", f"strict: {violation}")
 
     async def _fault(self, endpoint: str) -> Response | None:
         delay = self.sb.faults.take_delay(endpoint)
@@ -108,19 +119,20 @@ class _Api:
             return d1_error(401, "AUTHORIZER_UNAUTHORIZED", "missing, unknown or expired token")
         if issuer != request.path_params["issuer_id"]:
             return d1_error(403, "AUTHORIZER_FORBIDDEN", "token issued to another issuer")
-        if not CARD_ID_PATTERN.match(request.path_params["card_id"]):
+        if not CARD_ID.fullmatch(request.path_params["card_id"]):
             return d1_error(400, "FIELD_INVALID_FORMAT", "cardId")
         return None
 
     async def _guard(self, request: Request, endpoint: str) -> tuple[Any, Response | None]:
         body = await self._record(request)
-        return body, (await self._fault(endpoint)) or self._authorise(request)
+        refused = (await self._strict(request)) or (await self._fault(endpoint))
+        return body, refused or self._authorise(request)
 
     # ------------------------------------------------------------------ endpoints
 
     async def token(self, request: Request) -> Response:
         await self._record(request)
-        failure = await self._fault("token")
+        failure = (await self._strict(request)) or (await self._fault("token"))
         if failure is not None:
             return failure
         # Form-encoded (RFC 6749); parsed here to need no multipart library.
@@ -142,8 +154,14 @@ class _Api:
         except AssertionRejected as exc:
             return d1_error(exc.status, exc.error_code, exc.error)
         token, ttl = self.sb.issue_token(str(claims["iss"]))
+        expires_in = self.sb.config.token_expires_in
         return JSONResponse(
-            {"access_token": token, "token_type": "Bearer", "expires_in": ttl, "scope": "banking"},
+            {
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": ttl if expires_in is None else expires_in,
+                "scope": "banking",
+            },
             headers={"cache-control": "no-store"},
         )
 
@@ -153,8 +171,11 @@ class _Api:
             return refused
         card_id = request.path_params["card_id"]
         try:
-            if self.sb.config.status_shape == "operation":
+            shape = self.sb.config.status_shape
+            if shape == "operation":
                 return JSONResponse(self.sb.operation_status_of(card_id))
+            if shape == "envelope":
+                return JSONResponse({"operations": [self.sb.operation_status_of(card_id)]})
             return JSONResponse(self.sb.status_of(card_id))
         except UnknownCard:
             return d1_error(404, "CARD_NOT_FOUND", "unknown cardId")
@@ -163,12 +184,10 @@ class _Api:
         body, refused = await self._guard(request, "track")
         if refused is not None:
             return refused
-        if not isinstance(body, dict):
-            return d1_error(400, "PARSING_ERROR", "body is not a JSON object")
-        try:
-            model = track_request_adapter.validate_python(body)
-        except ValidationError as exc:
-            return d1_error(400, *first_bad_field(exc))
+        refusal = track_refusal(body)
+        if refusal is not None:
+            return d1_error(*refusal)
+        model = track_request_adapter.validate_python(body)
         emitted = self.sb.track(request.path_params["card_id"], model)
         return JSONResponse({"operationId": emitted[0]["operationId"]}, status_code=202)
 
@@ -176,12 +195,10 @@ class _Api:
         body, refused = await self._guard(request, "order")
         if refused is not None:
             return refused
-        if not isinstance(body, dict):
-            return d1_error(400, "PARSING_ERROR", "body is not a JSON object")
-        try:
-            model = CardOrderRequest.model_validate(body)
-        except ValidationError as exc:
-            return d1_error(400, *first_bad_field(exc))
+        refusal = order_refusal(body)
+        if refusal is not None:
+            return d1_error(*refusal)
+        model = CardOrderRequest.model_validate(body)
         try:
             operation_id = await self.sb.order(request.path_params["card_id"], model)
         except OrderRefused:
@@ -198,7 +215,16 @@ class _Api:
             {"cardId": c.card_id, "scenario": c.scenario, "status": c.status, "canMove": c.can_move}
             for c in self.sb.cards.values()
         ]
-        return JSONResponse({"cards": cards, "pendingNotifications": self.sb.notifier.pending})
+        notifier = self.sb.notifier
+        return JSONResponse(
+            {
+                "cards": cards,
+                "pendingNotifications": notifier.pending,
+                # refused with a 4xx (D1 does not retry them) or given up on: lost
+                "lostNotifications": notifier.lost,
+                "strictViolations": len(self.sb.violations),
+            }
+        )
 
     async def advance_card(self, request: Request) -> Response:
         card_id = request.path_params["card_id"]
@@ -210,7 +236,12 @@ class _Api:
 
 
 def build_app(sandbox: SandboxLike) -> Starlette:
-    api = _Api(sandbox)
+    check: RequestCheck | None = None
+    if sandbox.config.strict:
+        from d1.sandbox.strict import request_problems  # needs jsonschema and regex
+
+        check = request_problems
+    api = _Api(sandbox, check)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -229,4 +260,4 @@ def build_app(sandbox: SandboxLike) -> Starlette:
     return Starlette(routes=routes, lifespan=lifespan)
 
 
-__all__ = ["SandboxLike", "build_app", "d1_error", "first_bad_field"]
+__all__ = ["SandboxLike", "build_app", "d1_error"]

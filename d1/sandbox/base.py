@@ -34,13 +34,18 @@ class SandboxConfig:
     callback_static_token: str | None = None
     callback_token_url: str | None = None  # default: /oauth2/token at the callback's origin
     seed: int = 1
-    duplicate_rate: float = 0.0
-    shuffle: bool = False
+    # D1 delivers at least once and out of order: by default the sandbox does too.
+    duplicate_rate: float = 0.1
+    shuffle: bool = True
     batch_size: int = 10
+    body_shape: str = "mixed"  # "bulk" {"operations": [...]}, "single" (one bare op), "mixed"
     auto_advance_seconds: float | None = None  # None: cards move only when told
     default_scenario: str = DEFAULT_SCENARIO  # for cards first seen through the HTTP API
     token_ttl_seconds: int = 900
-    status_shape: str = "productionStatus"  # or "operation": answer like a notification
+    token_expires_in: Any = None  # what the token answer says (None: token_ttl_seconds)
+    # "operation": answer like a notification operation; "envelope": {"operations": [op]}
+    status_shape: str = "productionStatus"
+    strict: bool = False  # check every request against D1's spec files; refuse a mismatch
     delivery_max_attempts: int = 50
     delivery_backoff_seconds: float = 0.05
     delivery_backoff_max_seconds: float = 2.0

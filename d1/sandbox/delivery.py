@@ -1,6 +1,7 @@
-"""Notification delivery the way D1 does it: bulk POSTs to the issuer's callback, at least once.
+"""Notification delivery the way D1 does it: POSTs to the issuer's callback, at least once.
 
-- Body `{"operations": [...]}` with up to `batch_size` operations.
+- Body `{"operations": [...]}` with up to `batch_size` operations, or one bare operation (the
+  shape of the tracking-hub examples); `body_shape="mixed"` (the default) sends both.
 - Authentication: a static Bearer, or a Bearer first fetched from the callback side's
   `/oauth2/token` with Basic client credentials (`grant_type=client_credentials`), cached until
   shortly before `expires_in` and fetched again once after a 401.
@@ -8,6 +9,9 @@
   queue is shuffled before each batch (out-of-order arrival). A non-2xx answer or a connection
   error is retried with capped exponential backoff; a batch interrupted mid-flight goes back to
   the head of the queue. All randomness comes from one generator seeded by the config's seed.
+- A 4xx is final, as D1's tables say of every 4xx: the operations are lost. The sandbox does not
+  retry them; it records the loss (`refused`, the `/sandbox/cards` status) and logs it. A 401
+  first fetches a new token once (client credentials).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,6 +34,15 @@ from d1.sandbox.faults import Faults
 log = logging.getLogger("d1.sandbox.delivery")
 
 Operation = dict[str, Any]
+
+
+@dataclass
+class Refusal:
+    """Operations the callback refused with a 4xx: lost, as they would be with D1."""
+
+    operations: list[Operation]
+    status: int
+    answer: Any  # the callback's body (JSON when it was), for the record
 
 
 def token_url_for(callback_url: str) -> str:
@@ -47,6 +61,7 @@ class Notifier:
         self.queue: list[Operation] = []
         self.dropped: list[Operation] = []
         self.undeliverable: list[Operation] = []
+        self.refused: list[Refusal] = []
         self.delivered: list[tuple[list[Operation], int]] = []
         self.token_fetches = 0
         self._token: tuple[str, float] | None = None
@@ -75,6 +90,11 @@ class Notifier:
     def pending(self) -> int:
         return len(self.queue)
 
+    @property
+    def lost(self) -> int:
+        """Operations refused with a 4xx (never retried) or given up on after the attempts."""
+        return sum(len(r.operations) for r in self.refused) + len(self.undeliverable)
+
     # ------------------------------------------------------------------ delivering
 
     async def run_forever(self) -> None:
@@ -91,28 +111,39 @@ class Notifier:
         """Deliver until the queue is empty (or there is no callback configured)."""
         async with self._lock, httpx.AsyncClient(timeout=10.0) as http:
             while self.queue and self._config_of().callback_url:
-                batch = self._take_batch()
+                batch, single = self._take_batch()
                 try:
-                    delivered = await self._send(http, batch)
+                    delivered = await self._send(http, batch, single=single)
                 except BaseException:
                     self.queue[0:0] = batch  # interrupted: nothing is lost
                     raise
                 if not delivered:
                     self.undeliverable.extend(batch)
 
-    def _take_batch(self) -> list[Operation]:
+    def _take_batch(self) -> tuple[list[Operation], bool]:
+        """The next request's operations, and whether they go as one bare operation."""
         config = self._config_of()
         if config.shuffle and len(self.queue) > 1:
             self._rng.shuffle(self.queue)
-        size = max(1, config.batch_size)
+        single = self._single()
+        size = 1 if single else max(1, config.batch_size)
         batch, self.queue[:] = self.queue[:size], self.queue[size:]
-        return batch
+        return batch, single
 
-    async def _send(self, http: httpx.AsyncClient, batch: list[Operation]) -> bool:
+    def _single(self) -> bool:
+        """Whether the next request carries one bare operation rather than an envelope."""
+        shape = self._config_of().body_shape
+        if shape == "mixed":
+            return self._rng.random() < 0.5
+        return shape == "single"
+
+    async def _send(self, http: httpx.AsyncClient, batch: list[Operation], *, single: bool) -> bool:
         config = self._config_of()
-        body = {"operations": batch}
+        body: Any = batch[0] if single else {"operations": batch}
+        fresh_token_tried = False
         for attempt in range(1, config.delivery_max_attempts + 1):
             status = 0
+            response: httpx.Response | None = None
             failure = self._faults.take_failure("callback")
             delay = self._faults.take_delay("callback")
             if delay:
@@ -126,13 +157,17 @@ class Notifier:
                         config.callback_url or "", json=body, headers=headers
                     )
                     status = response.status_code
-                    if status == 401:
-                        self._token = None
                 except httpx.HTTPError as exc:
                     log.info("callback delivery attempt %d failed: %s", attempt, type(exc).__name__)
             self.delivered.append(([copy.deepcopy(op) for op in batch], status))
             if 200 <= status < 300:
                 return True
+            if status == 401 and self._token is not None and not fresh_token_tried:
+                self._token, fresh_token_tried = None, True  # one new token, then send again
+                continue
+            if 400 <= status < 500:
+                self._record_refusal(batch, status, response)
+                return True  # final: not retried, and not counted as undeliverable
             if attempt < config.delivery_max_attempts:
                 ceiling = min(
                     config.delivery_backoff_max_seconds,
@@ -141,6 +176,26 @@ class Notifier:
                 await asyncio.sleep(ceiling / 2 + self._rng.uniform(0, ceiling / 2))
         log.warning("gave up delivering %d operations", len(batch))
         return False
+
+    def _record_refusal(
+        self, batch: list[Operation], status: int, response: httpx.Response | None
+    ) -> None:
+        answer: Any = None
+        if response is not None:
+            try:
+                answer = response.json()
+            except ValueError:
+                answer = response.text[:500]
+        self.refused.append(Refusal([copy.deepcopy(op) for op in batch], status, answer))
+        ids = ", ".join(sorted({str(op.get("operationId")) for op in batch}))
+        log.warning(
+            "callback refused %d operation(s) with %d: LOST, D1 does not retry a 4xx "
+            "(operations %s; answer %s)",
+            len(batch),
+            status,
+            ids,
+            answer,
+        )
 
     async def _auth_headers(self, http: httpx.AsyncClient) -> dict[str, str]:
         config = self._config_of()

@@ -195,8 +195,10 @@ def start_tracking(card: CardState, request: dict[str, Any], now: datetime) -> l
 
 def status_body(card: CardState) -> dict[str, Any] | None:
     """The productionStatus answer for the card (None: D1 has no status for it yet). Its
-    `status` is the production status; a card produced outside D1 reports its tracking status."""
-    status = card.status or card.tracking_status
+    `status` is the production status, always a value of D1's enum: a card produced outside
+    D1 and only tracked reports CARD_SHIPPED (the tracking hub's CARD_RETURNED is not in
+    productionStatus's enum; the shipment block says what became of it)."""
+    status = card.status or ("CARD_SHIPPED" if card.tracking_status else None)
     if status is None:
         return None
     body: dict[str, Any] = {"status": status}
@@ -241,10 +243,6 @@ def _tick(card: CardState, now: datetime) -> datetime:
 
 def _emit(card: CardState, run: Run, step: Step, when: datetime) -> dict[str, Any]:
     """Apply `step` to the card and build the notification operation it produces."""
-    if step.return_tracking:
-        ret = Run(card.new_id("op"), "STANDALONE_TRACKING", [], "RETURN")
-        card.runs.append(ret)
-        return _emit(card, ret, Step("CARD_RETURNED", "SUCCESSFUL"), when)
     if run.start_time is None:
         run.start_time = when
     if step.op_status in ("SUCCESSFUL", "FAILED") and run.end_time is None:

@@ -85,7 +85,6 @@ class Step:
     message: str | None = None  # shipment message (PICK: chosen by the seed)
     reason: str | None = None  # details.reason for exceptions and holds
     error_code: str | None = None  # operation errorCode for FAILED steps
-    return_tracking: bool = False  # emit a STANDALONE_TRACKING RETURN (CARD_RETURNED) instead
 
 
 REQUESTED = Step("CARD_PROD_REQUESTED")
@@ -149,7 +148,8 @@ SCENARIOS: dict[str, tuple[Step, ...]] = {
         OUT,
         DELIVERED,
     ),
-    # Undeliverable: back to the sender, then the tracking hub reports CARD_RETURNED.
+    # Undeliverable: back to the sender. D1 reports CARD_RETURNED only when the issuer asks
+    # the tracking hub (`track` RETURN): no scenario sends what nobody requested.
     "return": (
         *PRODUCTION,
         INFO,
@@ -157,7 +157,6 @@ SCENARIOS: dict[str, tuple[Step, ...]] = {
         OUT,
         Step("CARD_SHIPPED", "SUCCESSFUL", shipment="EXCEPTION", message="Returning to sender"),
         Step("CARD_SHIPPED", "SUCCESSFUL", shipment="EXCEPTION", message="Returned to sender"),
-        Step("CARD_RETURNED", "SUCCESSFUL", return_tracking=True),
     ),
     # Production itself fails (instant issuance style).
     "prod_exception": (

@@ -22,7 +22,7 @@ from d1.models import Address, CardOrderRequest, track_request_adapter
 from d1.sandbox import lifecycle
 from d1.sandbox.app import build_app
 from d1.sandbox.base import OrderRefused, RequestRecord, SandboxConfig, UnknownCard
-from d1.sandbox.delivery import Notifier
+from d1.sandbox.delivery import Notifier, Refusal
 from d1.sandbox.faults import Faults
 from d1.sandbox.keys import generate_es256_keypair
 from d1.sandbox.lifecycle import CardState
@@ -54,6 +54,7 @@ class Sandbox:
         self.faults = Faults()
         self.cards: dict[str, CardState] = {}
         self.requests: list[RequestRecord] = []
+        self.violations: list[str] = []  # strict mode: requests that do not conform to D1's spec
         self.token_requests = 0
         self.emitted: list[dict[str, Any]] = []
         self._tokens: dict[str, tuple[str, datetime]] = {}  # access token -> (issuer, expiry)
@@ -76,6 +77,11 @@ class Sandbox:
     def delivered(self) -> list[tuple[list[dict[str, Any]], int]]:
         """Every delivery attempt: (operations, HTTP status; 0 when no answer came)."""
         return self.notifier.delivered
+
+    @property
+    def refused(self) -> list[Refusal]:
+        """Deliveries the callback refused with a 4xx: lost (D1 does not retry them)."""
+        return self.notifier.refused
 
     def now(self) -> datetime:
         return self.config.clock()

@@ -27,6 +27,8 @@ from tests.d1_fixtures import (
 from tests.servers import free_port, serve_asgi, wait_for
 
 NOW = datetime.now(timezone.utc)
+# Calm traffic, for tests about something else than duplicates, order and body shapes.
+CALM = {"duplicate_rate": 0.0, "shuffle": False, "body_shape": "bulk"}
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -167,7 +169,8 @@ def test_scenarios_follow_d1_lifecycles() -> None:
     assert journeys["shipment_exception"][-1] == ("CARD_SHIPPED", "EXCEPTION")
     failed = [ship for _, ship in journeys["failed_attempt"]]
     assert failed.index("FAILED_ATTEMPT") < failed.index("DELIVERED")
-    assert journeys["return"][-1] == ("CARD_RETURNED", None)
+    assert journeys["return"][-1] == ("CARD_SHIPPED", "EXCEPTION")  # no RETURN unasked
+    assert all(op["operation"] == "PRODUCE" for op in sb.emitted)
     message = sb.status_of("card-shipment-exception")["shipment"]["message"]
     assert message in SCENARIO_EXCEPTION_MESSAGES
     # The PRODUCE operation keeps one operationId through production and shipping.
@@ -228,6 +231,7 @@ async def test_order_then_watch_card_shipped_through_notifications() -> None:
             callback_client_id="d1",
             callback_client_secret="s3cret",
             auto_advance_seconds=0.02,
+            **CALM,
         ) as (sb, url),
     ):
         async with make_client(url, sb) as client:
@@ -257,7 +261,9 @@ async def test_delivery_retries_non_2xx_and_static_token() -> None:
     async with serve_asgi(receiver.app()) as callback_base:
         sb = Sandbox(
             sandbox_config(
-                callback_url=callback_base + receiver.path_for(), callback_static_token="tok"
+                callback_url=callback_base + receiver.path_for(),
+                callback_static_token="tok",
+                **CALM,
             )
         )
         sb.create_card("card-1")
@@ -282,6 +288,7 @@ async def test_batches_duplicates_and_shuffle_are_deterministic_under_seed() -> 
                     duplicate_rate=0.4,
                     shuffle=True,
                     batch_size=3,
+                    body_shape="bulk",
                 )
             )
             for i in range(3):
@@ -310,6 +317,7 @@ async def test_dropped_notifications_change_state_but_never_arrive() -> None:
                 callback_url=callback_base + receiver.path_for(),
                 callback_client_id="d1",
                 callback_client_secret="s3cret",
+                **CALM,
             )
         )
         sb.create_card("card-1")
@@ -328,7 +336,7 @@ async def test_dropped_notifications_change_state_but_never_arrive() -> None:
 
 async def test_callback_set_after_start_gets_what_was_queued() -> None:
     receiver = CallbackReceiver(client_id=None, client_secret=None, static_token="t")
-    async with running_sandbox() as (sb, _url):
+    async with running_sandbox(**CALM) as (sb, _url):
         sb.create_card("card-1")
         sb.advance("card-1")
         async with serve_asgi(receiver.app()) as callback_base:
