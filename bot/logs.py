@@ -3,8 +3,14 @@ a redaction filter on every handler so that card numbers and credentials never r
 
 Redaction happens on the record itself (message, arguments, extra fields, exception and stack
 text), before any formatter sees it: whatever a library or a feature module logs, the line that
-is written holds masked PANs (last four digits only) and `[REDACTED]` in place of Slack tokens,
-Bearer/Basic credentials, JWTs, URL passwords and PEM private keys.
+is written holds masked PANs (last four digits only, `d1.carddata`'s one detector) and
+`[REDACTED]` in place of Slack tokens, response URLs, Bearer/Basic credentials, JWTs, URL
+passwords and PEM private keys.
+
+Slack's libraries (Bolt and slack_sdk) log whole request and answer bodies: the unverified body
+of a request whose signature failed, webhook payloads with a cardholder's name and address at
+DEBUG. Their records keep what happened (the method, the URL, the status) and lose every
+payload, at every level: nothing after the first `body:`, `params:`, `json:`, `{` ... is kept.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import re
 import sys
 import traceback
@@ -45,6 +52,15 @@ _SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)\b(basic)(\s+|%20)[A-Za-z0-9+/=]{6,}"), r"\1\2" + REDACTED),
     # JWTs (D1 assertions and access tokens) even without a scheme in front.
     (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), REDACTED),
+    # Response URLs (they let anyone answer in the asker's name for 30 minutes).
+    (
+        re.compile(r"(?i)https?(?::|%3A)(?:/|%2F){2}hooks\.slack\.com(?:/|%2F)[^\s\"'<>,}&]+"),
+        "https://hooks.slack.com/" + REDACTED,
+    ),
+    (
+        re.compile(r"(?i)(\bresponse_url[\"']?\s*[=:]\s*[\"']?)[^\s\"'&,}]+"),
+        r"\1" + REDACTED,
+    ),
     # Passwords in URLs (postgresql://user:secret@host/db).
     (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/\s@]+:)[^@\s/]+@"), r"\1" + REDACTED + "@"),
     # Secret-looking form fields and JSON members.
@@ -63,6 +79,31 @@ def redact(text: str) -> str:
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
     return redact_pans(text)
+
+
+_SLACK_LIBRARIES = tuple(f"{os.sep}{name}{os.sep}" for name in ("slack_bolt", "slack_sdk"))
+_SLACK_LOGGERS = ("slack_bolt", "slack_sdk", "d1bot.slack")
+# Where a Slack library's message starts to carry a payload.
+_PAYLOAD_START = re.compile(
+    r"(?i)\b(?:params|files|data|json|body|headers|payload|query_params|req_args)\s*[:=]|[{\[]"
+)
+_WEBHOOK_URL = re.compile(r"\burl: \S+")
+PAYLOAD_DROPPED = "[payload not logged]"
+
+
+def from_slack_library(record: logging.LogRecord) -> bool:
+    return record.name.startswith(_SLACK_LOGGERS) or any(
+        part in record.pathname for part in _SLACK_LIBRARIES
+    )
+
+
+def without_payloads(message: str, *, webhook: bool = False) -> str:
+    """A Slack library's log message cut where its first payload starts (request and answer
+    bodies hold names, addresses and response URLs); a webhook's URL is a response URL."""
+    if webhook:
+        message = _WEBHOOK_URL.sub("url: (a response URL)", message)
+    found = _PAYLOAD_START.search(message)
+    return message if found is None else message[: found.start()].rstrip() + " " + PAYLOAD_DROPPED
 
 
 # --------------------------------------------------------------------------- filters
@@ -98,6 +139,9 @@ class RedactionFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a bad format string must still be logged, and redacted
             message = f"{record.msg!s} {record.args!r}"
+        if from_slack_library(record):
+            webhook = f"{os.sep}webhook{os.sep}" in record.pathname
+            message = without_payloads(message, webhook=webhook)
         record.msg = redact(message)
         record.args = None
         if record.exc_info:
@@ -206,7 +250,9 @@ __all__ = [
     "RedactionFilter",
     "configure_logging",
     "correlation_id",
+    "from_slack_library",
     "make_handler",
     "protect_handlers",
     "redact",
+    "without_payloads",
 ]

@@ -1,9 +1,9 @@
 """Block Kit for channel messages: pure functions from stored card and event rows.
 
 Everything here is posted to channels, which many people read: a channel message carries no
-personal data at all (no cardholder name, no address, no `signedBy`), and every piece of text
-that came from outside passes through `mrkdwn.escape`, which masks anything that looks like a PAN.
-Built with `slack_sdk.models.blocks`, whose `to_dict()` checks Slack's limits.
+personal data at all (no cardholder name, no address, no `signedBy`), every piece of text that
+came from outside passes through `slacktext.escape` (PANs masked, mentions made inert), and
+every payload is finished by `slacktext.message_payload` (Slack's limits, PANs masked again).
 """
 
 from __future__ import annotations
@@ -13,21 +13,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from slack_sdk.models.blocks import (
-    ActionsBlock,
-    Block,
-    ButtonElement,
-    ContextBlock,
-    MarkdownTextObject,
-    SectionBlock,
-)
+from slack_sdk.models.blocks import ActionsBlock, Block, MarkdownTextObject
 
-from bot.render import actions, mrkdwn
-from d1.carddata import find_pans
+from bot.render import actions, mrkdwn, slacktext
+from bot.render.slacktext import button, context, section
 from d1.models import Shipment
 from storage.tables import CardRecord, EventRecord
 
-MAX_SECTION_TEXT = 3000  # Slack's limit of a section's text
+MAX_SECTION_TEXT = slacktext.SECTION_TEXT
 MAX_SUMMARY_ROWS = 40  # a burst summary longer than this ends with "... and N more"
 
 
@@ -39,11 +32,12 @@ class ChannelMessage:
     blocks: Sequence[Block] = field(default_factory=tuple)
 
     def block_dicts(self) -> list[dict[str, Any]]:
-        return [b.to_dict() for b in self.blocks]
+        return slacktext.fit_blocks(self.blocks)
 
     def as_payload(self) -> dict[str, Any]:
-        """`{"text", "blocks"}` as stored in an outbox row's payload."""
-        return {"text": self.text, "blocks": self.block_dicts()}
+        """`{"text", "blocks"}` as stored in an outbox row's payload, within Slack's limits."""
+        payload = slacktext.message_payload(self.text, self.blocks)
+        return {"text": payload["text"], "blocks": payload.get("blocks", [])}
 
 
 # --------------------------------------------------------------------------- text helpers
@@ -63,14 +57,13 @@ def _shipment(raw: dict[str, Any] | None) -> Shipment | None:
         return None
 
 
-def _tracking_link(shipment: Shipment) -> str | None:
-    url = shipment.tracking_url or shipment.redirect_url
-    if not shipment.tracking_number and not url:
-        return None
-    label = mrkdwn.escape(shipment.tracking_number or "Track")
-    if url and url.startswith(("https://", "http://")) and not find_pans(url):
-        return f"<{url.replace('|', '%7C').replace('>', '%3E')}|{label}>"
-    return label
+def tracking_value(shipment: Shipment) -> str | None:
+    """The tracking number (as text) and a link to the carrier's page, labelled with the
+    carrier's name (`slacktext.tracking_link`: http(s) only, encoded, never with a PAN)."""
+    number = mrkdwn.escape(shipment.tracking_number)
+    link = slacktext.tracking_link(shipment.tracking_url or shipment.redirect_url, shipment.carrier)
+    parts = [p for p in (number, link) if p]
+    return " · ".join(parts) or None
 
 
 def _shipment_fields(shipment: Shipment) -> list[MarkdownTextObject]:
@@ -81,9 +74,9 @@ def _shipment_fields(shipment: Shipment) -> list[MarkdownTextObject]:
         if shipment.message:
             value += f"\n{mrkdwn.escape(shipment.message)}"
         fields.append(mrkdwn.field("Shipment", value))
-    if shipment.carrier_name:
-        fields.append(mrkdwn.field("Carrier", mrkdwn.escape(shipment.carrier_name)))
-    link = _tracking_link(shipment)
+    if shipment.carrier:
+        fields.append(mrkdwn.field("Carrier", slacktext.carrier_label(shipment.carrier)))
+    link = tracking_value(shipment)
     if link:
         fields.append(mrkdwn.field("Tracking", link))
     if shipment.estimated_delivery_date and not shipment.delivery_date:
@@ -160,15 +153,15 @@ def card_parent_message(card: CardRecord) -> ChannelMessage:
         fields.append(mrkdwn.field("Production site", mrkdwn.escape(card.production_site)))
     if card.reason:
         fields.append(mrkdwn.field("Reason", mrkdwn.escape(card.reason)))
-    context = []
+    footer = []
     if card.state_event_time is not None:
-        context.append(f"Status as of {mrkdwn.slack_date(card.state_event_time)}")
-    context.append("Updates in the thread :thread:")
+        footer.append(f"Status as of {mrkdwn.slack_date(card.state_event_time)}")
+    footer.append("Updates in the thread :thread:")
     blocks: list[Block] = [
-        mrkdwn.header(f"Card {card.card_id if label == card.card_id else label}"),
-        SectionBlock(text=MarkdownTextObject(text=f"{alert}*{mrkdwn.escape(plain)}*")),
+        mrkdwn.header(f"Card {label}"),
+        section(f"{alert}*{plain}*"),
         *mrkdwn.sections(fields),
-        ContextBlock(elements=[MarkdownTextObject(text=" · ".join(context))]),
+        context(" · ".join(footer)),
     ]
     return ChannelMessage(text=f"{alert}Card {label}: {plain}", blocks=blocks)
 
@@ -183,19 +176,13 @@ def event_reply_message(event: EventRecord) -> ChannelMessage:
     reason = _event_reason(event)
     if reason:
         line += f"\n{reason}"
-    blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=line[:MAX_SECTION_TEXT]))]
+    blocks: list[Block] = [section(line)]
     shipment = _event_shipment(event)
     if shipment is not None:
         fields = [f for f in _shipment_fields(shipment) if not f.text.startswith("*Shipment*")]
         blocks.extend(mrkdwn.sections(fields))
     when = mrkdwn.slack_date(event.event_time)
-    blocks.append(
-        ContextBlock(
-            elements=[
-                MarkdownTextObject(text=f"`{mrkdwn.escape(event.operation)}` · event time {when}")
-            ]
-        )
-    )
+    blocks.append(context(f"`{mrkdwn.escape(event.operation)}` · event time {when}"))
     plain = mrkdwn.plain_status(event.details_status, event.shipment_status)
     return ChannelMessage(text=f"{alert}Card {card_label(event.card_id)}: {plain}", blocks=blocks)
 
@@ -204,7 +191,7 @@ def card_notice_message(card_id: str, text: str) -> ChannelMessage:
     """A plain notice in a card's thread (stuck cards and other scheduled findings)."""
     return ChannelMessage(
         text=f"Card {card_label(card_id)}: {mrkdwn.escape(text)}",
-        blocks=[SectionBlock(text=MarkdownTextObject(text=mrkdwn.escape(text)[:MAX_SECTION_TEXT]))],
+        blocks=[section(mrkdwn.escape(text))],
     )
 
 
@@ -216,19 +203,12 @@ def stuck_card_message(
     plain = mrkdwn.plain_status(card.status, card.shipment_status)
     hours = int(stuck_for.total_seconds() // 3600)
     duration = f"{hours // 24} days" if hours >= 48 else f"{hours} hours"
-    line = f":hourglass: Card *{label}* has been *{mrkdwn.escape(plain)}* for {duration}"
+    line = f":hourglass: Card *{label}* has been *{plain}* for {duration}"
     if expected:
         line += f" (expected within {mrkdwn.escape(expected)})"
     return ChannelMessage(
         text=f"Card {label} has been {plain} for {duration}",
-        blocks=[
-            SectionBlock(text=MarkdownTextObject(text=line)),
-            ContextBlock(
-                elements=[
-                    MarkdownTextObject(text="Use `/card status " + label + "` to ask D1 now.")
-                ]
-            ),
-        ],
+        blocks=[section(line), context("Use `/card status " + label + "` to ask D1 now.")],
     )
 
 
@@ -253,13 +233,12 @@ def _alert_blocks(
         fields.extend(_shipment_fields(shipment))
     blocks: list[Block] = [
         mrkdwn.header(f"Card exception: {plain}"),
-        SectionBlock(text=MarkdownTextObject(text=f":rotating_light: {what}"[:MAX_SECTION_TEXT])),
+        section(f":rotating_light: {what}"),
         *mrkdwn.sections(fields),
     ]
-    if thread_link:
-        blocks.append(
-            ContextBlock(elements=[MarkdownTextObject(text=f"<{thread_link}|Card thread>")])
-        )
+    link = slacktext.safe_url(thread_link)
+    if link:
+        blocks.append(context(f"<{link}|Card thread>"))
     return f"Card exception on {label}: {plain}", blocks
 
 
@@ -273,13 +252,9 @@ def exception_alert_message(
         ActionsBlock(
             block_id="alert_actions",
             elements=[
-                ButtonElement(
-                    text="Acknowledge", action_id=actions.ALERT_ACK, value=value, style="primary"
-                ),
-                ButtonElement(text="Refresh status", action_id=actions.ALERT_REFRESH, value=value),
-                ButtonElement(
-                    text="Re-request tracking", action_id=actions.ALERT_RETRACK, value=value
-                ),
+                button("Acknowledge", action_id=actions.ALERT_ACK, value=value, style="primary"),
+                button("Refresh status", action_id=actions.ALERT_REFRESH, value=value),
+                button("Re-request tracking", action_id=actions.ALERT_RETRACK, value=value),
             ],
         )
     )
@@ -298,30 +273,20 @@ def alert_acknowledged_message(
     buttons that remain useful."""
     text, blocks = _alert_blocks(card, event, thread_link=thread_link)
     value = actions.encode_value(actions.ActionValue(card.card_id, event.id))
+    who = slacktext.user(acked_by)
     blocks.append(
-        ContextBlock(
-            elements=[
-                MarkdownTextObject(
-                    text=f":white_check_mark: Acknowledged by <@{mrkdwn.escape(acked_by)}> "
-                    f"{mrkdwn.slack_date(acked_at)}"
-                )
-            ]
-        )
+        context(f":white_check_mark: Acknowledged by {who} {mrkdwn.slack_date(acked_at)}")
     )
     blocks.append(
         ActionsBlock(
             block_id="alert_actions",
             elements=[
-                ButtonElement(text="Refresh status", action_id=actions.ALERT_REFRESH, value=value),
-                ButtonElement(
-                    text="Re-request tracking", action_id=actions.ALERT_RETRACK, value=value
-                ),
+                button("Refresh status", action_id=actions.ALERT_REFRESH, value=value),
+                button("Re-request tracking", action_id=actions.ALERT_RETRACK, value=value),
             ],
         )
     )
-    return ChannelMessage(
-        text=f"{text} (acknowledged by <@{mrkdwn.escape(acked_by)}>)", blocks=blocks
-    )
+    return ChannelMessage(text=f"{text} (acknowledged by {who})", blocks=blocks)
 
 
 # --------------------------------------------------------------------------- burst summary
@@ -347,19 +312,13 @@ def burst_summary_message(cards: Sequence[CardRecord]) -> ChannelMessage:
     chunk: list[str] = []
     for line in lines:  # sections of at most MAX_SECTION_TEXT characters
         if chunk and len("\n".join([*chunk, line])) > MAX_SECTION_TEXT:
-            blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(chunk))))
+            blocks.append(section("\n".join(chunk)))
             chunk = []
         chunk.append(line)
     if chunk:
-        blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(chunk))))
+        blocks.append(section("\n".join(chunk)))
     blocks.append(
-        ContextBlock(
-            elements=[
-                MarkdownTextObject(
-                    text="Summarised to spare the channel; `/card status <cardId>` for details."
-                )
-            ]
-        )
+        context("Summarised to spare the channel; `/card status &lt;cardId&gt;` for details.")
     )
     return ChannelMessage(text=head, blocks=blocks)
 
@@ -370,7 +329,7 @@ def burst_summary_message(cards: Sequence[CardRecord]) -> ChannelMessage:
 def not_in_channel_notice(channel_id: str) -> ChannelMessage:
     """To the subscriber, when the bot cannot post to the channel they subscribed."""
     text = (
-        f"I can't post card updates to <#{mrkdwn.escape(channel_id)}>: I'm not a member of it. "
+        f"I can't post card updates to {slacktext.channel(channel_id)}: I'm not a member of it. "
         f"Type `/invite @d1bot` in that channel, and new updates will arrive there."
     )
-    return ChannelMessage(text=text, blocks=[SectionBlock(text=MarkdownTextObject(text=text))])
+    return ChannelMessage(text=text, blocks=[section(text)])

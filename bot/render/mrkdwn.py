@@ -1,27 +1,21 @@
-"""Slack mrkdwn and Block Kit building blocks shared by every renderer (pure).
+"""Slack mrkdwn pieces shared by every renderer (pure): dates, status words, fields.
 
-`escape` is the one way outside text enters a message: PAN-like digit runs are masked, then
-Slack's three control characters are escaped.
+Outside text enters through `escape`, which is `bot.render.slacktext.escape` (the one boundary:
+card numbers masked, `&`, `<`, `>` escaped); the block builders here cut to Slack's limits there.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from slack_sdk.models.blocks import Block, HeaderBlock, MarkdownTextObject, SectionBlock
+from slack_sdk.models.blocks import Block, HeaderBlock, MarkdownTextObject
 
-from d1.carddata import redact_pans
+from bot.render import slacktext
+from bot.render.slacktext import escape
 from d1.models import PRODUCTION_STATUS_WORDS, SHIPMENT_STATUS_WORDS
 
-MAX_FIELDS = 10  # Slack's limit of fields in one section
-HEADER_LIMIT = 150  # Slack's limit of a header's text
-
-
-def escape(text: str | None) -> str:
-    """Outside text made safe for Slack: PAN-like numbers masked, mrkdwn escaped."""
-    if not text:
-        return ""
-    return redact_pans(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+MAX_FIELDS = slacktext.SECTION_FIELDS
+HEADER_LIMIT = slacktext.HEADER_TEXT
 
 
 def slack_date(value: datetime, *, with_time: bool = True) -> str:
@@ -33,7 +27,7 @@ def slack_date(value: datetime, *, with_time: bool = True) -> str:
 
 
 def status_words(status: str | None) -> str:
-    """`Shipped (`CARD_SHIPPED`)`; an unknown status is shown as it is."""
+    """`Shipped (`CARD_SHIPPED`)`; an unknown status is shown as it is (escaped)."""
     if not status:
         return "Unknown"
     words = PRODUCTION_STATUS_WORDS.get(status)
@@ -41,7 +35,7 @@ def status_words(status: str | None) -> str:
 
 
 def shipment_words(status: str | None) -> str:
-    """`In transit (`IN_TRANSIT`)`; an unknown shipment status is shown as it is."""
+    """`In transit (`IN_TRANSIT`)`; an unknown shipment status is shown as it is (escaped)."""
     if not status:
         return "Unknown"
     words = SHIPMENT_STATUS_WORDS.get(status)
@@ -49,25 +43,34 @@ def shipment_words(status: str | None) -> str:
 
 
 def plain_status(status: str | None, shipment_status: str | None) -> str:
-    """Status in words without markup, for fallback text and headers."""
-    words = PRODUCTION_STATUS_WORDS.get(status or "", status or "Unknown")
+    """Status in words without markup, for fallback text and headers; an unknown code is
+    shown escaped (it would otherwise be obeyed: `<!here>` as a status pings a channel)."""
+    words = PRODUCTION_STATUS_WORDS.get(status or "") or escape(status or "Unknown")
     if shipment_status:
-        words += " / " + SHIPMENT_STATUS_WORDS.get(shipment_status, shipment_status)
+        words += " / " + (SHIPMENT_STATUS_WORDS.get(shipment_status) or escape(shipment_status))
     return words
 
 
 def field(label: str, value: str) -> MarkdownTextObject:
-    return MarkdownTextObject(text=f"*{label}*\n{value}")
+    return slacktext.field(label, value)
 
 
 def sections(fields: list[MarkdownTextObject]) -> list[Block]:
     """Fields laid out in as many sections as Slack's 10-field limit needs."""
-    return [
-        SectionBlock(fields=fields[i : i + MAX_FIELDS]) for i in range(0, len(fields), MAX_FIELDS)
-    ]
+    return slacktext.field_sections(fields)
 
 
 def header(text: str) -> HeaderBlock:
-    if len(text) > HEADER_LIMIT:
-        text = text[: HEADER_LIMIT - 1] + "…"
-    return HeaderBlock(text=text)
+    return slacktext.header(text)
+
+
+__all__ = [
+    "escape",
+    "field",
+    "header",
+    "plain_status",
+    "sections",
+    "shipment_words",
+    "slack_date",
+    "status_words",
+]

@@ -1,8 +1,9 @@
 """Block Kit replies of the `/card` command and its buttons: pure, built with slack_sdk models
-(their `to_dict()` checks Slack's limits).
+and the builders of `bot.render.slacktext`.
 
 Two status views exist on purpose: the personal one (ephemeral, to the agent who asked) may show
-the cardholder's name and delivery address; the shared one (posted to a channel) never does.
+the cardholder's name, delivery address and who signed for the card; the shared one (posted to a
+channel) never does. Every reply is finished by `slacktext` (limits, PANs masked).
 """
 
 from __future__ import annotations
@@ -12,25 +13,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from slack_sdk.models.blocks import (
-    ActionsBlock,
-    Block,
-    ButtonElement,
-    ContextBlock,
-    DividerBlock,
-    HeaderBlock,
-    MarkdownTextObject,
-    SectionBlock,
-)
+from slack_sdk.models.blocks import ActionsBlock, Block, DividerBlock, MarkdownTextObject
 
-from bot.render import actions, mrkdwn
+from bot.render import actions, mrkdwn, slacktext
+from bot.render.messages import tracking_value
 from bot.render.mrkdwn import escape, shipment_words, slack_date, status_words
-from d1.models import (
-    PRODUCTION_STATUS_WORDS,
-    Address,
-    ProductionStatus,
-    Shipment,
-)
+from bot.render.slacktext import button, context, section
+from d1.models import PRODUCTION_STATUS_WORDS, Address, ProductionStatus, Shipment
 
 MAX_LIST_ROWS = 40  # a channel with more subscriptions gets a "... and N more" line
 
@@ -46,13 +35,15 @@ class Reply:
     in_channel: bool = False
 
     def block_dicts(self) -> list[dict[str, Any]]:
-        return [b if isinstance(b, dict) else b.to_dict() for b in self.blocks]
+        return slacktext.fit_blocks(self.blocks)
 
     def respond_kwargs(self, **extra: Any) -> dict[str, Any]:
-        """Keyword arguments for Bolt's `respond()` / `chat.postMessage`."""
-        kwargs: dict[str, Any] = {"text": self.text, **extra}
-        if self.blocks:
-            kwargs["blocks"] = self.block_dicts()
+        """Keyword arguments for Bolt's `respond()` / `chat.postMessage`, within Slack's
+        limits."""
+        payload = slacktext.message_payload(self.text, self.blocks)
+        kwargs: dict[str, Any] = {"text": payload["text"], **extra}
+        if payload.get("blocks"):
+            kwargs["blocks"] = payload["blocks"]
         return kwargs
 
 
@@ -111,22 +102,13 @@ def _production_fields(status: ProductionStatus) -> list[MarkdownTextObject]:
     return fields
 
 
-def _tracking_link(shipment: Shipment) -> str | None:
-    number = shipment.tracking_number
-    url = shipment.tracking_url or shipment.redirect_url
-    if number and url and url.startswith(("https://", "http://")):
-        return f"<{url}|{escape(number)}>"
-    if number:
-        return f"`{escape(number)}`"
-    return None
-
-
-def shipment_fields(shipment: Shipment) -> list[MarkdownTextObject]:
-    """The shipment part of a status: carrier, tracking link, status, ETA, checkpoint ..."""
+def shipment_fields(shipment: Shipment, *, personal: bool) -> list[MarkdownTextObject]:
+    """The shipment part of a status: carrier, tracking link, status, ETA, checkpoint ...
+    `personal` adds who signed for the card (a person's name: never in a channel)."""
     fields = []
-    if shipment.carrier_name:
-        fields.append(mrkdwn.field("Carrier", escape(shipment.carrier_name)))
-    link = _tracking_link(shipment)
+    if shipment.carrier:
+        fields.append(mrkdwn.field("Carrier", slacktext.carrier_label(shipment.carrier)))
+    link = tracking_value(shipment)
     if link:
         fields.append(mrkdwn.field("Tracking number", link))
     status = shipment_words(shipment.status)
@@ -137,7 +119,7 @@ def shipment_fields(shipment: Shipment) -> list[MarkdownTextObject]:
         fields.append(mrkdwn.field("Estimated delivery", _day(shipment.estimated_delivery_date)))
     if shipment.delivery_date:
         fields.append(mrkdwn.field("Delivered", slack_date(shipment.delivery_date)))
-    if shipment.signed_by:
+    if personal and shipment.signed_by:
         fields.append(mrkdwn.field("Signed by", escape(shipment.signed_by)))
     if shipment.failed_delivery_attempts and shipment.failed_delivery_attempts != "0":
         fields.append(mrkdwn.field("Failed attempts", escape(shipment.failed_delivery_attempts)))
@@ -175,11 +157,11 @@ def status_blocks(
     buttons: bool = True,
 ) -> list[Block]:
     """The card's status. `personal` adds name and address (ephemeral replies only)."""
-    blocks: list[Block] = [HeaderBlock(text=f"Card {card_id}"[:150])]
+    blocks: list[Block] = [mrkdwn.header(f"Card {escape(card_id)}")]
     blocks.extend(mrkdwn.sections(_production_fields(status)))
     if status.shipment is not None:
         blocks.append(DividerBlock())
-        blocks.extend(mrkdwn.sections(shipment_fields(status.shipment)))
+        blocks.extend(mrkdwn.sections(shipment_fields(status.shipment, personal=personal)))
     if personal and (status.name or status.delivery_address):
         private = []
         if status.name:
@@ -192,41 +174,42 @@ def status_blocks(
             blocks.append(DividerBlock())
             blocks.extend(mrkdwn.sections(private))
             blocks.append(
-                ContextBlock(
-                    elements=[
-                        MarkdownTextObject(
-                            text=":lock: Only you can see the name and address; "
-                            "*Share in channel* leaves them out."
-                        )
-                    ]
+                context(
+                    ":lock: Only you can see the name and address; "
+                    "*Share in channel* leaves them out."
                 )
             )
     footer = f"Last updated {slack_date(fetched_at)} from D1"
     if shared_by:
-        footer += f" · shared by <@{shared_by}>"
-    blocks.append(ContextBlock(elements=[MarkdownTextObject(text=footer)]))
+        footer += f" · shared by {slacktext.user(shared_by)}"
+    blocks.append(context(footer))
     if buttons:
         value = actions.encode_value(actions.ActionValue(card_id=card_id))
         blocks.append(
             ActionsBlock(
                 elements=[
-                    ButtonElement(
-                        text="Subscribe this channel",
+                    button(
+                        "Subscribe this channel",
                         action_id=actions.SUBSCRIBE,
                         value=value,
                         style="primary",
                     ),
-                    ButtonElement(text="Refresh", action_id=actions.REFRESH, value=value),
-                    ButtonElement(text="Share in channel", action_id=actions.SHARE, value=value),
+                    button("Refresh", action_id=actions.REFRESH, value=value),
+                    button("Share in channel", action_id=actions.SHARE, value=value),
                 ]
             )
         )
     return blocks
 
 
+def _status_text(card_id: str, status: ProductionStatus) -> str:
+    words = PRODUCTION_STATUS_WORDS.get(status.status) or escape(status.status)
+    return f"Card {escape(card_id)}: {words}"
+
+
 def status_reply(card_id: str, status: ProductionStatus, *, fetched_at: datetime) -> Reply:
     """The ephemeral answer to `/card status` (personal view with buttons)."""
-    text = f"Card {card_id}: {PRODUCTION_STATUS_WORDS.get(status.status, status.status)}"
+    text = _status_text(card_id, status)
     blocks = status_blocks(card_id, status, fetched_at=fetched_at, personal=True)
     return Reply(text=text, blocks=blocks)
 
@@ -234,8 +217,9 @@ def status_reply(card_id: str, status: ProductionStatus, *, fetched_at: datetime
 def shared_status_reply(
     card_id: str, status: ProductionStatus, *, fetched_at: datetime, shared_by: str
 ) -> Reply:
-    """The card posted to a channel: no name, no address, no buttons that act for someone."""
-    text = f"Card {card_id}: {PRODUCTION_STATUS_WORDS.get(status.status, status.status)}"
+    """The card posted to a channel: no name, no address, no signer, no buttons that act for
+    someone."""
+    text = _status_text(card_id, status)
     blocks = status_blocks(
         card_id, status, fetched_at=fetched_at, personal=False, shared_by=shared_by, buttons=False
     )
@@ -273,18 +257,14 @@ HELP_EXAMPLES: tuple[str, ...] = (
 
 def help_reply() -> Reply:
     """Every subcommand with what it does, and an example of each."""
-    lines = [f"• `/card {usage}`: {escape(what)}" for usage, what in HELP_ENTRIES]
+    lines = [f"• `/card {escape(usage)}`: {escape(what)}" for usage, what in HELP_ENTRIES]
     examples = "\n".join(f"`{escape(e)}`" for e in HELP_EXAMPLES)
     blocks: list[Block] = [
-        SectionBlock(text=MarkdownTextObject(text="*`/card` commands*\n" + "\n".join(lines))),
-        SectionBlock(text=MarkdownTextObject(text="*Examples*\n" + examples)),
-        ContextBlock(
-            elements=[
-                MarkdownTextObject(
-                    text="Use the D1 card id, never a card number. Shipment tracking needs "
-                    "`trackingNumber`, `shipmentDate`, `postalCode` and `countryCode`."
-                )
-            ]
+        section("*`/card` commands*\n" + "\n".join(lines)),
+        section("*Examples*\n" + examples),
+        context(
+            "Use the D1 card id, never a card number. Shipment tracking needs "
+            "`trackingNumber`, `shipmentDate`, `postalCode` and `countryCode`."
         ),
     ]
     return Reply(
@@ -300,37 +280,39 @@ def _list_line(row: ChannelSubscriptionRow) -> str:
     only = " (exceptions only)" if row.filter == "exceptions" else ""
     return (
         f"• *{escape(row.card_id)}*{only}: {state}\n"
-        f"    followed by <@{row.created_by}> since {slack_date(row.created_at, with_time=False)}"
+        f"    followed by {slacktext.user(row.created_by)} "
+        f"since {slack_date(row.created_at, with_time=False)}"
     )
 
 
 def list_reply(rows: Sequence[ChannelSubscriptionRow], *, dead_letters: int = 0) -> Reply:
     """`/card list`: card, filter, created by, when, current status; dead letters if any."""
     if not rows:
-        text = "This channel follows no cards. Try `/card subscribe <cardId>`."
-        blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=text))]
+        text = "This channel follows no cards. Try `/card subscribe &lt;cardId&gt;`."
+        blocks: list[Block] = [section(text)]
     else:
         text = f"This channel follows {len(rows)} card{'s' if len(rows) != 1 else ''}."
         shown = [_list_line(r) for r in rows[:MAX_LIST_ROWS]]
-        blocks = [SectionBlock(text=MarkdownTextObject(text=f"*{text}*"))]
+        blocks = [section(f"*{text}*")]
         for i in range(0, len(shown), 10):
-            blocks.append(SectionBlock(text=MarkdownTextObject(text="\n".join(shown[i : i + 10]))))
+            blocks.append(section("\n".join(shown[i : i + 10])))
         if len(rows) > MAX_LIST_ROWS:
             more = len(rows) - MAX_LIST_ROWS
-            blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"… and {more} more.")]))
+            blocks.append(context(f"… and {more} more."))
     if dead_letters:
         warning = (
             f":warning: {dead_letters} message{'s' if dead_letters != 1 else ''} for this "
             "channel could not be delivered (see the operator's dead letters)."
         )
-        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=warning)]))
+        blocks.append(context(warning))
     return Reply(text=text, blocks=blocks)
 
 
 def message_reply(text: str, *, emoji: str | None = None) -> Reply:
-    """A one-line answer (confirmations and errors)."""
+    """A one-line answer (confirmations and errors); `text` is mrkdwn the caller built, with
+    outside text already escaped."""
     line = f":{emoji}: {text}" if emoji else text
-    return Reply(text=line, blocks=[SectionBlock(text=MarkdownTextObject(text=line))])
+    return Reply(text=line, blocks=[section(line)])
 
 
 def error_reply(text: str) -> Reply:
@@ -342,11 +324,7 @@ def acknowledged_blocks(original: Sequence[dict[str, Any]], *, user_id: str) -> 
     Used when bot/render/messages.py has no builder of its own for the acknowledged variant."""
     kept = [Block.parse(b) for b in original if b.get("type") != "actions"]
     blocks = [b for b in kept if b is not None]
-    blocks.append(
-        ContextBlock(
-            elements=[MarkdownTextObject(text=f":white_check_mark: acknowledged by <@{user_id}>")]
-        )
-    )
+    blocks.append(context(f":white_check_mark: acknowledged by {slacktext.user(user_id)}"))
     return blocks
 
 
@@ -357,9 +335,5 @@ def home_view() -> dict[str, Any]:
         "posts each followed card's updates in one thread per card, and raises exceptions "
         "the minute D1 reports them."
     )
-    top: list[Block] = [
-        HeaderBlock(text="D1 Cards"),
-        SectionBlock(text=MarkdownTextObject(text=intro)),
-        DividerBlock(),
-    ]
-    return {"type": "home", "blocks": [b.to_dict() for b in top] + help_reply().block_dicts()}
+    top: list[Block] = [mrkdwn.header("D1 Cards"), section(intro), DividerBlock()]
+    return slacktext.view_payload({"type": "home", "blocks": [*top, *help_reply().blocks]})

@@ -3,7 +3,8 @@ what `/card digest` does (show now, post now, schedule, off). The subcommand's t
 in bot/slack/commands.py; these functions take its typed values.
 
 Nothing personal is ever in a digest: card ids, statuses, counts and the carrier's normalised
-message only (names and addresses are not even read).
+message only (names and addresses are not even read). Outside text goes through
+`bot.render.slacktext.escape` and every page is finished by `slacktext.message_payload`.
 """
 
 from __future__ import annotations
@@ -13,17 +14,12 @@ from datetime import datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from slack_sdk.models.blocks import (
-    Block,
-    ContextBlock,
-    DividerBlock,
-    HeaderBlock,
-    MarkdownTextObject,
-    SectionBlock,
-)
+from slack_sdk.models.blocks import Block, DividerBlock
 
 from bot import metrics
-from bot.render.blockpages import escape, line_sections, paginate
+from bot.render import slacktext
+from bot.render.blockpages import line_sections, paginate
+from bot.render.slacktext import context, escape, header, section
 from bot.render.views import Reply
 from bot.runtime import Runtime
 from bot.scheduled.schedules import describe_local, digest_windows, next_occurrence
@@ -58,7 +54,12 @@ def _change(value: int) -> str:
 def status_table(title: str, counts: list[StatusCount], words: dict[str, str]) -> str:
     """A fixed-width table (code block) of counts, the day before and the change."""
     rows = [
-        (words.get(c.status, c.status), str(c.current), str(c.previous), _change(c.change))
+        (
+            words.get(c.status) or escape(slacktext.clip(c.status, 40)),
+            str(c.current),
+            str(c.previous),
+            _change(c.change),
+        )
         for c in counts
     ]
     header = (title, "period", "day before", "change")
@@ -69,7 +70,7 @@ def status_table(title: str, counts: list[StatusCount], words: dict[str, str]) -
 
 
 def thread_link(channel_id: str, ts: str) -> str:
-    """A permalink to a message, built without an API call."""
+    """A permalink to a message, built without an API call (the caller makes it safe)."""
     return f"https://slack.com/archives/{channel_id}/p{ts.replace('.', '')}"
 
 
@@ -77,11 +78,13 @@ def exception_line(event: Any) -> str:
     kind = state_words(event.status, event.shipment_status)
     if event.operation_status == "FAILED":
         kind += " · operation failed"
-    line = f"`{event.card_id}` {kind}"
+    line = f"`{escape(event.card_id)}` {kind}"
     if event.reason and event.reason not in (event.status, event.shipment_status):
         line += f" — {escape(event.reason)}"
     if event.thread_channel_id and event.thread_ts:
-        line += f" · <{thread_link(event.thread_channel_id, event.thread_ts)}|thread>"
+        link = slacktext.safe_url(thread_link(event.thread_channel_id, event.thread_ts))
+        if link:
+            line += f" · <{link}|thread>"
     return "• " + line
 
 
@@ -98,12 +101,9 @@ def digest_blocks(
         f"{describe_local(data.window_start, zone)} → {describe_local(data.window_end, zone)}"
         f" ({zone.key}), compared with the day before"
     )
-    blocks: list[Block] = [
-        HeaderBlock(text=DIGEST_TITLE),
-        ContextBlock(elements=[MarkdownTextObject(text=period)]),
-    ]
+    blocks: list[Block] = [header(DIGEST_TITLE), context(escape(period))]
     if late_note:
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=f":warning: {late_note}")))
+        blocks.append(section(f":warning: {escape(late_note)}"))
     delivered = data.delivered
     summary = [
         f"*{delivered.current}* delivered ({_change(delivered.change)})",
@@ -112,34 +112,28 @@ def digest_blocks(
     ]
     if data.dead_letters:
         summary.append(f"*{data.dead_letters}* undelivered Slack message(s)")
-    blocks.append(SectionBlock(text=MarkdownTextObject(text=" · ".join(summary))))
+    blocks.append(section(" · ".join(summary)))
     production_words = {**PRODUCTION_STATUS_WORDS}
     if data.production:
         blocks.append(
-            SectionBlock(
-                text=MarkdownTextObject(
-                    text=status_table(
-                        "Production",
-                        _order(data.production, PRODUCTION_STATUSES + TRACKING_STATUSES),
-                        production_words,
-                    )
+            section(
+                status_table(
+                    "Production",
+                    _order(data.production, PRODUCTION_STATUSES + TRACKING_STATUSES),
+                    production_words,
                 )
             )
         )
     if data.shipment:
         blocks.append(
-            SectionBlock(
-                text=MarkdownTextObject(
-                    text=status_table(
-                        "Shipment",
-                        _order(data.shipment, SHIPMENT_STATUSES),
-                        SHIPMENT_STATUS_WORDS,
-                    )
+            section(
+                status_table(
+                    "Shipment", _order(data.shipment, SHIPMENT_STATUSES), SHIPMENT_STATUS_WORDS
                 )
             )
         )
     if not data.production and not data.shipment:
-        blocks.append(SectionBlock(text=MarkdownTextObject(text="No production or shipping news.")))
+        blocks.append(section("No production or shipping news."))
     if data.exceptions_total:
         blocks.append(DividerBlock())
         lines = [exception_line(e) for e in data.exceptions]
@@ -157,13 +151,9 @@ def digest_blocks(
         blocks += line_sections(f"*Stuck cards ({data.stuck_total}), oldest first*", lines)
     if data.dead_letters:
         blocks.append(
-            ContextBlock(
-                elements=[
-                    MarkdownTextObject(
-                        text=f":warning: {data.dead_letters} message(s) could not be delivered "
-                        "to Slack and wait in the dead letters for an operator."
-                    )
-                ]
+            context(
+                f":warning: {data.dead_letters} message(s) could not be delivered "
+                "to Slack and wait in the dead letters for an operator."
             )
         )
     return blocks
@@ -249,13 +239,9 @@ async def show_digest(runtime: Runtime, *, workspace_id: str, channel_id: str) -
     blocks = list(payload["blocks"])
     if payload["thread"]:
         # An ephemeral reply has no thread: say where the rest is.
-        more = ContextBlock(
-            elements=[
-                MarkdownTextObject(
-                    text=f"{len(payload['thread'])} more page(s): "
-                    "`/card digest post` posts the whole digest here."
-                )
-            ]
+        more = context(
+            f"{len(payload['thread'])} more page(s): "
+            "`/card digest post` posts the whole digest here."
         ).to_dict()
         blocks = [*blocks[:-1], more]
     return Reply(text=payload["text"], blocks=blocks)
@@ -313,8 +299,8 @@ async def schedule_digest(
     _refresh_live_scheduler(runtime)
     following = describe_local(next_occurrence(stored.updated_at, at, zone), zone)
     text = (
-        f"<@{user_id}> scheduled this channel's daily digest at {time_of_day} ({zone.key}). "
-        f"Next one: {following}."
+        f"{slacktext.user(user_id)} scheduled this channel's daily digest at {time_of_day} "
+        f"({escape(zone.key)}). Next one: {escape(following)}."
     )
     return Reply(text=text, in_channel=True)
 
@@ -337,7 +323,7 @@ async def turn_digest_off(
     )
     _refresh_live_scheduler(runtime)
     text = (
-        f"<@{user_id}> turned this channel's daily digest off. "
+        f"{slacktext.user(user_id)} turned this channel's daily digest off. "
         "`/card digest schedule HH:MM` turns it back on."
     )
     return Reply(text=text, in_channel=True)

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject, SectionBlock
-
+from bot.render.slacktext import context, escape, message_payload, section
 from bot.settings import Settings
 from d1.models import PRODUCTION_STATUS_WORDS, SHIPMENT_STATUS_WORDS, SHIPMENT_STATUSES
 from d1.semantics import FINAL_SHIPMENT_STATUSES, FINAL_STATUSES
@@ -193,12 +192,13 @@ def describe_duration(delta: timedelta) -> str:
 
 
 def state_words(status: str | None, shipment_status: str | None) -> str:
-    """`Shipped · In transit`: the card's state in words, unknown codes shown as they are."""
+    """`Shipped · In transit`: the card's state in words (mrkdwn), unknown codes shown as they
+    are, escaped."""
     parts = []
     if status:
-        parts.append(PRODUCTION_STATUS_WORDS.get(status, status))
+        parts.append(PRODUCTION_STATUS_WORDS.get(status) or escape(status))
     if shipment_status:
-        parts.append(SHIPMENT_STATUS_WORDS.get(shipment_status, shipment_status))
+        parts.append(SHIPMENT_STATUS_WORDS.get(shipment_status) or escape(shipment_status))
     return " · ".join(parts) or "unknown state"
 
 
@@ -208,32 +208,31 @@ def rule_titles(rules: list[StuckRule]) -> dict[str, str]:
 
 def stuck_line(card: StuckCard, titles: dict[str, str], now: datetime) -> str:
     """One mrkdwn line about a stuck card (no personal data: ids and statuses only)."""
-    title = titles.get(card.rule, card.rule)
+    title = titles.get(card.rule) or escape(card.rule)
     if card.rule == "overdue" and card.since is not None:
         how_long = f"due {describe_duration(now - card.since)} ago"
     elif card.since is not None:
         how_long = f"for {describe_duration(now - card.since)}"
     else:
         how_long = ""
-    return f"`{card.card_id}` {title} {how_long} ({state_words(card.status, card.shipment_status)})"
+    state = state_words(card.status, card.shipment_status)
+    return f"`{escape(card.card_id)}` {title} {how_long} ({state})"
 
 
 def notice_payload(card: StuckCard, titles: dict[str, str], now: datetime) -> dict[str, Any]:
     """The `card_notice` posted in the card's thread (broadcast) when it gets stuck."""
     line = stuck_line(card, titles, now)
-    text = f"Card {card.card_id} looks stuck: {titles.get(card.rule, card.rule)}"
+    label = escape(card.card_id)
+    text = f"Card {label} looks stuck: {titles.get(card.rule) or escape(card.rule)}"
     blocks = [
-        SectionBlock(text=MarkdownTextObject(text=f":hourglass: *Looks stuck:* {line}")),
-        ContextBlock(
-            elements=[
-                MarkdownTextObject(
-                    text="No news from D1 or the carrier for longer than expected. "
-                    "`/card status " + card.card_id + "` asks D1 now."
-                )
-            ]
+        section(f":hourglass: *Looks stuck:* {line}"),
+        context(
+            "No news from D1 or the carrier for longer than expected. "
+            f"`/card status {label}` asks D1 now."
         ),
     ]
-    return {"text": text, "blocks": [b.to_dict() for b in blocks]}
+    payload = message_payload(text, blocks)
+    return {"text": payload["text"], "blocks": payload.get("blocks", [])}
 
 
 __all__ = [

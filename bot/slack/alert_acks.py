@@ -3,12 +3,13 @@ and the alert itself is updated so the whole channel sees who took it."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bot.render import views
+from bot.render import slacktext, views
 from bot.render.messages import alert_acknowledged_message
 from bot.runtime import Runtime
 from bot.slack.auditing import Auditor, Invoker, Outcome, in_thread
@@ -22,7 +23,7 @@ _THREAD_LINK = re.compile(r"<(https?://[^|>]+)\|Card thread>")
 def _thread_link(blocks: list[dict[str, Any]]) -> str | None:
     """The "Card thread" link an alert carries, so its acknowledged variant keeps it."""
     match = _THREAD_LINK.search(json.dumps(blocks))
-    return match.group(1) if match else None
+    return html.unescape(match.group(1)) if match else None
 
 
 class AlertAcks:
@@ -56,7 +57,7 @@ class AlertAcks:
                 by = result.ack.acked_by
                 raise Outcome(
                     "already_acknowledged",
-                    views.message_reply(f"Already acknowledged by <@{by}>."),
+                    views.message_reply(f"Already acknowledged by {slacktext.user(by)}."),
                 )
             await update(await self._acknowledged_alert(result.ack, original_blocks))
             return views.message_reply("You acknowledged this alert.", emoji="white_check_mark")
@@ -81,4 +82,4 @@ class AlertAcks:
             )
             return views.Reply(text=message.text, blocks=list(message.blocks))
         blocks = views.acknowledged_blocks(original_blocks, user_id=ack.acked_by)
-        return views.Reply(text=f"Acknowledged by <@{ack.acked_by}>", blocks=blocks)
+        return views.Reply(text=f"Acknowledged by {slacktext.user(ack.acked_by)}", blocks=blocks)

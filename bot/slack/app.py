@@ -2,7 +2,8 @@
 the listeners of bot/slack/listeners/ attached.
 
 `process_before_response` is off: listeners run after the ack, so a slow D1 never delays
-Slack's 3-second limit; each answers through `respond()` (the response_url).
+Slack's 3-second limit; each answers through `respond()` (the response_url). Requests from
+another workspace are refused first (bot/slack/workspace.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from bot.runtime import Runtime
 from bot.slack.access import AccessControl
 from bot.slack.listeners import register_listeners
 from bot.slack.services import CardService
+from bot.slack.workspace import WorkspaceGate
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ def build_bolt_app(runtime: Runtime) -> AsyncApp:
         raise_error_for_unhandled_request=False,
         logger=bolt_log,
     )
+    app.use(WorkspaceGate(settings))  # before any listener: other workspaces get nothing
     access = AccessControl.from_settings(settings, runtime.slack_client)
     register_listeners(app, CardService(runtime), access)
 

@@ -79,7 +79,7 @@ class CardLookups:
         )
         if followed == FILTER_EXCEPTIONS:
             text += " (This channel follows only its exceptions: `/card subscribe "
-            text += f"{command.card_id}` to see every result.)"
+            text += f"{mrkdwn.escape(command.card_id)}` to see every result.)"
         return views.message_reply(text, emoji="satellite_antenna")
 
     async def refresh(self, who: Invoker, card_id: str, *, action: str) -> views.Reply:
@@ -111,7 +111,8 @@ class CardLookups:
             card = await in_thread(self.runtime.engine, get_card, card_id=card_id)
             if card is None or not card.production_site:
                 example = (
-                    f"`/card track {card_id} shipment trackingNumber=... shipmentDate=... "
+                    f"`/card track {mrkdwn.escape(card_id)} shipment trackingNumber=... "
+                    "shipmentDate=... "
                     "postalCode=... countryCode=...`"
                 )
                 raise Outcome(

@@ -24,7 +24,7 @@ from bot.slack.services import CardService
 
 log = logging.getLogger(__name__)
 
-BAD_BUTTON = "That button is out of date; run `/card status <cardId>` again."
+BAD_BUTTON = "That button is out of date; run `/card status &lt;cardId&gt;` again."
 Next = Callable[[], Awaitable[None]]
 Middleware = Callable[..., Awaitable[BoltResponse | None]]
 

@@ -28,6 +28,7 @@ APP_TOKEN = "xapp-1-A0123456789-1234567890123-abcdef0123456789abcdef0123456789"
 USER_TOKEN = "xoxp-1111-2222-3333-deadbeefcafe"
 BEARER = "Bearer abc.DEF-ghi_jkl~mno+pqr/stu="
 BASIC = "Basic ZDFjbGllbnQ6c3VwZXJzZWNyZXQ="
+CARDHOLDER = "ADA LOVELACE"
 JWT = "eyJhbGciOiJFUzI1NiIsImtpZCI6ImsxIn0.eyJpc3MiOiJpc3N1ZXIifQ.c2lnbmF0dXJlLXBhcnQ"
 
 
@@ -98,6 +99,9 @@ def test_redact_finds_a_pan_next_to_another_number() -> None:
         ("postgresql://d1bot:s3cr3tpw@db:5432/d1bot", "postgresql://d1bot:"),
         ("grant_type=client_credentials&client_secret=hunter2hunter2", "grant_type="),
         ('{"access_token": "tok-abc-123", "expires_in": 900}', '"expires_in": 900'),
+        ("https://hooks.slack.com/commands/T1/1234567890/deadbeef", "hooks.slack.com/"),
+        ("response_url=https%3A%2F%2Fhooks.slack.com%2Factions%2Fdeadbeef&x=1", "&x=1"),
+        ("{'response_url': 'https://example.test/r/deadbeef'}", "response_url"),
     ],
 )
 def test_redact_removes_credentials(secret: str, kept: str) -> None:
@@ -175,6 +179,33 @@ async def test_slack_sdk_debug_logs_hold_no_token() -> None:
     assert_clean(text)
 
 
+def test_slack_libraries_keep_what_happened_and_lose_their_payloads() -> None:
+    from bot.logs import PAYLOAD_DROPPED, without_payloads
+
+    sent = without_payloads(
+        "Sending a request - url: POST https://slack.com/api/chat.postMessage, "
+        "params: {}, json: {'text': 'ADA LOVELACE'}"
+    )
+    assert sent == (
+        "Sending a request - url: POST https://slack.com/api/chat.postMessage, " + PAYLOAD_DROPPED
+    )
+    webhook = without_payloads("Sending a request - url: http://x/r/1, body: {}", webhook=True)
+    assert "http://x/r/1" not in webhook and "{" not in webhook
+    assert without_payloads("Unhandled request ({'type': 'x'})").startswith("Unhandled request")
+    assert without_payloads("A retry handler found: X") == "A retry handler found: X"
+
+
+async def test_a_slack_library_record_loses_its_payload_at_every_level() -> None:
+    with captured_logs(level="DEBUG") as stream:
+        for level in (logging.DEBUG, logging.INFO, logging.WARNING):
+            logging.getLogger("slack_bolt.Anything").log(
+                level, "request body: {'user': 'ADA LOVELACE', 'pan': '4111+1111+1111+1111'}"
+            )
+    text = stream.getvalue()
+    assert text.count("request body:") == 0 and text.count("request [payload not logged]") == 3
+    assert "ADA" not in text and "4111+1111" not in text
+
+
 # --------------------------------------------------------------------------- access log
 
 
@@ -240,7 +271,8 @@ async def test_secrets_in_paths_queries_and_crashes_stay_out_of_the_logs() -> No
 
 async def test_product_paths_log_no_card_numbers_or_credentials(engine) -> None:
     """Notifications (accepted, malformed, unauthenticated), the token endpoint, `/card`
-    commands and Slack delivery, all at DEBUG: the captured log holds no secret."""
+    commands and Slack delivery, all at DEBUG: the captured log holds no secret, no name and
+    no response URL."""
     from bot.delivery import worker as outbox
     from tests.intake_support import PATH, bearer, intake_client, make_runtime
     from tests.servers import wait_for
@@ -254,7 +286,11 @@ async def test_product_paths_log_no_card_numbers_or_credentials(engine) -> None:
         "endTime": "2025-03-04T08:01:00Z",
         "cardId": "card-redaction-1",
         "error": f"embossing refused for {PANS[0]}",
-        "details": {"status": "DATA_EXCEPTION", "reason": f"PAN {PANS[1]} rejected"},
+        "details": {
+            "status": "DATA_EXCEPTION",
+            "reason": f"PAN {PANS[1]} rejected",
+            "shipment": {"carrier": "ups", "status": "FAILED_ATTEMPT", "signedBy": CARDHOLDER},
+        },
         "unknownField": PANS[2],
     }
     async with LocalSlack() as slack:
@@ -283,7 +319,7 @@ async def test_product_paths_log_no_card_numbers_or_credentials(engine) -> None:
                     },
                 )
                 for text in (f"status {PANS[0]}", f"subscribe {PANS[3]}", f"status {BOT_TOKEN}"):
-                    body = command_body(text, response_url=slack.response_url())
+                    body = command_body(text, response_url=slack.response_url(), team_id="T1")
                     answer = await http.post(
                         "/slack/events", content=body, headers=signed_headers(body)
                     )
@@ -300,6 +336,7 @@ async def test_product_paths_log_no_card_numbers_or_credentials(engine) -> None:
     assert "POST /slack/events 200" in text and f"POST {PATH} 204" in text
     assert "Slack chat.postMessage answered 200" in text  # the delivery's DEBUG lines
     assert_clean(text)
+    assert CARDHOLDER not in text and "/response/" not in text
 
 
 async def test_notifications_d1_sent_well_are_logged_at_debug_refusals_at_info(engine) -> None:

@@ -72,7 +72,7 @@ def test_status_view_shows_every_field_and_buttons() -> None:
         "************1234",
         "GOLD_DEBIT",
         "UPS",
-        "<https://track.example/1Z999AA10123456784|1Z999AA10123456784>",
+        "<https://track.example/1Z999AA10123456784|Track on UPS>",
         "Delivery attempt failed",
         "Recipient not available",
         "Estimated delivery",
@@ -100,6 +100,7 @@ def test_shared_view_has_no_name_no_address_no_buttons() -> None:
     text = _text(reply.block_dicts()) + reply.text
     assert "Ada" not in text and "Lovelace" not in text
     assert "Analytical" not in text and "N1 9GU" not in text and "London" not in text
+    assert "Babbage" not in text  # who signed for the card is a person's name
     assert "shared by <@U1>" in text
     assert "1Z999AA10123456784" in text
     assert all(b["type"] != "actions" for b in reply.block_dicts())

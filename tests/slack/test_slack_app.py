@@ -93,6 +93,7 @@ def make_settings(**overrides: Any) -> Settings:
         "_env_file": None,
         "slack_bot_token": "xoxb-test",
         "slack_signing_secret": SIGNING_SECRET,
+        "d1bot_workspace_id": TEAM_ID,  # the stand-in's auth.test names another team
         "d1_timeout_seconds": 2.0,
         "d1_max_retries": 0,
     }
