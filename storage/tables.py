@@ -324,3 +324,19 @@ class StuckAlertRecord(SQLModel, table=True):
     rule: str = Field(max_length=64)
     state_key: str = Field(max_length=160)  # status|shipment status|state event time
     raised_at: datetime = _ts()
+
+
+class ChannelPauseRecord(SQLModel, table=True):
+    """A channel the bot cannot post in (removed, archived, private and not invited): its
+    delivery waits, nothing is dropped, until the bot is back in the channel."""
+
+    __tablename__ = "channel_pauses"
+    __table_args__ = (
+        sa.UniqueConstraint("workspace_id", "channel_id", name="uq_channel_pause"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    workspace_id: str = Field(max_length=32)
+    channel_id: str = Field(max_length=32)
+    reason: str = Field(max_length=64)  # Slack's error code, e.g. not_in_channel
+    paused_at: datetime = _ts()
