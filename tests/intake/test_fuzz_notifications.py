@@ -106,21 +106,25 @@ AUTHS = st.one_of(
 
 
 @pytest.fixture
-def intake_url(engine: Engine) -> Iterator[str]:
+def intake(engine: Engine) -> Iterator[httpx.Client]:
+    """A client of the served app, one for all the examples of a test (a new client per
+    example would cost more than the request: it loads the CA bundle each time)."""
     runtime = make_runtime(engine)
-    with served_in_thread(lambda _slack: create_app(runtime)) as (url, _slack):
-        yield url
+    with (
+        served_in_thread(lambda _slack: create_app(runtime)) as (url, _slack),
+        httpx.Client(base_url=url, timeout=30) as http,
+    ):
+        yield http
 
 
 @FUZZ
 @given(body=RAW_BODIES, content_type=CONTENT_TYPES, auth=AUTHS)
 def test_notification_endpoint_never_fails_or_stores_a_refusal(
-    intake_url: str, engine: Engine, body: bytes, content_type: str, auth: str
+    intake: httpx.Client, engine: Engine, body: bytes, content_type: str, auth: str
 ) -> None:
     headers = {"Authorization": auth, "Content-Type": content_type}
     before = snapshot(engine)
-    with httpx.Client(base_url=intake_url, timeout=30) as http:
-        answer = http.post(PATH, content=body, headers=headers)
+    answer = intake.post(PATH, content=body, headers=headers)
     assert answer.status_code == 204 or answer.status_code in REFUSALS, answer.text
     assert not contains_pan(answer.text)
     assert PAN not in answer.text and PAN not in str(answer.headers)
@@ -131,15 +135,14 @@ def test_notification_endpoint_never_fails_or_stores_a_refusal(
 @FUZZ
 @given(ops=st.lists(operations(), min_size=1, max_size=5))
 def test_accepted_notifications_are_all_stored(
-    intake_url: str, engine: Engine, ops: list[dict[str, Any]]
+    intake: httpx.Client, engine: Engine, ops: list[dict[str, Any]]
 ) -> None:
     """Closer to valid bodies: accepted means every operation is in the history."""
-    with httpx.Client(base_url=intake_url, timeout=30) as http:
-        answer = http.post(
-            PATH,
-            content=json.dumps({"operations": ops}),  # NaN/Infinity included, as a sender might
-            headers={"Authorization": f"Bearer {STATIC_TOKEN}", "Content-Type": "application/json"},
-        )
+    answer = intake.post(
+        PATH,
+        content=json.dumps({"operations": ops}),  # NaN/Infinity included, as a sender might
+        headers={"Authorization": f"Bearer {STATIC_TOKEN}", "Content-Type": "application/json"},
+    )
     assert answer.status_code in {204, 400}, answer.text
     assert not contains_pan(answer.text)
     if answer.status_code == 204:

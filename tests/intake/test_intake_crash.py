@@ -23,7 +23,7 @@ SENDERS = 8
 KILL_AFTER_ACKS = 120
 
 
-def _start(db_url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+def _start(db_url: str, port: int, log: Path, *, migrate: bool = True) -> subprocess.Popen[bytes]:
     env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": os.environ.get("HOME", "/tmp"),
@@ -33,6 +33,7 @@ def _start(db_url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "LOG_LEVEL": "WARNING",
+        "MIGRATE_ON_START": "true" if migrate else "false",
     }
     bin_dir = Path(sys.executable).parent
     with log.open("ab") as out:
@@ -99,7 +100,8 @@ async def test_every_acknowledged_notification_survives_sigkill(tmp_path: Path) 
         assert proc.returncode == -signal.SIGKILL
 
         # Restart on the same database: it must come up and hold every acknowledged operation.
-        proc = _start(db_url, port, log)
+        # (The first start migrated it; migrating again is a child process that changes nothing.)
+        proc = _start(db_url, port, log, migrate=False)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             await wait_for(lambda: _ready(client, proc), timeout=60, message="server restart")
         engine = make_engine(db_url)

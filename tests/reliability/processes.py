@@ -134,7 +134,14 @@ def bot_env(
         "D1_NOTIFY_CLIENT_SECRET": NOTIFY_CLIENT_SECRET,
         "D1BOT_WORKSPACE_ID": WORKSPACE,
         "D1BOT_CHANNEL_RATE_PER_SECOND": "50",
+        # LocalSlack enforces no rate limit unless a test asks it to: the app's own workspace
+        # budget (240 a minute by default) would only make these tests wait.
+        "D1BOT_WORKSPACE_RATE_PER_MINUTE": "60000",
         "D1BOT_BURST_THRESHOLD": "10000",
+        # `bot_stack` migrates the database before any process starts; migrating again at each
+        # start is a child Python process (about a second) that proves nothing here (serve's
+        # own migration of a new database is exercised by tests/intake/test_intake_crash.py).
+        "MIGRATE_ON_START": "false",
     }
     env.update(overrides)
     return env

@@ -26,8 +26,12 @@ pytestmark = pytest.mark.slow
 
 SLACK_DEADLINE = 3.0
 UNAVAILABLE = "D1 is not answering"
+D1_TIMEOUT_SECONDS = 1.0
+# "Not answering at all": D1 holds the call twice as long as the bot waits. Not longer: the
+# sandbox finishes a held call before it can stop, so a longer hold only delays the test's end.
+D1_SILENCE_SECONDS = 2 * D1_TIMEOUT_SECONDS
 # Gap runs that find D1 down: each asks once, gives the card back and the next one comes 2 s,
-# then 4 s, then 8 s later (bot.scheduled.reconcile).
+# then 4 s, then 8 s later (bot.scheduled.reconcile). Three runs show the backoff growing.
 RECONCILE_ATTEMPTS = 3
 
 
@@ -51,7 +55,7 @@ async def ask_status(
 @contextlib.asynccontextmanager
 async def d1_down_stack(tmp_path: Path) -> AsyncIterator[tuple[BotStack, BotProcess]]:
     async with bot_stack(tmp_path) as stack:
-        bot = await stack.start_bot(D1_TIMEOUT_SECONDS="1", D1_MAX_RETRIES="0")
+        bot = await stack.start_bot(D1_TIMEOUT_SECONDS=str(D1_TIMEOUT_SECONDS), D1_MAX_RETRIES="0")
         stack.point_d1_at(bot)
         yield stack, bot
 
@@ -67,7 +71,7 @@ async def test_card_status_says_d1_is_not_answering_in_time(tmp_path: Path) -> N
         assert UNAVAILABLE in reply
 
         stack.sandbox.faults.clear()
-        stack.sandbox.faults.delay_next("productionStatus", seconds=20, count=5)
+        stack.sandbox.faults.delay_next("productionStatus", seconds=D1_SILENCE_SECONDS, count=5)
         acked_in, reply = await ask_status(stack, bot, http, "slow-1")
         assert acked_in < SLACK_DEADLINE
         assert UNAVAILABLE in reply
@@ -88,11 +92,13 @@ def ship_with_a_gap(stack: BotStack, card: str) -> None:
         stack.sandbox.advance(card)  # the fifth step ships the card
 
 
-async def gap_while_d1_is_down(stack: BotStack, card: str) -> list[float]:
-    """A gap with productionStatus answering 503 to the first RECONCILE_ATTEMPTS gap runs;
-    returns when each of their productionStatus calls arrived."""
+async def gap_while_d1_is_down(
+    stack: BotStack, card: str, attempts: int = RECONCILE_ATTEMPTS
+) -> list[float]:
+    """A gap with productionStatus answering 503 to the first `attempts` gap runs; returns
+    when each of their productionStatus calls arrived."""
     arrivals: list[float] = []
-    stack.sandbox.faults.fail_next("productionStatus", status=503, count=RECONCILE_ATTEMPTS)
+    stack.sandbox.faults.fail_next("productionStatus", status=503, count=attempts)
     ship_with_a_gap(stack, card)
     await stack.sandbox.flush(timeout=30)
     stack.sandbox.faults.drop_next_notifications(1)
@@ -101,7 +107,7 @@ async def gap_while_d1_is_down(stack: BotStack, card: str) -> list[float]:
     def seen() -> bool:
         while status_calls(stack) > len(arrivals):
             arrivals.append(time.monotonic())
-        return len(arrivals) >= RECONCILE_ATTEMPTS
+        return len(arrivals) >= attempts
 
     await wait_for(seen, timeout=30, interval=0.01, message="reconciliation attempts")
     return arrivals
@@ -133,10 +139,14 @@ async def test_reconciliation_backs_off_while_d1_is_down(tmp_path: Path) -> None
 
 
 async def test_reconciliation_of_a_gap_recovers_when_d1_comes_back(tmp_path: Path) -> None:
+    """Nothing else wakes reconciliation here: the given-back card is asked about again on
+    its own, and recorded once D1 answers. (One failed run is enough to show that; the test
+    above shows the runs after further failures and their growing backoff.)"""
     async with d1_down_stack(tmp_path) as (stack, _bot):
-        await gap_while_d1_is_down(stack, "gap-1")
+        await gap_while_d1_is_down(stack, "gap-1", attempts=1)
         await wait_for(
             lambda: reconciled(stack, "gap-1") == 1,
-            timeout=30,  # D1 answers again from the 4th call: the third gap retry (8 s later)
+            timeout=30,  # D1 answers again from the 2nd call: the first gap retry (2 s later)
             message="the gap card reconciled once D1 answers again",
         )
+        assert status_calls(stack) == 2  # one refused, one answered: asked again, not hammered

@@ -1,4 +1,4 @@
-"""Slack outage: LocalSlack answers 503 for a while, then 429 with Retry-After, then recovers.
+"""Slack outage: LocalSlack answers 503, then 429 with Retry-After, then recovers.
 `d1bot serve` (a real process) loses nothing, posts nothing twice, and never calls again
 before the Retry-After it was given."""
 
@@ -16,15 +16,20 @@ pytestmark = pytest.mark.slow
 
 CARDS = ["outage-1", "outage-2", "outage-3"]
 STEPS = 3
-RETRY_AFTER = 2
+# Each outage answer costs the test its wait: a 503 the worker's backoff (1 to 2 s for a row's
+# first failure, twice that for its second), a 429 its Retry-After. One of each shows both.
+UNAVAILABLE = 1
+RETRY_AFTER = 1  # seconds (Slack gives whole seconds)
 
 
 async def test_503_then_429_then_recovery_loses_and_repeats_nothing(tmp_path: Path) -> None:
-    async with bot_stack(tmp_path) as stack:
+    # D1 delivers these in order (duplicates still come), so that every step is announced: a
+    # late, older step is stored but not announced, and the count of replies below is exact.
+    async with bot_stack(tmp_path, shuffle=False) as stack:
         for card in CARDS:
             stack.sandbox.create_card(card, scenario="happy")
             stack.subscribe("COUT", card)
-        stack.slack.fail_next("chat.postMessage", status=503, count=2)
+        stack.slack.fail_next("chat.postMessage", status=503, count=UNAVAILABLE)
         stack.slack.fail_next("chat.postMessage", status=429, retry_after=RETRY_AFTER)
         bot = await stack.start_bot()
         stack.point_d1_at(bot)
@@ -37,7 +42,7 @@ async def test_503_then_429_then_recovery_loses_and_repeats_nothing(tmp_path: Pa
 
         calls = stack.slack.calls_to("chat.postMessage")
         statuses = Counter(c.status for c in calls)
-        assert statuses[503] == 2 and statuses[429] == 1  # the outage was really met
+        assert statuses[503] == UNAVAILABLE and statuses[429] == 1  # the outage was really met
         assert stack.slack.early_calls == []  # nothing before Retry-After elapsed
         limited = next(c for c in calls if c.status == 429)
         after = [c for c in calls if c.at > limited.at and c.channel == limited.channel]

@@ -65,7 +65,10 @@ def test_parser_answers_a_command_or_a_safe_refusal(text: str, marker: str) -> N
 
 
 @pytest.fixture
-def slack_url(engine: Engine) -> Iterator[tuple[str, LocalSlack]]:
+def endpoint(engine: Engine) -> Iterator[tuple[str, LocalSlack, httpx.Client]]:
+    """The app's Slack endpoint, LocalSlack, and one client for all the examples of the test
+    (a new client per example would cost more than the request: it loads the CA bundle)."""
+
     def app(slack: LocalSlack) -> Any:
         runtime = Runtime(
             settings=Settings(
@@ -78,8 +81,8 @@ def slack_url(engine: Engine) -> Iterator[tuple[str, LocalSlack]]:
         )
         return create_app(runtime, run_background=False)
 
-    with served_in_thread(app) as (url, slack):
-        yield f"{url}/slack/events", slack
+    with served_in_thread(app) as (url, slack), httpx.Client(timeout=30) as http:
+        yield f"{url}/slack/events", slack, http
 
 
 def _wait_for_reply(slack: LocalSlack, count: int, timeout: float = 15) -> None:
@@ -96,13 +99,12 @@ def _wait_for_reply(slack: LocalSlack, count: int, timeout: float = 15) -> None:
 )
 @given(text=TEXTS)
 def test_card_endpoint_never_fails_or_echoes_a_pan(
-    slack_url: tuple[str, LocalSlack], engine: Engine, text: str
+    endpoint: tuple[str, LocalSlack, httpx.Client], engine: Engine, text: str
 ) -> None:
-    url, slack = slack_url
+    url, slack, http = endpoint
     expected = len(slack.responses) + 1
     body = command_body(text, response_url=slack.response_url())
-    with httpx.Client(timeout=30) as http:
-        answer = http.post(url, content=body, headers=signed_headers(body))
+    answer = http.post(url, content=body, headers=signed_headers(body))
     assert answer.status_code == 200, answer.text
     assert not find_pans(answer.text)
     _wait_for_reply(slack, expected)
