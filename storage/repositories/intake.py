@@ -193,8 +193,12 @@ def record_batch(
     cards = _lock_cards(conn, sorted(first))
     missing = sorted(set(first) - set(cards))
     if missing:
-        conn.execute(sql.ensure_cards, [_new_card(*first[card_id]) for card_id in missing])
-        cards.update(_lock_cards(conn, missing))
+        new_cards = [_new_card(*first[card_id]) for card_id in missing]
+        conn.execute(sql.ensure_cards, new_cards)
+        if conn.dialect.name == "sqlite":  # the write lock is ours: every row is as inserted
+            cards.update((c["card_id"], _fresh(c)) for c in new_cards)
+        else:  # another writer may have inserted one first: read what is there, locked
+            cards.update(_lock_cards(conn, missing))
     known = set(
         conn.execute(sql.known_keys, {"keys": sorted({f.dedup_key for _, f, _ in batch})}).scalars()
     )
@@ -219,8 +223,9 @@ def record_batch(
                      source=source)
         for p in pending
     ]  # fmt: skip
-    for p, event_id in zip(pending, conn.execute(sql.insert_events, values).scalars(), strict=True):
-        p.event_id = event_id
+    event_ids = dict(conn.execute(sql.insert_events, values).tuples().all())
+    for p in pending:
+        p.event_id = event_id = event_ids[p.facts.dedup_key]
         results[p.request].new_event_ids.append(event_id)
         if p.facts.is_exception:
             results[p.request].exception_event_ids.append(event_id)
@@ -251,11 +256,26 @@ def record_batch(
 
 
 def _lock_cards(conn: Connection, card_ids: list[str]) -> dict[str, SimpleNamespace]:
-    """The cards' rows with their current event's state, locked for the transaction."""
+    """The cards' rows with their current event's state, locked for the transaction (on
+    SQLite, the transaction's write lock covers them already)."""
     sql = statements(conn.dialect.name)
-    conn.execute(sql.lock_cards, {"card_ids": card_ids}).all()
+    if conn.dialect.name != "sqlite":
+        conn.execute(sql.lock_cards, {"card_ids": card_ids}).all()
     rows = conn.execute(sql.read_cards, {"card_ids": card_ids})
     return {row.card_id: SimpleNamespace(**row._mapping, since_known=True) for row in rows}
+
+
+def _fresh(new_card: dict[str, Any]) -> SimpleNamespace:
+    """A card row just inserted, as `_lock_cards` would read it: no event yet."""
+    columns = dict.fromkeys(CARD_COLUMNS) | new_card
+    return SimpleNamespace(
+        **columns,
+        current_dedup_key=None,
+        current_status=None,
+        current_shipment_status=None,
+        tied=False,
+        since_known=True,
+    )
 
 
 def _new_card(f: OperationFacts, received_at: datetime) -> dict[str, Any]:

@@ -67,7 +67,7 @@ class IntakeStatements:
     lock_cards: Any  # the batch's cards, FOR UPDATE in card_id order
     read_cards: Any  # the batch's cards with their current event's state
     known_keys: Any  # which of the batch's dedup keys are stored already
-    insert_events: Any  # executemany, RETURNING each new event's id in parameter order
+    insert_events: Any  # executemany, RETURNING each new event's id with its dedup key
     update_cards: Any  # executemany: every projected column of a card
     state_since: Any
     earlier_produce: Any
@@ -121,7 +121,9 @@ def statements(dialect: str) -> IntakeStatements:
     known_keys = sa.select(events.c.dedup_key).where(
         events.c.dedup_key.in_(sa.bindparam("keys", expanding=True))
     )
-    insert_events = sa.insert(events).returning(events.c.id, sort_by_parameter_order=True)
+    # Rows come back in any order (asking for parameter order makes SQLite insert row by row):
+    # each id is matched to its event by the unique dedup key.
+    insert_events = sa.insert(events).returning(events.c.dedup_key, events.c.id)
     update_cards = (
         sa.update(cards)
         .where(cards.c.card_id == sa.bindparam("key_card_id"))

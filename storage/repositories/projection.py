@@ -102,10 +102,9 @@ def newer_snapshot(f: OperationFacts, card: Any) -> bool:
         return False
     if card.shipment is None or card.last_shipment_update_at is None:
         return True
-    return (f.event_time, json.dumps(f.shipment, sort_keys=True)) > (
-        card.last_shipment_update_at,
-        json.dumps(card.shipment, sort_keys=True),
-    )
+    if f.event_time != card.last_shipment_update_at:
+        return bool(f.event_time > card.last_shipment_update_at)
+    return json.dumps(f.shipment, sort_keys=True) > json.dumps(card.shipment, sort_keys=True)
 
 
 def snapshot_columns(f: OperationFacts) -> dict[str, Any]:
