@@ -5,15 +5,21 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
-from d1.models.common import CARD_ID_PATTERN, D1Model, Shipment, Timestamp
+from d1.models.common import CARD_ID_PATTERN, OPERATION_ID_PATTERN, D1Model, Shipment, Timestamp
+
+# Notifications keep the fields this product does not know: D1 adds fields without notice, and
+# the stored history is the operation as D1 sent it.
+_KEEP_UNKNOWN = ConfigDict(extra="allow")
 
 # --------------------------------------------------------------------------- notifications
 
 
 class OperationDetails(D1Model):
     """`details` of a notification operation; PRODUCE and STANDALONE_TRACKING share this shape."""
+
+    model_config = _KEEP_UNKNOWN
 
     status: str | None = None
     tracking_type: str | None = None
@@ -35,7 +41,8 @@ class OperationDetails(D1Model):
 class Operation(D1Model):
     """One notification operation, as D1 posts it to the issuer's callback."""
 
-    operation_id: str = Field(min_length=1, max_length=128)
+    model_config = _KEEP_UNKNOWN
+    operation_id: str = Field(pattern=OPERATION_ID_PATTERN.pattern)
     operation: str = Field(min_length=1, max_length=64)
     status: str = Field(min_length=1, max_length=32)
     card_id: str = Field(min_length=1, max_length=64, pattern=CARD_ID_PATTERN.pattern)

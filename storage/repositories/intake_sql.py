@@ -18,6 +18,7 @@ from storage.tables import (
     CardRecord,
     EventRecord,
     FanoutRecord,
+    QuarantineRecord,
     SubscriptionRecord,
 )
 
@@ -25,6 +26,7 @@ cards: sa.Table = CardRecord.__table__  # type: ignore[attr-defined]
 events: sa.Table = EventRecord.__table__  # type: ignore[attr-defined]
 fanouts: sa.Table = FanoutRecord.__table__  # type: ignore[attr-defined]
 subscriptions: sa.Table = SubscriptionRecord.__table__  # type: ignore[attr-defined]
+quarantine: sa.Table = QuarantineRecord.__table__  # type: ignore[attr-defined]
 
 KIND_CARD_EVENT = "card_event"
 KIND_EXCEPTION_ALERT = "exception_alert"
@@ -73,6 +75,7 @@ class IntakeStatements:
     earlier_produce: Any
     subscriber_counts: Any  # per card and filter, for the batch's cards
     fanout_markers: Any  # executemany
+    quarantine: Any  # executemany: the operations refused
 
 
 def _insert_ignoring_conflict(table: sa.Table, columns: tuple[str, ...], unique: str) -> Any:
@@ -183,4 +186,5 @@ def statements(dialect: str) -> IntakeStatements:
         earlier_produce=earlier_produce,
         subscriber_counts=subscriber_counts,
         fanout_markers=fanout_markers,
+        quarantine=sa.insert(quarantine),
     )
