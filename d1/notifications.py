@@ -8,6 +8,7 @@ No I/O here: `bot/intake/routes.py` reads the request and answers; this module d
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -134,7 +135,9 @@ def _unknown_fields_fit(op: Operation, depth: int) -> bool:
 def _parse_each(raw: bytes, issuer_id: str | None) -> ParsedBody:
     """`parse_body` step by step: `json.loads`, then each operation on its own."""
     try:
-        body: Any = json.loads(raw, parse_int=_bounded_int, parse_constant=_no_constant)
+        body: Any = json.loads(
+            raw, parse_int=_bounded_int, parse_float=_finite_float, parse_constant=_no_constant
+        )
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise NotificationRejected(FIELD_INVALID_FORMAT, "body") from exc
     if not isinstance(body, dict):
@@ -187,8 +190,8 @@ def _validation_problem(
 
 
 class _HugeInt(str):
-    """An integer literal beyond 64 bits, kept as its text (never parsed: 4,300 digits and more
-    raise in Python, and any size costs time)."""
+    """A number literal beyond 64 bits (or beyond a float's range), kept as its text (never
+    parsed into an int: 4,300 digits and more raise in Python, and any size costs time)."""
 
 
 def _bounded_int(text: str) -> int | str:
@@ -196,6 +199,11 @@ def _bounded_int(text: str) -> int | str:
     if digits > _INT64_DIGITS or not _INT64_MIN <= (number := int(text)) < _INT64_END:
         return _HugeInt(text)
     return number
+
+
+def _finite_float(text: str) -> float | str:
+    number = float(text)
+    return number if math.isfinite(number) else _HugeInt(text)
 
 
 def _no_constant(name: str) -> Any:
@@ -208,9 +216,7 @@ def _storable(
     """`value` made safe to store (NULs stripped: PostgreSQL text cannot hold them; unpaired
     surrogates replaced; huge integers kept as text), and the first place where it cannot be
     accepted as it is, if any."""
-    if isinstance(value, _HugeInt) or (
-        isinstance(value, int) and not _INT64_MIN <= value < _INT64_END
-    ):
+    if isinstance(value, _HugeInt) or _out_of_range(value):
         return str(value), (loc, FIELD_INVALID_VALUE)
     if isinstance(value, str):
         return _storable_text(value, loc)
@@ -233,6 +239,13 @@ def _storable(
             problem = problem or found or inner
         return members, problem
     return value, None
+
+
+def _out_of_range(value: Any) -> bool:
+    """An integer beyond 64 bits or a non-finite number (a one-step parse may hold these)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    return isinstance(value, int) and not _INT64_MIN <= value < _INT64_END
 
 
 def _storable_text(

@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bot.intake.committer import IntakeCommitter
+from bot.intake.openapi import ISSUER_PLACEHOLDER, NOTIFICATIONS_PATH, openapi_document
 from bot.metrics import (
     INTAKE_LATENCY,
     NOTIFICATIONS_DUPLICATE,
@@ -41,7 +42,6 @@ from storage.repositories.intake import QuarantinedOperation
 
 log = logging.getLogger(__name__)
 
-NOTIFICATIONS_PATH = "/notifications/d1/v2/issuers/{issuerId}/cards"
 TOKEN_PATH = "/oauth2/token"
 TOKEN_MAX_BODY_BYTES = 8 * 1024
 
@@ -261,8 +261,18 @@ def token_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Response]]
     return token
 
 
+def openapi_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Response]]:
+    document = openapi_document(runtime.settings.d1_issuer_id or ISSUER_PLACEHOLDER)
+
+    async def openapi(_request: Request) -> Response:
+        return JSONResponse(document)
+
+    return openapi
+
+
 def routes(runtime: Runtime) -> list[BaseRoute]:
     return [
         Route(NOTIFICATIONS_PATH, notifications_endpoint(runtime), methods=["POST"]),
         Route(TOKEN_PATH, token_endpoint(runtime), methods=["POST"]),
+        Route("/openapi.json", openapi_endpoint(runtime), methods=["GET"]),
     ]

@@ -9,7 +9,7 @@ D1 "enum" is a plain string here; the known values are listed as constants for r
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Annotated, Any
 
 from pydantic import (
@@ -156,6 +156,19 @@ def _representable_in_utc(value: datetime) -> datetime:
     return value
 
 
+def _d1_date(value: Any) -> Any:
+    """A date as D1 writes it: ISO text of a date (a time after it is ignored). Numbers are
+    not dates (pydantic would read them as seconds since 1970)."""
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or not _ISO_TIME.match(value):
+        raise ValueError("expected an ISO 8601 date")
+    return value[:10]
+
+
+# A calendar date (`details.dueDate`).
+CalendarDate = Annotated[date, BeforeValidator(_d1_date)]
+
 Timestamp = Annotated[
     AwareDatetime, BeforeValidator(_d1_time), AfterValidator(_representable_in_utc)
 ]
@@ -254,6 +267,7 @@ __all__ = [
     "SHIPMENT_STATUS_WORDS",
     "TRACKING_STATUSES",
     "TRACKING_TYPES",
+    "CalendarDate",
     "D1Model",
     "LastCheckpoint",
     "Shipment",

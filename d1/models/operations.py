@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Any
 
 from pydantic import ConfigDict, Field, field_validator
 
-from d1.models.common import CARD_ID_PATTERN, OPERATION_ID_PATTERN, D1Model, Shipment, Timestamp
+from d1.models.common import (
+    CARD_ID_PATTERN,
+    OPERATION_ID_PATTERN,
+    CalendarDate,
+    D1Model,
+    Shipment,
+    Timestamp,
+)
 
 # Notifications keep the fields this product does not know: D1 adds fields without notice, and
 # the stored history is the operation as D1 sent it.
@@ -25,17 +31,10 @@ class OperationDetails(D1Model):
     tracking_type: str | None = None
     production_site: str | None = None
     reason: str | None = None
-    due_date: date | None = None
+    due_date: CalendarDate | None = None
     shipment: Shipment | None = None
     input_file_name: str | None = None
     issuer_request_id: str | None = None
-
-    @field_validator("due_date", mode="before")
-    @classmethod
-    def _date_only(cls, value: Any) -> Any:
-        if isinstance(value, str) and len(value) > 10 and value[10:11] == "T":
-            return value[:10]
-        return value
 
 
 class Operation(D1Model):
