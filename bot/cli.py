@@ -6,6 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from d1.sandbox.cli import add_sandbox_arguments
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -36,10 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--speed", type=float, default=None, help="sandbox clock acceleration")
 
     sandbox = sub.add_parser("sandbox", help="run the D1 sandbox (a local D1)")
-    sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--port", type=int, default=8700)
-    sandbox.add_argument("--callback-url", default=None, help="where to send notifications")
-    sandbox.add_argument("--seed", type=int, default=1)
+    add_sandbox_arguments(sandbox)
 
     quarantine = sub.add_parser(
         "quarantine", help="operations D1 sent that could not be accepted, and why"
