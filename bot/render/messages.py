@@ -82,11 +82,11 @@ def _shipment_fields(shipment: Shipment) -> list[MarkdownTextObject]:
     if shipment.estimated_delivery_date and not shipment.delivery_date:
         fields.append(
             mrkdwn.field(
-                "ETA", mrkdwn.slack_date(shipment.estimated_delivery_date, with_time=False)
+                "ETA", mrkdwn.wall_clock(shipment.estimated_delivery_date, with_time=False)
             )
         )
     if shipment.delivery_date:
-        fields.append(mrkdwn.field("Delivered", mrkdwn.slack_date(shipment.delivery_date)))
+        fields.append(mrkdwn.field("Delivered", mrkdwn.wall_clock(shipment.delivery_date)))
     if shipment.failed_delivery_attempts and shipment.failed_delivery_attempts != "0":
         fields.append(
             mrkdwn.field("Failed attempts", mrkdwn.escape(shipment.failed_delivery_attempts))
@@ -95,7 +95,7 @@ def _shipment_fields(shipment: Shipment) -> list[MarkdownTextObject]:
     if checkpoint is not None and (checkpoint.city or checkpoint.country_name):
         place = ", ".join(mrkdwn.escape(p) for p in (checkpoint.city, checkpoint.country_name) if p)
         when = (
-            f" ({mrkdwn.slack_date(checkpoint.checkpoint_time)})"
+            f" ({mrkdwn.wall_clock(checkpoint.checkpoint_time)})"
             if checkpoint.checkpoint_time
             else ""
         )

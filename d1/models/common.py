@@ -174,13 +174,25 @@ Timestamp = Annotated[
 ]
 
 
+def _wall_clock(value: datetime) -> datetime:
+    """The date and time as written, whatever offset (or `Z`) followed: D1 writes these in the
+    local time of the place they describe. Kept as that wall clock, tagged UTC so that it sorts
+    and stores like the instants; shown as written, never shifted into a reader's timezone."""
+    return value.replace(tzinfo=timezone.utc)
+
+
+# A local date-time of a place (`estimatedDeliveryDate`, `deliveryDate`, `pickupDate`,
+# `checkpointTime`): the wall clock D1 wrote, see `_wall_clock`.
+LocalTime = Annotated[AwareDatetime, BeforeValidator(_d1_time), AfterValidator(_wall_clock)]
+
+
 # --------------------------------------------------------------------------- shipment
 
 
 class LastCheckpoint(D1Model):
     model_config = ConfigDict(extra="allow")  # stored as D1 sent it, new fields included
 
-    checkpoint_time: Timestamp | None = None
+    checkpoint_time: LocalTime | None = None
     city: str | None = None
     country_name: str | None = None
     message: str | None = None
@@ -197,12 +209,12 @@ class Shipment(D1Model):
     message: str | None = None
     tracking_url: str | None = None
     redirect_url: str | None = None
-    estimated_delivery_date: Timestamp | None = None
+    estimated_delivery_date: LocalTime | None = None
     last_updated_at: Timestamp | None = None
-    delivery_date: Timestamp | None = None
+    delivery_date: LocalTime | None = None
     signed_by: str | None = None
     failed_delivery_attempts: str | None = None
-    pickup_date: Timestamp | None = None
+    pickup_date: LocalTime | None = None
     last_checkpoint: LastCheckpoint | None = None
 
     @field_validator("failed_delivery_attempts", mode="before")
@@ -270,6 +282,7 @@ __all__ = [
     "CalendarDate",
     "D1Model",
     "LastCheckpoint",
+    "LocalTime",
     "Shipment",
     "Timestamp",
     "TokenResponse",
