@@ -82,8 +82,10 @@ class Settings(BaseSettings):
     d1bot_allowed_usergroups: str | None = None  # comma-separated user group ids
     d1bot_extra_exception_statuses: str | None = None  # comma-separated, e.g. "PENDING"
     d1bot_channel_rate_per_second: float = 1.0
+    # chat.postMessage + chat.update of the whole app, in any 60 s (spread: rate/12 + 3 per 5 s)
+    d1bot_workspace_rate_per_minute: int = 240
     d1bot_outbox_max_attempts: int = 12
-    d1bot_outbox_lease_seconds: float = 120.0  # a claimed row a dead worker held is retried after
+    d1bot_outbox_lease_seconds: float = 8.0  # renewed while held: a dead worker's rows, after
     d1bot_burst_threshold: int = 10  # more distinct cards than this at once -> one summary
     d1bot_reconcile_interval_minutes: int = 30
     d1bot_reconcile_quiet_minutes: int = 240

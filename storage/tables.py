@@ -326,6 +326,22 @@ class StuckAlertRecord(SQLModel, table=True):
     raised_at: datetime = _ts()
 
 
+class ChannelPauseRecord(SQLModel, table=True):
+    """A channel the bot cannot post in (removed, archived, private and not invited): its
+    delivery waits, nothing is dropped, until the bot is back in the channel."""
+
+    __tablename__ = "channel_pauses"
+    __table_args__ = (
+        sa.UniqueConstraint("workspace_id", "channel_id", name="uq_channel_pause"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    workspace_id: str = Field(max_length=32)
+    channel_id: str = Field(max_length=32)
+    reason: str = Field(max_length=64)  # Slack's error code, e.g. not_in_channel
+    paused_at: datetime = _ts()
+
+
 class QuarantineRecord(SQLModel, table=True):
     """An operation D1 sent that could not be accepted, kept (PANs masked) with the reason so
     that an operator can see what was lost and ask D1 for it again."""

@@ -12,20 +12,26 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
 from bot.delivery.slack_calls import SlackCalls
-from bot.delivery.slack_errors import PARENT_GONE_ERRORS, Deferred, PermanentError, TransientError
+from bot.delivery.slack_errors import (
+    Deferred,
+    DeliveryError,
+    MessageRejected,
+    ParentGone,
+    RateLimited,
+    TransientError,
+)
 from bot.render import messages
 from storage.repositories import cards as cards_repo
 from storage.repositories import claims
 from storage.repositories import outbox as repo
 from storage.repositories import threads as threads_repo
 from storage.repositories.claims import ClaimedRow
-from storage.repositories.subscriptions import subscriptions_of_card
 from storage.repositories.threads import ThreadRef
 from storage.tables import CardRecord, EventRecord, ThreadRecord
 
@@ -82,6 +88,9 @@ class MessageKinds:
     name: str
     alert_link_wait: timedelta
     _parent_shown: OrderedDict[tuple[str, str], str]
+    # Parent updates the budget postponed, by (workspace, channel, card): the row that owed
+    # it (for its card and thread) and the parent's ts.
+    _owed_parents: OrderedDict[tuple[str, str, str], tuple[ClaimedRow, str]]
 
     slack: SlackCalls
 
@@ -113,7 +122,7 @@ class MessageKinds:
             self._card_of, row
         )
         if card is None:
-            raise PermanentError("missing_event")
+            raise MessageRejected("missing_event")
         key = (row.workspace_id, row.channel_id, card.card_id)
         thread: ThreadRef | ThreadRecord | None = self._ctx(row).threads.get(key)
         if thread is None and card.card_id not in self._ctx(row).cards:
@@ -138,16 +147,26 @@ class MessageKinds:
 
     async def _post_in_thread(
         self, row: ClaimedRow, message: dict[str, Any], parent_ts: str, *, broadcast: bool
-    ) -> str:
+    ) -> tuple[str, bool]:
+        """Post `message` in the card's thread; when its parent was deleted in Slack, post a
+        new parent from the card's current state and continue the thread under it (no retry
+        burned). Returns the reply's ts and whether a new parent was posted."""
         try:
-            return await self.slack.post(
+            ts = await self.slack.post(
                 row.channel_id, message, thread_ts=parent_ts, reply_broadcast=broadcast
             )
-        except PermanentError as failure:
-            if failure.error not in PARENT_GONE_ERRORS:
-                raise
+            return ts, False
+        except ParentGone:
+            log.info("the parent of %s in %s is gone: a new one", row.card_id, row.channel_id)
         await asyncio.to_thread(self._forget_thread, row)
-        raise TransientError("parent_gone")
+        _card, parent_ts, _created = await self._card_and_thread(row)
+        try:
+            ts = await self.slack.post(
+                row.channel_id, message, thread_ts=parent_ts, reply_broadcast=broadcast
+            )
+        except ParentGone as failure:  # deleted again at once: try later, boundedly
+            raise TransientError(f"parent_gone: {failure.error}") from None
+        return ts, True
 
     def _forget_thread(self, row: ClaimedRow) -> None:
         self._ctx(row).threads.pop((row.workspace_id, row.channel_id, row.card_id or ""), None)
@@ -182,15 +201,41 @@ class MessageKinds:
                     text=message["text"],
                     blocks=message["blocks"],
                 )
-            except PermanentError as failure:
-                if failure.error in PARENT_GONE_ERRORS:
-                    await asyncio.to_thread(self._forget_thread, row)
-                raise
+            except ParentGone:  # deleted in Slack: a new parent, the thread continues there
+                await asyncio.to_thread(self._forget_thread, row)
+                await self._card_and_thread(row)
+                return
+            except (Deferred, RateLimited):  # owed: later, one update carries the latest
+                self._owed_parents[_parent_key(row)] = (row, parent_ts)
+                while len(self._owed_parents) > PARENT_MEMORY:
+                    self._owed_parents.popitem(last=False)
+                return
+            self._owed_parents.pop(_parent_key(row), None)
             # Only a parent just posted is remembered: after an update the next event of the
             # card updates it again (rows of one channel can be claimed by other replicas).
             self._parent_shown.pop((row.channel_id, parent_ts), None)
 
         return update
+
+    async def update_owed_parents(self) -> None:
+        """The parent updates the budget postponed, oldest first, each rendered from the
+        card's state now: many events of one card while the budget was short cost one
+        `chat.update`. Stops at the first one the budget postpones again."""
+        while self._owed_parents:
+            key, (row, parent_ts) = next(iter(self._owed_parents.items()))
+            del self._owed_parents[key]
+            card = await asyncio.to_thread(
+                cards_repo.get_card, self.engine, card_id=row.card_id or ""
+            )
+            update = None if card is None else self._parent_update(row, card, parent_ts)
+            if update is None:
+                continue
+            try:
+                await update()
+            except DeliveryError as failure:  # best effort: the card's next event corrects it
+                log.info("a postponed parent update failed: %s", failure.error)
+            if key in self._owed_parents:
+                return
 
     # ------------------------------------------------------------------ kinds
 
@@ -212,15 +257,17 @@ class MessageKinds:
             cards_repo.get_event, self.engine, event_id=row.event_id or 0
         )
         if event is None:
-            raise PermanentError("missing_event")
+            raise MessageRejected("missing_event")
         card, parent_ts, created = await self._card_and_thread(row)
         reply = self._ctx(row).reply(event)
-        ts = await self._post_in_thread(row, reply, parent_ts, broadcast=event.is_exception)
-        return ts, None if created else self._parent_update(row, card, parent_ts)
+        ts, renewed = await self._post_in_thread(
+            row, reply, parent_ts, broadcast=event.is_exception
+        )
+        return ts, None if created or renewed else self._parent_update(row, card, parent_ts)
 
     async def _send_card_notice(self, row: ClaimedRow) -> tuple[str, Followup | None]:
         _card, parent_ts, _created = await self._card_and_thread(row)
-        ts = await self._post_in_thread(row, row.payload or {}, parent_ts, broadcast=True)
+        ts, _renewed = await self._post_in_thread(row, row.payload or {}, parent_ts, broadcast=True)
         return ts, None
 
     async def _send_exception_alert(self, row: ClaimedRow) -> tuple[str, Followup | None]:
@@ -229,7 +276,7 @@ class MessageKinds:
         )
         card = await asyncio.to_thread(self._card_of, row)
         if event is None or card is None:
-            raise PermanentError("missing_event")
+            raise MessageRejected("missing_event")
         link = await self._thread_link(row, card.card_id)
         message = messages.exception_alert_message(card, event, thread_link=link)
         return await self.slack.post(row.channel_id, message.as_payload()), None
@@ -260,7 +307,7 @@ class MessageKinds:
             answer = await self.slack.call(
                 "chat.getPermalink", channel=thread.channel_id, message_ts=thread.parent_ts
             )
-        except (PermanentError, TransientError) as failure:
+        except DeliveryError as failure:
             log.info("no permalink for the thread of an alert: %s", failure.error)
             return None
         return str(answer.get("permalink") or "") or None
@@ -289,32 +336,6 @@ class MessageKinds:
         message = messages.burst_summary_message(list(found.values()))
         return await self.slack.post(row.channel_id, message.as_payload()), None
 
-    def _tell_subscriber(self, row: ClaimedRow, now: datetime) -> None:
-        """Ask whoever subscribed the channel to invite the bot (once per channel)."""
-        if row.subscription_id is None or row.card_id is None:
-            return
-        subscription = next(
-            (
-                s
-                for s in subscriptions_of_card(self.engine, card_id=row.card_id)
-                if s.id == row.subscription_id
-            ),
-            None,
-        )
-        if subscription is None:
-            return
-        notice = messages.not_in_channel_notice(row.channel_id)
-        repo.enqueue_once(
-            self.engine,
-            once_key=f"notice:not_in_channel:{row.workspace_id}:{row.channel_id}",
-            workspace_id=row.workspace_id,
-            channel_id=subscription.created_by,
-            kind=repo.KIND_DIRECT_MESSAGE,
-            payload={"user": subscription.created_by, **notice.as_payload()},
-            now=now,
-        )
-        self.runtime.wake_outbox()
-
     async def record_sent(self, write: Callable[..., Any], **values: Any) -> Any:
         """A database write after Slack took a message, tried again briefly before giving up:
         giving up means the message is posted again later."""
@@ -340,16 +361,18 @@ class MessageKinds:
         )
 
     async def _send_direct_message(self, row: ClaimedRow) -> tuple[str, Followup | None]:
-        payload = row.payload or {}
-        user = payload.get("user") or row.channel_id
-        opened = await self.slack.call("conversations.open", users=user)
-        channel = str(opened["channel"]["id"])
-        return await self.slack.post(channel, payload), None
+        """The app has no Messages tab, so it sends no direct messages: a row of this kind
+        (queued by an older version) is a dead letter, never a call Slack would refuse."""
+        raise MessageRejected("direct_messages_disabled")
 
 
 def _id(row: ClaimedRow) -> int:
     assert row.id is not None
     return row.id
+
+
+def _parent_key(row: ClaimedRow) -> tuple[str, str, str]:
+    return (row.workspace_id, row.channel_id, row.card_id or "")
 
 
 def _digest(message: dict[str, Any]) -> str:

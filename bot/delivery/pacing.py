@@ -1,5 +1,5 @@
 """The per-channel pacer that keeps posts under Slack's limit of about one a second per channel
-and honours the `Retry-After` Slack gave for a channel."""
+(a `Retry-After` pauses a whole method: `bot.delivery.budget`)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ from bot.delivery.slack_errors import Deferred
 
 
 class ChannelPacer:
-    """At most `rate` posts per second to each channel, and none before a `Retry-After` that
-    Slack gave for it. The interval is counted from the moment the previous post's answer came
-    back: always later than its arrival at Slack, so two posts can never bunch up on Slack's
-    side. Times are the event loop's monotonic clock."""
+    """At most `rate` posts per second to each channel. The interval is counted from the moment
+    the previous post's answer came back: always later than its arrival at Slack, so two posts
+    can never bunch up on Slack's side. Times are the event loop's monotonic clock."""
 
     def __init__(self, rate_per_second: float, *, max_wait: float) -> None:
         self.interval = 1.0 / rate_per_second if rate_per_second > 0 else 0.0
@@ -40,10 +39,6 @@ class ChannelPacer:
     def done(self, channel: str) -> None:
         """The post to `channel` was answered: the next one may go `interval` from now."""
         self._next_free[channel] = self.now() + self.interval
-
-    def block(self, channel: str, seconds: float) -> None:
-        """Slack asked us to wait `seconds` before the next post to `channel`."""
-        self._next_free[channel] = max(self._next_free.get(channel, 0.0), self.now() + seconds)
 
     def forget_idle(self) -> None:
         """Drop channels that are free again (keeps memory bounded)."""

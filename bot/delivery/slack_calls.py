@@ -1,5 +1,5 @@
-"""One Slack Web API call of the delivery worker: paced per channel, bounded in flight, its
-answer classified by the Slack error table and counted in the metrics.
+"""One Slack Web API call of the delivery worker: paced per channel and by the workspace budget,
+bounded in flight, its answer classified by the Slack error table and counted in the metrics.
 
 Calls go through the shared `slack_sdk` `AsyncWebClient` (built without SDK retries: retries
 are the worker's, so that a lost answer is never followed by a second post behind its back).
@@ -15,6 +15,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.delivery.budget import WorkspaceBudget
 from bot.delivery.pacing import ChannelPacer
 from bot.delivery.slack_errors import (
     RateLimited,
@@ -41,9 +42,11 @@ class SlackCalls:
         rate_per_second: float,
         max_pacing_wait: float,
         concurrency: int,
+        workspace_rate_per_minute: int = 0,
     ) -> None:
         self._client = client
         self.pacer = ChannelPacer(rate_per_second, max_wait=max_pacing_wait)
+        self.budget = WorkspaceBudget(workspace_rate_per_minute, max_wait=max_pacing_wait)
         # The bound is on requests in flight, not on rows: a row waiting for its channel's
         # turn must not hold a slot that another channel could use.
         self._slots = asyncio.Semaphore(concurrency)
@@ -70,9 +73,16 @@ class SlackCalls:
 
     async def call(self, method: str, *, paced_channel: str | None = None, **body: Any) -> Any:
         """One call; failures raised as `DeliveryError`s. Posts to a channel wait for the
-        channel's turn first."""
+        channel's turn first, then every call for the workspace budget (and for the end of a
+        rate-limit pause of its method)."""
         if paced_channel is not None:
             await self.pacer.acquire(paced_channel)
+        try:
+            await self.budget.acquire(method)
+        except BaseException:
+            if paced_channel is not None:
+                self.pacer.done(paced_channel)
+            raise
         try:
             status, data, retry_after = await self._send(method, body, paced_channel)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -83,15 +93,24 @@ class SlackCalls:
         if status == 200 and isinstance(data, dict) and data.get("ok"):
             SLACK_CALLS.labels(method=method, outcome="ok").inc()
             return data
-        failure = classify_slack_error(status=status, error=error, retry_after=retry_after)
+        failure = classify_slack_error(
+            status=status, error=error, retry_after=retry_after, method=method
+        )
         SLACK_CALLS.labels(method=method, outcome=outcome_label(failure)).inc()
-        if isinstance(failure, RateLimited) and paced_channel is not None:
-            self.pacer.block(paced_channel, failure.retry_after)
+        if isinstance(failure, RateLimited):
+            self.budget.pause(method, failure.retry_after)  # for the whole app
         raise failure
 
     async def post(self, channel: str, message: dict[str, Any], **extra: Any) -> str:
-        """Post to a channel (paced); returns the message's `ts`."""
-        body = {"channel": channel, "text": message.get("text") or "", **extra}
+        """Post to a channel (paced); returns the message's `ts`. Links never unfurl: a
+        carrier's tracking page would become a large preview under every update."""
+        body = {
+            "channel": channel,
+            "text": message.get("text") or "",
+            "unfurl_links": False,
+            "unfurl_media": False,
+            **extra,
+        }
         if message.get("blocks"):
             body["blocks"] = message["blocks"]
         response = await self.call("chat.postMessage", paced_channel=channel, **body)
@@ -103,6 +122,8 @@ class SlackCalls:
         """(HTTP status, answer body, Retry-After) of one call through the SDK client."""
         try:
             async with self._slots:
+                # A rate limit answered while this call queued for a slot holds it too.
+                await self.budget.wait_out_pause(method)
                 if method in GET_METHODS:
                     answer = await self.client.api_call(method, http_verb="GET", params=body)
                 else:

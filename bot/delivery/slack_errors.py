@@ -1,5 +1,7 @@
-"""The one Slack error table: what a failed Web API answer means for a message (give up, retry
-with backoff, wait for `Retry-After`, or just not yet), and the bounded labels metrics use.
+"""The one Slack error table: every Slack error the bot can meet, in one of six classes, and
+what each class means for a message (retry with backoff, wait for `Retry-After`, pause the
+channel, give up on the message, pause all delivery, or post a new parent), plus the bounded
+labels metrics use.
 
 Pure: the worker (`bot.delivery.worker`) and the Slack listeners read their decisions here."""
 
@@ -11,42 +13,60 @@ from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
-# Slack errors that no retry will fix: the row goes to the dead letters at once.
-PERMANENT_ERRORS = frozenset(
+# Slack is briefly unwell: back off (honouring any `Retry-After`) and try again.
+TRANSIENT_ERRORS = frozenset(
+    {"internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
+# The bot cannot post in this channel until people there act: pause the channel.
+CHANNEL_ERRORS = frozenset(
     {
         "channel_not_found",
-        "not_in_channel",
         "is_archived",
-        "invalid_auth",
-        "not_authed",
-        "account_inactive",
-        "token_revoked",
-        "token_expired",
-        "no_permission",
-        "missing_scope",
-        "msg_too_long",
-        "no_text",
-        "invalid_blocks",
-        "invalid_blocks_format",
-        "invalid_arguments",
-        "too_many_attachments",
+        "not_in_channel",
         "restricted_action",
         "restricted_action_read_only_channel",
         "restricted_action_thread_only_channel",
         "restricted_action_non_threadable_channel",
+    }
+)
+# This message can never be posted as it is: dead letter with the reason, never retried.
+MESSAGE_ERRORS = frozenset(
+    {
+        "invalid_blocks",
+        "invalid_blocks_format",
+        "msg_too_long",
+        "invalid_arguments",
+        "no_text",
+        "too_many_attachments",
+        "missing_event",
+        "direct_messages_disabled",
+        "messages_tab_disabled",
         "cannot_dm_bot",
         "user_not_found",
         "user_disabled",
-        "team_access_not_granted",
-        "ekm_access_denied",
-        "unknown_method",
-        "missing_event",
     }
 )
-# Errors that mean a stored parent message is gone from Slack.
+# The app itself cannot post (token, scopes, workspace): pause all delivery.
+APP_ERRORS = frozenset(
+    {
+        "invalid_auth",
+        "not_authed",
+        "token_revoked",
+        "token_expired",
+        "account_inactive",
+        "missing_scope",
+        "no_permission",
+        "team_access_not_granted",
+        "ekm_access_denied",
+        "not_allowed_token_type",
+    }
+)
+# A stored parent message is gone from Slack (deleted): post a new one.
 PARENT_GONE_ERRORS = frozenset({"thread_not_found", "message_not_found", "cant_update_message"})
 # Errors that mean the bot cannot post in the channel until someone invites it.
 NOT_IN_CHANNEL_ERRORS = frozenset({"not_in_channel", "channel_not_found"})
+# Errors not in the table are retried this often before the row is a dead letter.
+UNKNOWN_ERROR_RETRIES = 3
 
 
 class DeliveryError(Exception):
@@ -58,19 +78,46 @@ class DeliveryError(Exception):
 
 
 class PermanentError(DeliveryError):
-    """Give up now (dead letter)."""
+    """Give up now (dead letter). Its subclasses say more than that."""
+
+
+class MessageRejected(PermanentError):
+    """Slack refuses this message as it is: dead letter with the reason, never retried."""
+
+
+class ChannelUnavailable(PermanentError):
+    """The channel refuses the bot: pause the channel's delivery (nothing is retried or lost
+    until the pause ends)."""
+
+
+class AppUnauthorized(PermanentError):
+    """The token or the app's scopes are refused: pause all delivery."""
+
+
+class ParentGone(DeliveryError):
+    """The card's parent message was deleted: post a new parent and continue under it."""
 
 
 class TransientError(DeliveryError):
-    """Try again later, with backoff, up to the attempt bound."""
+    """Try again later, with backoff (at least `retry_after`), up to the attempt bound."""
+
+    def __init__(self, error: str, *, retry_after: float = 0.0) -> None:
+        super().__init__(error)
+        self.retry_after = retry_after
+
+
+class UnknownError(TransientError):
+    """An error not in the table: `UNKNOWN_ERROR_RETRIES` retries, then a dead letter that
+    keeps the error text."""
 
 
 class RateLimited(DeliveryError):
-    """Slack said 429: nothing goes to this channel before `retry_after` seconds."""
+    """Slack said 429 (or `ratelimited`): nothing goes to `method` before `retry_after`."""
 
-    def __init__(self, retry_after: float) -> None:
+    def __init__(self, retry_after: float, method: str = "") -> None:
         super().__init__("ratelimited")
         self.retry_after = retry_after
+        self.method = method
 
 
 class Deferred(DeliveryError):
@@ -82,19 +129,26 @@ class Deferred(DeliveryError):
 
 
 def classify_slack_error(
-    *, status: int, error: str | None, retry_after: str | None
+    *, status: int, error: str | None, retry_after: str | None, method: str = ""
 ) -> DeliveryError:
     """What a failed Slack Web API answer means for the message."""
-    if status == 429:
-        return RateLimited(parse_retry_after(retry_after))
+    if status == 429 or error == "ratelimited":
+        return RateLimited(parse_retry_after(retry_after), method)
+    wait = parse_retry_after(retry_after) if retry_after is not None else 0.0
     if status >= 500:
-        return TransientError(f"http_{status}")
+        return TransientError(f"http_{status}", retry_after=wait)
     code = error or f"http_{status}"
-    if code in PERMANENT_ERRORS:
-        return PermanentError(code)
-    if code == "ratelimited":
-        return RateLimited(parse_retry_after(retry_after))
-    return TransientError(code)
+    if code in TRANSIENT_ERRORS:
+        return TransientError(code, retry_after=wait)
+    if code in CHANNEL_ERRORS:
+        return ChannelUnavailable(code)
+    if code in MESSAGE_ERRORS:
+        return MessageRejected(code)
+    if code in APP_ERRORS:
+        return AppUnauthorized(code)
+    if code in PARENT_GONE_ERRORS:
+        return ParentGone(code)
+    return UnknownError(code, retry_after=wait)
 
 
 def parse_retry_after(value: str | None, *, default: float = 1.0) -> float:
@@ -115,7 +169,6 @@ def backoff_seconds(
     return ceiling * (0.5 + 0.5 * rng())
 
 
-
 def error_code(exc: SlackApiError) -> str | None:
     """The `error` of an answer the SDK raised for, when it had one."""
     data = getattr(exc.response, "data", None)
@@ -128,14 +181,17 @@ def outcome_label(failure: DeliveryError) -> str:
         return "ratelimited"
     if isinstance(failure, PermanentError):
         return "permanent"
-    if failure.error.startswith("http_5"):
+    if isinstance(failure, ParentGone):
+        return "parent_gone"
+    if failure.error.startswith("http_5") or failure.error in TRANSIENT_ERRORS:
         return "server_error"
     return "error"
 
 
 DEAD_LETTER_LABELS = frozenset(
     {"channel_not_found", "not_in_channel", "is_archived", "invalid_auth", "account_inactive",
-     "msg_too_long", "invalid_blocks", "missing_event", "max_attempts", "token_revoked"}
+     "msg_too_long", "invalid_blocks", "invalid_arguments", "missing_event", "max_attempts",
+     "token_revoked", "unknown_error", "direct_messages_disabled"}
 )  # fmt: skip
 
 

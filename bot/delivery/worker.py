@@ -7,12 +7,15 @@ The worker claims the due head row of many channels in one transaction (see
 `storage.repositories.claims`), delivers them concurrently, and claims again as rows settle
 (no round barrier; bursts for one channel are coalesced into one summary first). A row is
 settled only after Slack answered: sent (with the returned `ts`), retried later (5xx,
-connection errors: exponential backoff with jitter; 429: not before `Retry-After`), or dead
-(permanent errors, or too many attempts), visibly: a WARNING log line and
-`DEAD_LETTERS{reason}`. A parent message's `ts` is committed before anything is posted in its
-thread, so a crash cannot post a card's parent twice. docs/delivery.md says which crash windows
-remain. Every call goes through the shared `slack_sdk` `AsyncWebClient`; retries are this
-worker's, by the Slack error table (`bot.delivery.slack_errors`).
+connection errors: exponential backoff with jitter; 429: not before `Retry-After`), held with
+its channel (the channel is paused) or with all delivery (the token is refused), or dead
+(the message is refused, or too many attempts), visibly: a WARNING log line and
+`DEAD_LETTERS{reason}` (`bot.delivery.outcomes`). Claims are short leases the worker renews
+while it holds the rows, so a crashed worker's rows are taken over within seconds. A parent
+message's `ts` is committed before anything is posted in its thread, so a crash cannot post a
+card's parent twice. docs/delivery.md says which crash windows remain. Every call goes through
+the shared `slack_sdk` `AsyncWebClient`; retries are this worker's, by
+the Slack error table (`bot.delivery.slack_errors`).
 """
 
 from __future__ import annotations
@@ -29,17 +32,10 @@ from typing import Any
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.delivery.kinds import MessageKinds, _id, _Round
+from bot.delivery.outcomes import AUTH_CHECK_SECONDS, Outcomes
 from bot.delivery.slack_calls import SlackCalls
-from bot.delivery.slack_errors import (
-    Deferred,
-    DeliveryError,
-    PermanentError,
-    RateLimited,
-    TransientError,
-    backoff_seconds,
-    dead_letter_label,
-)
-from bot.metrics import DEAD_LETTERS, OUTBOX_DEPTH, OUTBOX_OLDEST_AGE
+from bot.delivery.slack_errors import DeliveryError, MessageRejected, TransientError
+from bot.metrics import OUTBOX_DEPTH, OUTBOX_OLDEST_AGE
 from bot.runtime import BackgroundTask, Runtime, slack_client_from
 from storage.repositories import bursts, claims, health
 from storage.repositories import cards as cards_repo
@@ -53,7 +49,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 200
 DEFAULT_CONCURRENCY = 32
-DEFAULT_LEASE_SECONDS = 120.0
+DEFAULT_LEASE_SECONDS = 8.0
 DEFAULT_BACKOFF_BASE = 2.0
 DEFAULT_BACKOFF_CAP = 600.0
 DEFAULT_POLL_SECONDS = 1.0
@@ -63,7 +59,7 @@ CLAIM_PAUSE_SECONDS = 0.1
 DEFAULT_ALERT_LINK_WAIT = timedelta(seconds=20)
 
 
-class OutboxWorker(MessageKinds):
+class OutboxWorker(MessageKinds, Outcomes):
     """Delivers outbox rows to Slack (see the module docstring)."""
 
     def __init__(
@@ -79,6 +75,7 @@ class OutboxWorker(MessageKinds):
         poll_seconds: float = DEFAULT_POLL_SECONDS,
         max_pacing_wait: float = DEFAULT_MAX_PACING_WAIT,
         alert_link_wait: timedelta = DEFAULT_ALERT_LINK_WAIT,
+        auth_check_seconds: float = AUTH_CHECK_SECONDS,
         name: str | None = None,
     ) -> None:
         self.runtime = runtime
@@ -89,13 +86,19 @@ class OutboxWorker(MessageKinds):
             rate_per_second=self.settings.d1bot_channel_rate_per_second,
             max_pacing_wait=max_pacing_wait,
             concurrency=concurrency,
+            workspace_rate_per_minute=self.settings.d1bot_workspace_rate_per_minute,
         )
+        self.max_pacing_wait = max_pacing_wait
         self.batch_size = batch_size
         self.lease = timedelta(seconds=lease_seconds)
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.poll_seconds = poll_seconds
         self.alert_link_wait = alert_link_wait
+        self.auth_check_seconds = auth_check_seconds
+        self.app_paused: str | None = None
+        self._auth_check_at = 0.0
+        self._side_tasks: list[asyncio.Task[None]] = []  # lease heartbeat, owed parents
         self.name = (name or f"{runtime.instance}:{secrets.token_hex(3)}")[-64:]
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -106,6 +109,9 @@ class OutboxWorker(MessageKinds):
         # What each parent message shows, as far as this worker knows: a parent already
         # showing the card's current state is not updated again (see `_parent_update`).
         self._parent_shown: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._owed_parents: OrderedDict[tuple[str, str, str], tuple[ClaimedRow, str]] = (
+            OrderedDict()
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -115,6 +121,10 @@ class OutboxWorker(MessageKinds):
         self._stopping = False
         await self.slack.open()
         self._task = asyncio.create_task(self._run(), name="outbox-worker")
+        self._side_tasks = [
+            asyncio.create_task(self._heartbeat(), name="outbox-leases"),
+            asyncio.create_task(self._owed_parents_loop(), name="outbox-parents"),
+        ]
 
     async def stop(self, *, timeout: float = 30.0) -> None:
         """Finish the rows in hand, then stop (rows not yet claimed stay pending)."""
@@ -130,10 +140,46 @@ class OutboxWorker(MessageKinds):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._task = None
+        for side in self._side_tasks:
+            side.cancel()
+        await asyncio.gather(*self._side_tasks, return_exceptions=True)
+        self._side_tasks = []
         await self.slack.close()
 
     def is_healthy(self) -> bool:
-        return self._task is not None and not self._task.done() and self._failed_rounds < 5
+        """Red while the worker is down, failing to claim, or Slack refuses the token."""
+        running = self._task is not None and not self._task.done()
+        return running and self._failed_rounds < 5 and self.app_paused is None
+
+    async def _heartbeat(self) -> None:
+        """Renew the lease on the rows in hand, three times per lease: a live worker keeps
+        them however long Slack takes, a dead one loses them one lease after its last beat."""
+        interval = self.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(interval)
+            held = list(self._rounds)
+            if not held:
+                continue
+            try:
+                await asyncio.to_thread(
+                    claims.renew_leases,
+                    self.engine,
+                    worker=self.name,
+                    row_ids=held,
+                    lease_until=self.runtime.clock() + self.lease,
+                )
+            except Exception:
+                log.warning("outbox: could not renew the leases on %d rows", len(held),
+                            exc_info=True)  # fmt: skip
+
+    async def _owed_parents_loop(self) -> None:
+        """Each second, the parent updates the budget postponed (`update_owed_parents`)."""
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            try:
+                await self.update_owed_parents()
+            except Exception:
+                log.warning("outbox: postponed parent updates failed", exc_info=True)
 
     async def _run(self) -> None:
         """Claim and deliver continuously: new heads are claimed while earlier rows are still
@@ -145,7 +191,11 @@ class OutboxWorker(MessageKinds):
         loop = asyncio.get_running_loop()
         try:
             while not self._stopping:
-                free = self.batch_size - len(in_flight)
+                await self.check_auth_when_due()
+                # No more rows than the workspace budget lets go soon: the others would only
+                # be claimed to be released again.
+                room = self.slack.budget.room(self.max_pacing_wait)
+                free = 0 if self.app_paused else min(self.batch_size - len(in_flight), room)
                 rows: list[ClaimedRow] = []
                 if free > 0:
                     try:
@@ -165,7 +215,7 @@ class OutboxWorker(MessageKinds):
                         await asyncio.to_thread(self._update_gauges)
                 if self._stopping or (rows and len(rows) == free):
                     continue
-                await self._wait_for_work(in_flight, rows_claimed=bool(rows))
+                await self._wait_for_work(in_flight, rows_claimed=bool(rows) or free <= 0)
         finally:
             if in_flight:  # finish the rows in hand
                 await asyncio.gather(*in_flight, return_exceptions=True)
@@ -293,7 +343,7 @@ class OutboxWorker(MessageKinds):
         send = self.sender(row.kind)
         try:
             if send is None:
-                raise PermanentError(f"unknown_kind:{row.kind}")
+                raise MessageRejected(f"unknown_kind:{row.kind}")
             slack_ts, followup = await send(row)
         except DeliveryError as failure:
             await self._failed(row, failure)
@@ -316,55 +366,6 @@ class OutboxWorker(MessageKinds):
                 await followup()
             except DeliveryError as failure:  # best effort: the next event corrects it
                 log.info("follow-up of outbox row %s failed: %s", row.id, failure.error)
-
-    async def _failed(self, row: ClaimedRow, failure: DeliveryError) -> None:
-        now = self.runtime.clock()
-        if isinstance(failure, RateLimited):
-            self.slack.pacer.block(row.channel_id, failure.retry_after)
-            await self._retry(row, now + timedelta(seconds=failure.retry_after), failure, False)
-            return
-        if isinstance(failure, Deferred):
-            await self._retry(row, now + timedelta(seconds=failure.seconds), None, False)
-            return
-        attempts = row.attempts + 1
-        if (
-            isinstance(failure, TransientError)
-            and attempts < self.settings.d1bot_outbox_max_attempts
-        ):
-            delay = backoff_seconds(attempts, base=self.backoff_base, cap=self.backoff_cap)
-            await self._retry(row, now + timedelta(seconds=delay), failure, True)
-            return
-        reason = failure.error if isinstance(failure, PermanentError) else "max_attempts"
-        error = failure.error if reason == failure.error else f"max_attempts: {failure.error}"
-        dead = await asyncio.to_thread(
-            claims.mark_dead, self.engine, row_id=_id(row), worker=self.name, now=now, error=error
-        )
-        if not dead:
-            return
-        DEAD_LETTERS.labels(reason=dead_letter_label(reason)).inc()
-        log.warning(
-            "outbox row %s (%s) to channel %s is a dead letter after %d attempts: %s",
-            row.id,
-            row.kind,
-            row.channel_id,
-            attempts,
-            error,
-        )
-        if failure.error == "not_in_channel":
-            await asyncio.to_thread(self._tell_subscriber, row, now)
-
-    async def _retry(
-        self, row: ClaimedRow, at: datetime, failure: DeliveryError | None, count: bool
-    ) -> None:
-        await asyncio.to_thread(
-            claims.retry_later,
-            self.engine,
-            row_id=_id(row),
-            worker=self.name,
-            next_attempt_at=at,
-            error=failure.error if failure else None,
-            count_attempt=count,
-        )
 
 
 def install(runtime: Runtime, **options: Any) -> OutboxWorker:

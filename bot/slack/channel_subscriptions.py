@@ -3,10 +3,12 @@ button. The replies say what changed, so an agent never has to guess from the ch
 
 from __future__ import annotations
 
+from bot.delivery.channel_access import check_channel, resume_channel
+from bot.delivery.outcomes import CHANNEL_REASONS
 from bot.render import mrkdwn, views
 from bot.runtime import Runtime
 from bot.slack.auditing import Auditor, Invoker, Outcome, in_thread
-from storage.repositories import subscriptions
+from storage.repositories import pauses, subscriptions
 from storage.repositories.outbox import count_dead_letters
 from storage.tables import FILTER_ALL, FILTER_EXCEPTIONS
 
@@ -19,6 +21,12 @@ class ChannelSubscriptions:
         self.auditor = auditor
 
     async def subscribe(self, who: Invoker, card_id: str, filter_: str) -> views.Reply:
+        """Subscribe the channel after checking that the bot can post there (a private channel
+        it is not in, an archived one or a DM is refused); ends the channel's pause if any."""
+        await self._check_channel(who)
+        resumed = await resume_channel(
+            self.runtime, workspace_id=who.workspace_id, channel_id=who.channel_id
+        )
         result = await in_thread(
             self.runtime.engine,
             subscriptions.subscribe,
@@ -31,13 +39,19 @@ class ChannelSubscriptions:
         )
         what = "its exceptions" if filter_ == FILTER_EXCEPTIONS else "every update"
         card = f"*{mrkdwn.escape(card_id)}*"
+        again = " Card updates to this channel were paused; they resume now." if resumed else ""
         if result.outcome == subscriptions.UNCHANGED:
-            return views.message_reply(f"This channel already follows {what} of {card}.")
+            return views.message_reply(f"This channel already follows {what} of {card}.{again}")
         if result.outcome == subscriptions.UPDATED:
             text = f"This channel now follows {what} of {card}."
         else:
             text = f"Subscribed: this channel will get {what} of {card}, in one thread."
-        return views.message_reply(text, emoji="white_check_mark")
+        return views.message_reply(text + again, emoji="white_check_mark")
+
+    async def _check_channel(self, who: Invoker) -> None:
+        check = await check_channel(self.runtime.slack_client, who.channel_id)
+        if check.refusal is not None:
+            raise Outcome(check.outcome, views.error_reply(check.refusal))
 
     async def subscribe_button(self, who: Invoker, card_id: str) -> views.Reply:
         """The Subscribe button of the status view: every update, audited as a button."""
@@ -60,6 +74,7 @@ class ChannelSubscriptions:
         ]
         if existing:
             return existing[0].filter
+        await self._check_channel(who)
         await in_thread(
             self.runtime.engine,
             subscriptions.subscribe,
@@ -113,4 +128,20 @@ class ChannelSubscriptions:
             for r in rows
         ]
         dead = await in_thread(engine, count_dead_letters, channel_id=who.channel_id)
-        return views.list_reply(view_rows, dead_letters=int(dead))
+        reply = views.list_reply(view_rows, dead_letters=int(dead))
+        pause = await in_thread(
+            engine, pauses.channel_pause, workspace_id=who.workspace_id, channel_id=who.channel_id
+        )
+        if pause is None:
+            return reply
+        why = CHANNEL_REASONS.get(pause.reason, pause.reason)
+        warning = views.error_reply(
+            f"Card updates to this channel are paused ({mrkdwn.escape(why)}): they wait, "
+            f"nothing is lost. Invite the app (`/invite @D1 Cards`) or run `/card subscribe` "
+            f"here again to resume them."
+        )
+        return views.Reply(
+            text=f"{warning.text}\n{reply.text}",
+            blocks=[*warning.blocks, *reply.blocks],
+            in_channel=reply.in_channel,
+        )

@@ -1,10 +1,12 @@
 """The delivery worker's lease on outbox rows: claim the due heads, settle what Slack answered.
 
 Claiming rules (what makes delivery exactly-once per row and ordered per channel):
-- only the oldest pending row of each channel (its *head*) can be claimed, so a channel has at
-  most one message in flight and its messages leave in the order they were enqueued;
-- a claim is a lease (`claimed_by`, `claimed_until`): a row claimed by a worker that died is
-  claimed again once the lease has expired;
+- only the oldest pending row of each card in each channel (its *head*) can be claimed, so the
+  messages about one card leave in the order they were enqueued, and a row that waits (backoff,
+  `Retry-After`) never holds back other cards; of those, one per channel is claimed while the
+  channel has nothing in flight, and none in a paused channel (`storage.repositories.pauses`);
+- a claim is a lease (`claimed_by`, `claimed_until`) that the worker renews while it holds the
+  row: a row claimed by a worker that died is claimed again once the short lease has expired;
 - on PostgreSQL the candidate heads are selected `FOR UPDATE SKIP LOCKED`, and every claim is a
   conditional UPDATE (still pending, lease free), so two replicas never hold the same row;
 - settling a row (sent, retry, dead) only happens while the caller still holds its claim.
@@ -12,6 +14,7 @@ Claiming rules (what makes delivery exactly-once per row and ordered per channel
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,8 +24,11 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 
 from storage.repositories.fanout import expand_in
-from storage.repositories.outbox import _lease_free, outbox
-from storage.tables import OUTBOX_DEAD, OUTBOX_PENDING, OUTBOX_SENT
+from storage.repositories.outbox import KIND_CARD_EVENT, KIND_EXCEPTION_ALERT, _lease_free, outbox
+from storage.repositories.pauses import pauses
+from storage.tables import OUTBOX_DEAD, OUTBOX_PENDING, OUTBOX_SENT, ThreadRecord
+
+threads = ThreadRecord.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(slots=True)
@@ -53,30 +59,25 @@ class ClaimedRow:
 def claim_due(
     engine: Engine, *, worker: str, now: datetime, lease_until: datetime, limit: int
 ) -> list[ClaimedRow]:
-    """Expand the oldest fan-out markers, then claim up to `limit` due heads (one per
-    channel), oldest first, in one transaction (see module docstring)."""
-    heads = (
-        sa.select(sa.func.min(outbox.c.id))
-        .where(outbox.c.state == OUTBOX_PENDING)
-        .group_by(outbox.c.workspace_id, outbox.c.channel_id)
-    )
-    candidates = (
-        sa.select(outbox.c.id)
-        .where(
-            outbox.c.state == OUTBOX_PENDING,
-            outbox.c.next_attempt_at <= now,
-            _lease_free(now),
-            outbox.c.id.in_(heads),
-        )
-        .order_by(outbox.c.id)
-        .limit(limit)
-    )
+    """Expand the oldest fan-out markers, then claim up to `limit` due heads (at most one per
+    channel, none in a paused or busy channel), oldest first, in one transaction (see the
+    module docstring)."""
     with engine.begin() as conn:
         expand_in(conn)  # the oldest owed card events become rows first (skipped if busy)
         if conn.dialect.name == "postgresql":
-            ids = _postgres_candidates(conn, heads=heads, now=now, limit=limit)
+            # The card heads first (one aggregate), then the rest by primary key: as one query
+            # with `id IN (heads)` PostgreSQL planned a nested loop that re-ran the aggregate
+            # for every pending row whenever the statistics were stale, as they always are for
+            # a table that fills in bursts.
+            head_ids = list(conn.execute(_card_heads()).scalars())
+            heads: Any = sa.cast(sa.literal(head_ids), ARRAY(sa.BigInteger))
+            is_head = outbox.c.id == sa.any_(heads)
+            # Every channel's head, in order, then the first `limit` that no other replica
+            # is claiming at this moment (limited after skipping, so replicas share the work).
+            ids = _channel_heads(conn, is_head, now=now, limit=None) if head_ids else []
+            ids = _postgres_locked(conn, ids, now=now, limit=limit)
         else:
-            ids = list(conn.execute(candidates).scalars())
+            ids = _channel_heads(conn, outbox.c.id.in_(_card_heads()), now=now, limit=limit)
         if not ids:
             return []
         conn.execute(
@@ -92,30 +93,108 @@ def claim_due(
         return [ClaimedRow(**row._mapping) for row in claimed]
 
 
-def _postgres_candidates(
-    conn: Connection, *, heads: sa.Select[Any], now: datetime, limit: int
+def _card_heads() -> sa.Select[Any]:
+    """The oldest pending row of each card in each channel (rows about no card, such as
+    digests, form one sequence per channel): order is kept per card per channel only, so a row
+    that waits never holds back another card's messages."""
+    return (
+        sa.select(sa.func.min(outbox.c.id))
+        .where(outbox.c.state == OUTBOX_PENDING)
+        .group_by(
+            outbox.c.workspace_id, outbox.c.channel_id, sa.func.coalesce(outbox.c.card_id, "")
+        )
+    )
+
+
+def _channel_heads(
+    conn: Connection, is_head: sa.ColumnElement[bool], *, now: datetime, limit: int | None
 ) -> list[int]:
-    """The due, free heads, locked `FOR UPDATE SKIP LOCKED`, in two steps: the heads (one
-    aggregate over the pending rows), then those rows by primary key. As one query with
-    `id IN (heads)` PostgreSQL planned a nested loop that re-ran the aggregate for every
-    pending row whenever the statistics were stale, as they always are for a table that
-    fills in bursts: 2-5 s to claim 1,000 heads among 3,000 rows, against ~50 ms here."""
-    head_ids = list(conn.execute(heads).scalars())
-    if not head_ids:
-        return []
-    locked = (
-        sa.select(outbox.c.id)
+    """Of the due, free card heads, the oldest of each channel that has no row in flight and
+    is not paused: one message in flight per channel, as the channel pacer expects."""
+    other = outbox.alias("in_flight")
+    busy = sa.exists().where(
+        other.c.workspace_id == outbox.c.workspace_id,
+        other.c.channel_id == outbox.c.channel_id,
+        other.c.state == OUTBOX_PENDING,
+        other.c.claimed_until >= now,
+    )
+    paused = sa.exists().where(
+        pauses.c.workspace_id == outbox.c.workspace_id, pauses.c.channel_id == outbox.c.channel_id
+    )
+    # When the budget is short, exception alerts go first, then a card's first post in a
+    # channel (no parent there yet), then routine thread updates; oldest first within each.
+    first_post = sa.and_(
+        outbox.c.kind == KIND_CARD_EVENT,
+        ~sa.exists().where(
+            threads.c.workspace_id == outbox.c.workspace_id,
+            threads.c.channel_id == outbox.c.channel_id,
+            threads.c.card_id == outbox.c.card_id,
+        ),
+    )
+    priority = sa.case((outbox.c.kind == KIND_EXCEPTION_ALERT, 0), (first_post, 1), else_=2).label(
+        "priority"
+    )
+    candidates = (
+        sa.select(outbox.c.id, outbox.c.workspace_id, outbox.c.channel_id, priority)
         .where(
-            outbox.c.id == sa.any_(sa.cast(sa.literal(head_ids), ARRAY(sa.BigInteger))),
+            is_head,
             outbox.c.state == OUTBOX_PENDING,
             outbox.c.next_attempt_at <= now,
             _lease_free(now),
+            ~busy,
+            ~paused,
         )
-        .order_by(outbox.c.id)
+        .subquery()
+    )
+    first = sa.func.min(candidates.c.id)
+    query = (
+        sa.select(first)
+        .group_by(candidates.c.workspace_id, candidates.c.channel_id)
+        .order_by(sa.func.min(candidates.c.priority), first)
+        .limit(limit)
+    )
+    return list(conn.execute(query).scalars())
+
+
+def _postgres_locked(conn: Connection, ids: list[int], *, now: datetime, limit: int) -> list[int]:
+    """The first `limit` of `ids` (in their order) no other replica is claiming, locked
+    `FOR UPDATE SKIP LOCKED`."""
+    if not ids:
+        return []
+    wanted: Any = sa.cast(sa.literal(ids), ARRAY(sa.BigInteger))
+    locked = (
+        sa.select(outbox.c.id)
+        .where(
+            outbox.c.id == sa.any_(wanted),
+            outbox.c.state == OUTBOX_PENDING,
+            _lease_free(now),
+        )
+        .order_by(sa.func.array_position(wanted, outbox.c.id))
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
     return list(conn.execute(locked).scalars())
+
+
+def renew_leases(
+    engine: Engine, *, worker: str, row_ids: Sequence[int], lease_until: datetime
+) -> int:
+    """Extend the lease on the rows `worker` still holds (its heartbeat): a short lease that
+    a live worker keeps renewing lets a crashed worker's rows be claimed again within seconds."""
+    if not row_ids:
+        return 0
+    with engine.begin() as conn:
+        return int(
+            conn.execute(
+                sa.update(outbox)
+                .where(
+                    outbox.c.id.in_(list(row_ids)),
+                    outbox.c.claimed_by == worker,
+                    outbox.c.state == OUTBOX_PENDING,
+                )
+                .values(claimed_until=lease_until)
+            ).rowcount
+        )
 
 
 def _settle(engine: Engine, *, row_id: int, worker: str, **values: Any) -> bool:
@@ -204,4 +283,12 @@ def mark_dead(engine: Engine, *, row_id: int, worker: str, now: datetime, error:
     )
 
 
-__all__ = ["ClaimedRow", "claim_due", "mark_dead", "mark_sent", "retry_later", "save_progress"]
+__all__ = [
+    "ClaimedRow",
+    "claim_due",
+    "mark_dead",
+    "mark_sent",
+    "renew_leases",
+    "retry_later",
+    "save_progress",
+]

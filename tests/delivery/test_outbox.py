@@ -7,7 +7,6 @@ import asyncio
 import itertools
 from datetime import timedelta
 
-from prometheus_client import REGISTRY
 from sqlalchemy.engine import Engine
 
 from bot.render import actions
@@ -188,33 +187,6 @@ async def test_pacing_holds_the_channel_rate_when_answers_come_back_late(engine:
     assert [p.status for p in posts] == [200] * 4 and not slack.early_calls
     gaps = [b.at - a.at for a, b in itertools.pairwise(posts)]
     assert min(gaps) >= 0.25, gaps
-
-
-async def test_not_in_channel_is_dead_and_the_subscriber_is_told_once(engine: Engine) -> None:
-    follow(engine, "C9", "card-1", by="U7")
-    follow(engine, "C9", "card-2", by="U7")
-    before = (
-        REGISTRY.get_sample_value("d1bot_outbox_dead_letters_total", {"reason": "not_in_channel"})
-        or 0.0
-    )
-    async with delivery(engine) as (slack, _runtime, worker):
-        slack.add_channel("C9", bot_is_member=False)
-        record(engine, produce("card-1", "CARD_PROD_REQUESTED", 0))
-        record(engine, produce("card-2", "CARD_PROD_REQUESTED", 0))
-        await drain(worker, engine)
-        assert slack.messages(channel="C9") == []
-        (notice,) = slack.messages(channel="DU7")
-        assert "/invite" in notice["text"] and "C9" in notice["text"]
-        assert len(slack.calls_to("chat.postMessage")) == 3  # two refused posts, one DM
-
-    dead = repo.dead_letters(engine, limit=10)
-    assert {d.last_error for d in dead} == {"not_in_channel"} and len(dead) == 2
-    assert repo.count_dead_letters(engine, channel_id="C9") == 2
-    assert repo.count_dead_letters(engine, channel_id="C1") == 0
-    after = REGISTRY.get_sample_value(
-        "d1bot_outbox_dead_letters_total", {"reason": "not_in_channel"}
-    )
-    assert after == before + 2
 
 
 async def test_transient_failures_end_as_dead_after_max_attempts(engine: Engine) -> None:

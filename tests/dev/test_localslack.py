@@ -131,6 +131,87 @@ async def test_channels_membership_and_archive(slack: LocalSlack) -> None:
         assert err.value.response["error"] == error
 
 
+async def test_private_channels_join_and_archive_as_slack_answers(slack: LocalSlack) -> None:
+    client = client_for(slack)
+    slack.add_channel("G1", is_private=True, bot_is_member=False)
+    slack.add_channel("G2", is_private=True)
+    slack.add_channel("C2", bot_is_member=False)
+    for call in (
+        client.conversations_info(channel="G1"),
+        client.chat_postMessage(channel="G1", text="x"),
+        client.conversations_join(channel="G1"),
+    ):
+        with pytest.raises(SlackApiError) as hidden:  # the bot cannot see it at all
+            await call
+        assert hidden.value.response["error"] == "channel_not_found"
+    info = (await client.conversations_info(channel="G2"))["channel"]
+    assert info["is_private"] is True and info["is_member"] is True
+    public = (await client.conversations_info(channel="C2"))["channel"]
+    assert public["is_private"] is False and public["is_member"] is False
+    await client.conversations_join(channel="C2")
+    assert (await client.chat_postMessage(channel="C2", text="joined"))["ok"]
+    slack.set_archived("C2", archived=True)
+    with pytest.raises(SlackApiError) as archived:
+        await client.chat_postMessage(channel="C2", text="x")
+    assert archived.value.response["error"] == "is_archived"
+    slack.set_bot_membership("G1", member=True)
+    assert (await client.chat_postMessage(channel="G1", text="invited"))["ok"]
+
+
+async def test_a_deleted_parent_answers_as_slack_does(slack: LocalSlack) -> None:
+    client = client_for(slack)
+    parent = await client.chat_postMessage(channel="C1", text="parent")
+    await client.chat_delete(channel="C1", ts=parent["ts"])
+    assert slack.messages(channel="C1") == []
+    with pytest.raises(SlackApiError) as reply:
+        await client.chat_postMessage(channel="C1", text="x", thread_ts=parent["ts"])
+    assert reply.value.response["error"] == "thread_not_found"
+    with pytest.raises(SlackApiError) as update:
+        await client.chat_update(channel="C1", ts=parent["ts"], text="x")
+    assert update.value.response["error"] == "message_not_found"
+    other = await client.chat_postMessage(channel="C1", text="other")
+    slack.delete_message("C1", other["ts"])  # as an agent would
+    with pytest.raises(SlackApiError) as again:
+        await client.chat_delete(channel="C1", ts=other["ts"])
+    assert again.value.response["error"] == "message_not_found"
+
+
+async def test_oversize_messages_are_refused(slack: LocalSlack) -> None:
+    client = client_for(slack)
+    section = {"type": "section", "text": {"type": "mrkdwn", "text": "x"}}
+    long_section = {"type": "section", "text": {"type": "mrkdwn", "text": "x" * 3001}}
+    for kwargs, error in (
+        ({"text": "x" * 40_001}, "msg_too_long"),
+        ({"text": "x", "blocks": [section] * 51}, "invalid_blocks"),
+        ({"text": "x", "blocks": [long_section]}, "invalid_blocks"),
+    ):
+        with pytest.raises(SlackApiError) as refused:
+            await client.chat_postMessage(channel="C1", **kwargs)
+        assert refused.value.response["error"] == error
+    assert (await client.chat_postMessage(channel="C1", text="x", blocks=[section] * 50))["ok"]
+
+
+async def test_workspace_and_tier_3_limits(slack: LocalSlack) -> None:
+    client = client_for(slack)
+    slack.enforce_rate_limit(None, workspace_per_minute=4, update_per_minute=2)
+    first = await client.chat_postMessage(channel="C1", text="1")
+    await client.chat_postMessage(channel="C2", text="2")
+    await client.chat_update(channel="C1", ts=first["ts"], text="1b")
+    await client.chat_update(channel="C1", ts=first["ts"], text="1c")
+    with pytest.raises(SlackApiError) as tier3:  # the third update in a minute
+        await client.chat_update(channel="C1", ts=first["ts"], text="1d")
+    assert tier3.value.response.status_code == 429
+    assert 55 <= int(tier3.value.response.headers["retry-after"]) <= 60
+    with pytest.raises(SlackApiError) as workspace:  # the fifth post or update in a minute
+        await client.chat_postMessage(channel="C3", text="3")
+    assert workspace.value.response.status_code == 429
+    assert slack.rate_limited == 2 and slack.messages(channel="C3") == []
+    # Coming back before the Retry-After is noticed.
+    with pytest.raises(SlackApiError):
+        await client.chat_postMessage(channel="C4", text="4")
+    assert slack.early_calls == [slack.calls_to("chat.postMessage")[-1]]
+
+
 async def test_usergroups_dm_ephemeral_and_views(slack: LocalSlack) -> None:
     client = client_for(slack)
     slack.set_usergroup("S1", ["U1", "U2"])
@@ -138,6 +219,10 @@ async def test_usergroups_dm_ephemeral_and_views(slack: LocalSlack) -> None:
     with pytest.raises(SlackApiError):
         await client.usergroups_users_list(usergroup="S9")
     dm = await client.conversations_open(users="U1")
+    with pytest.raises(SlackApiError) as tab_off:  # the manifest's Messages tab is off
+        await client.chat_postMessage(channel=dm["channel"]["id"], text="hello")
+    assert tab_off.value.response["error"] == "messages_tab_disabled"
+    slack.enable_messages_tab()
     await client.chat_postMessage(channel=dm["channel"]["id"], text="hello")
     assert slack.messages(channel="DU1")[0]["text"] == "hello"
     await client.chat_postEphemeral(channel="C1", user="U1", text="only you")

@@ -3,8 +3,10 @@
 Used by the tests (with the real `slack_sdk.AsyncWebClient(base_url=slack.base_url)`) and by
 `d1bot demo`. It records every call with its decoded body, keeps the messages of each channel
 (with their `ts`, threads and updates), and can be scripted to fail (`fail_next`) or to enforce
-Slack's per-channel posting rate with `429 Retry-After`, so that delivery code is exercised
-against the failures it must survive rather than against a mock.
+Slack's limits (per channel, per workspace, Tier 3 `chat.update`) with `429 Retry-After`; it
+answers deleted parents, private and archived channels and oversize messages as Slack does, so
+that delivery code is exercised against the failures it must survive rather than against a
+mock.
 
     async with LocalSlack() as slack:
         client = AsyncWebClient(token="xoxb-test", base_url=slack.base_url)

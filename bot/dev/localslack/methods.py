@@ -15,6 +15,26 @@ from bot.dev.localslack.workspace import Workspace
 
 Method = Callable[[Workspace, dict[str, Any]], dict[str, Any]]
 MAX_TEXT_CHARS = 40000
+MAX_BLOCKS = 50  # per message
+MAX_SECTION_CHARS = 3000  # a section block's text
+
+
+def _content_error(body: dict[str, Any]) -> str | None:
+    """Slack's refusal of a message's content: too long, or blocks it would not accept."""
+    if len(str(body.get("text") or "")) > MAX_TEXT_CHARS:
+        return "msg_too_long"
+    blocks = body.get("blocks")
+    if blocks is None:
+        return None
+    if not isinstance(blocks, list) or len(blocks) > MAX_BLOCKS:
+        return "invalid_blocks"
+    for block in blocks:
+        if not isinstance(block, dict) or "type" not in block:
+            return "invalid_blocks"
+        text = block.get("text")
+        if isinstance(text, dict) and len(str(text.get("text") or "")) > MAX_SECTION_CHARS:
+            return "invalid_blocks"
+    return None
 
 
 def _channel_id(body: dict[str, Any], key: str = "channel") -> str:
@@ -46,8 +66,9 @@ def post_message(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
         return {"ok": False, "error": error}
     if not body.get("text") and not body.get("blocks") and not body.get("attachments"):
         return {"ok": False, "error": "no_text"}
-    if len(str(body.get("text") or "")) > MAX_TEXT_CHARS:
-        return {"ok": False, "error": "msg_too_long"}
+    refused = _content_error(body)
+    if refused:
+        return {"ok": False, "error": refused}
     thread_ts = body.get("thread_ts") or None
     if thread_ts is not None and ws.find(channel, thread_ts) is None:
         return {"ok": False, "error": "thread_not_found"}
@@ -74,12 +95,25 @@ def update(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
     message = ws.find(channel, ts)
     if message is None:
         return {"ok": False, "error": "message_not_found"}
+    refused = _content_error(body)
+    if refused:
+        return {"ok": False, "error": refused}
     if "text" in body:
         message["text"] = body["text"]
     if "blocks" in body:
         message["blocks"] = body["blocks"]
     message["updates"] += 1
     return {"ok": True, "channel": channel, "ts": ts, "text": message["text"]}
+
+
+def delete(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
+    channel, ts = _channel_id(body), body.get("ts")
+    error = ws.channel_error(channel)
+    if error:
+        return {"ok": False, "error": error}
+    if not ws.delete(channel, ts):
+        return {"ok": False, "error": "message_not_found"}
+    return {"ok": True, "channel": channel, "ts": ts}
 
 
 def post_ephemeral(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
@@ -123,17 +157,38 @@ def conversations_info(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
     if not channel_id:
         return {"ok": False, "error": "channel_not_found"}
     known = ws.channel(channel_id)
+    if known.is_private and not known.bot_is_member:
+        return {"ok": False, "error": "channel_not_found"}  # the bot cannot see it
     return {
         "ok": True,
         "channel": {
             "id": known.id,
             "name": known.name,
-            "is_channel": True,
+            "is_channel": not known.is_private,
+            "is_group": known.is_private,
+            "is_private": known.is_private,
+            "is_im": channel_id.startswith("D"),
             "is_member": known.bot_is_member,
             "is_archived": known.is_archived,
             "num_members": len(known.members),
         },
     }
+
+
+def conversations_join(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
+    """The bot joins a public channel (scope `channels:join`); private ones need an invite."""
+    channel_id = _channel_id(body)
+    if not channel_id:
+        return {"ok": False, "error": "channel_not_found"}
+    known = ws.channel(channel_id)
+    if known.is_private:
+        error = "method_not_supported_for_channel_type" if known.bot_is_member else None
+        return {"ok": False, "error": error or "channel_not_found"}
+    if known.is_archived:
+        return {"ok": False, "error": "is_archived"}
+    if channel_id in ws.channels:
+        known.bot_is_member = True
+    return {"ok": True, "channel": {"id": known.id, "name": known.name, "is_member": True}}
 
 
 def usergroups_users_list(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
@@ -157,10 +212,12 @@ METHODS: dict[str, Method] = {
     "auth.test": auth_test,
     "chat.postMessage": post_message,
     "chat.update": update,
+    "chat.delete": delete,
     "chat.postEphemeral": post_ephemeral,
     "chat.getPermalink": get_permalink,
     "views.publish": views_publish,
     "conversations.info": conversations_info,
+    "conversations.join": conversations_join,
     "usergroups.users.list": usergroups_users_list,
     "conversations.open": conversations_open,
 }

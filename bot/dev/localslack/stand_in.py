@@ -15,7 +15,7 @@ from typing import Any
 from starlette.types import ASGIApp
 
 from bot.dev.localslack.calls import Answer, Call, decode_body
-from bot.dev.localslack.faults import Faults
+from bot.dev.localslack.faults import TIER3_PER_MINUTE, Faults
 from bot.dev.localslack.methods import METHODS
 from bot.dev.localslack.serving import LoopbackServer, slack_routes
 from bot.dev.localslack.workspace import Workspace
@@ -101,12 +101,51 @@ class LocalSlack:
         )
 
     def enforce_rate_limit(
-        self, per_channel_per_second: float | None = 1.0, *, tolerance: float = 0.05
+        self,
+        per_channel_per_second: float | None = 1.0,
+        *,
+        workspace_per_minute: int | None = None,
+        update_per_minute: int | None = TIER3_PER_MINUTE,
+        tolerance: float = 0.05,
     ) -> None:
         """Answer 429 + Retry-After to a post that comes sooner than `1/rate` seconds after the
-        previous accepted post to the same channel (`tolerance` absorbs loopback jitter).
-        `None` turns enforcement off."""
-        self._faults.enforce_rate_limit(per_channel_per_second, tolerance)
+        previous accepted post to the same channel, to a `chat.postMessage` or `chat.update`
+        beyond `workspace_per_minute` of them in any minute, and to a `chat.update` beyond
+        `update_per_minute` (Tier 3) in any minute (`tolerance` absorbs loopback jitter).
+        `None` turns that limit off."""
+        self._faults.enforce_rate_limit(
+            per_channel_per_second,
+            tolerance,
+            workspace_per_minute=workspace_per_minute,
+            update_per_minute=update_per_minute,
+        )
+
+    @property
+    def rate_limited(self) -> int:
+        """How many 429s the enforced limits answered (scripted ones aside)."""
+        return self._faults.rate_limited
+
+    def enable_messages_tab(self, enabled: bool = True) -> None:
+        """Whether the app's Messages tab is on: with it off (the manifest's choice), posts to
+        a direct message are refused with `messages_tab_disabled`."""
+        self._workspace.messages_tab_enabled = enabled
+
+    def delete_message(self, channel: str, ts: str) -> None:
+        """Delete a message as an agent would in Slack (its thread can no longer be replied to,
+        an update finds nothing)."""
+        if not self._workspace.delete(channel, ts):
+            raise KeyError(f"no message {ts} in {channel}")
+
+    def set_bot_membership(self, channel_id: str, *, member: bool) -> None:
+        """The bot was invited to, or removed from, a declared channel."""
+        known = self._workspace.channel(channel_id)
+        known.bot_is_member = member
+        self._workspace.channels[channel_id] = known
+
+    def set_archived(self, channel_id: str, *, archived: bool) -> None:
+        known = self._workspace.channel(channel_id)
+        known.is_archived = archived
+        self._workspace.channels[channel_id] = known
 
     def delay_answers(self, seconds: float, *, after: int = 0) -> None:
         """Answer calls `seconds` after they arrived, from the `after`-th call on (each is
@@ -123,14 +162,17 @@ class LocalSlack:
         members: list[str] | None = None,
         bot_is_member: bool = True,
         is_archived: bool = False,
+        is_private: bool = False,
     ) -> None:
-        """Declare a channel. Undeclared channels exist too, with the bot as a member."""
+        """Declare a channel. Undeclared channels exist too: public, with the bot as a member.
+        A private channel the bot is not in answers `channel_not_found`, as in Slack."""
         self._workspace.add_channel(
             channel_id,
             name=name,
             members=members,
             bot_is_member=bot_is_member,
             is_archived=is_archived,
+            is_private=is_private,
         )
 
     def set_usergroup(self, usergroup_id: str, users: list[str]) -> None:

@@ -22,6 +22,7 @@ class Channel:
     members: list[str]
     bot_is_member: bool = True
     is_archived: bool = False
+    is_private: bool = False
 
 
 class Workspace:
@@ -33,6 +34,7 @@ class Workspace:
         self.channels: dict[str, Channel] = {}
         self.usergroups: dict[str, list[str]] = {}
         self.views: dict[str, dict[str, Any]] = {}
+        self.messages_tab_enabled = False  # as the app's manifest says
         self._last_ts_us = 0
 
     # ------------------------------------------------------------------ declaring
@@ -45,6 +47,7 @@ class Workspace:
         members: list[str] | None = None,
         bot_is_member: bool = True,
         is_archived: bool = False,
+        is_private: bool = False,
     ) -> None:
         self.channels[channel_id] = Channel(
             id=channel_id,
@@ -52,6 +55,7 @@ class Workspace:
             members=list(members or []),
             bot_is_member=bot_is_member,
             is_archived=is_archived,
+            is_private=is_private,
         )
 
     def channel(self, channel_id: str) -> Channel:
@@ -62,17 +66,31 @@ class Workspace:
         return known
 
     def channel_error(self, channel_id: str) -> str | None:
-        """Why the bot may not post in `channel_id`, as Slack's error code; None if it may."""
+        """Why the bot may not post in `channel_id`, as Slack's error code; None if it may.
+        A private channel the bot is not in does not exist as far as the bot can tell."""
         if not channel_id:
             return "channel_not_found"
+        if channel_id.startswith("D"):
+            return None if self.messages_tab_enabled else "messages_tab_disabled"
         known = self.channels.get(channel_id)
         if known is None:
             return None
+        if known.is_private and not known.bot_is_member:
+            return "channel_not_found"
         if known.is_archived:
             return "is_archived"
         if not known.bot_is_member:
             return "not_in_channel"
         return None
+
+    def delete(self, channel_id: str, ts: Any) -> bool:
+        """Delete a message (as an agent would); its thread can no longer be replied to."""
+        messages = self.messages_by_channel.get(channel_id, [])
+        for i, message in enumerate(messages):
+            if message["ts"] == ts:
+                del messages[i]
+                return True
+        return False
 
     # ------------------------------------------------------------------ messages
 
