@@ -332,12 +332,22 @@ def acknowledged_blocks(original: Sequence[dict[str, Any]], *, user_id: str) -> 
     return blocks
 
 
-def home_view() -> dict[str, Any]:
-    """The App Home tab: what the bot does and how to use it (no card data)."""
+def home_view(paused: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    """The App Home tab: what the bot does and how to use it (no card data), and the channels
+    whose updates wait (`paused`: channel id and why, in words)."""
     intro = (
         "*D1 Cards* tells your team where a card is in Thales D1 production and shipping, "
         "posts each followed card's updates in one thread per card, and raises exceptions "
         "the minute D1 reports them."
     )
-    top: list[Block] = [mrkdwn.header("D1 Cards"), section(intro), DividerBlock()]
+    top: list[Block] = [mrkdwn.header("D1 Cards"), section(intro)]
+    if paused:
+        lines = [f"• {slacktext.channel(c)}: {escape(why)}" for c, why in paused]
+        top.append(
+            section(
+                ":warning: *Updates paused* (they wait, nothing is lost; invite me back or run "
+                "`/card subscribe` there again):\n" + "\n".join(lines)
+            )
+        )
+    top.append(DividerBlock())
     return slacktext.view_payload({"type": "home", "blocks": [*top, *help_reply().blocks]})

@@ -121,3 +121,17 @@ async def test_the_bot_invited_back_or_the_channel_unarchived_ends_the_pause(
         answer = await post_signed(stack.http, stack.url, _event(bot, 3))
         assert answer.status_code == 200
         await wait_for(lambda: not paused("C1"), message="the bot's channel resumed")
+
+
+async def test_app_home_names_the_paused_channels(engine: Engine) -> None:
+    pauses.pause_channel(
+        engine, workspace_id=TEAM_ID, channel_id="C7", reason="not_in_channel",
+        now=datetime.now(timezone.utc),
+    )  # fmt: skip
+    async with slack_stack(engine) as stack:
+        opened = {"type": "app_home_opened", "user": "U1", "channel": "D1", "tab": "home"}
+        answer = await post_signed(stack.http, stack.url, _event(opened, 9))
+        assert answer.status_code == 200
+        await wait_for(lambda: stack.slack.calls_to("views.publish"), message="views.publish")
+        view = json.dumps(stack.slack.calls_to("views.publish")[0].body["view"])
+        assert "Updates paused" in view and "<#C7>" in view and "removed" in view

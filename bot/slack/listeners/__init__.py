@@ -27,7 +27,7 @@ def register_listeners(app: AsyncApp, service: CardService, access: AccessContro
     register_card_command(app, service, gate)
     register_status_buttons(app, service, gate)
     register_alert_buttons(app, service, gate)
-    register_home(app)
+    register_home(app, service.runtime)
     register_channel_events(app, service.runtime)
 
 
