@@ -95,7 +95,7 @@ def parse_body(raw: bytes, *, issuer_id: str | None = None) -> ParsedBody:
     if b"\\u" not in raw and not contains_pan(raw.decode("utf-8", "replace")):
         operations = _parse_valid(raw)
         if operations is not None and all(_same_issuer(op, issuer_id) for op in operations):
-            return ParsedBody(operations, [])
+            return ParsedBody([op.mark_pans_masked() for op in operations], [])
     return _parse_each(raw, issuer_id)
 
 
@@ -156,7 +156,7 @@ def _parse_each(raw: bytes, issuer_id: str | None) -> ParsedBody:
         payload = mask_pans_in(clean)
         judged = problem or _validation_problem(payload, where, issuer_id)
         if isinstance(judged, Operation):
-            parsed.operations.append(judged)
+            parsed.operations.append(judged.mark_pans_masked())
             continue
         loc, code = judged
         op_id = payload.get("operationId") if isinstance(payload, dict) else None

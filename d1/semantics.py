@@ -187,7 +187,7 @@ def operation_json_for_storage(op: Operation) -> str:
     """The operation as stored in history, as JSON text: wire names, nothing sensitive.
     (Serialised by pydantic in one step: intake stores one per notification.)"""
     text = op.model_dump_json(by_alias=True, exclude_none=True, exclude=_NOT_STORED)
-    if contains_pan(text):  # rare: a PAN in free text or an identifier; never stored in full
+    if not op.pans_masked and contains_pan(text):  # never stored in full
         text = json.dumps(mask_pans_in(json.loads(text)), separators=(",", ":"))
     return text
 

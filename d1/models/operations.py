@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
 from d1.models.common import (
     CARD_ID_PATTERN,
@@ -41,6 +41,9 @@ class Operation(D1Model):
     """One notification operation, as D1 posts it to the issuer's callback."""
 
     model_config = _KEEP_UNKNOWN
+    # Set by `d1.notifications.parse_body`, which masks every PAN of a body before validating
+    # it: storage need not look for PANs again (it does for operations from anywhere else).
+    _pans_masked: bool = PrivateAttr(default=False)
     operation_id: str = Field(pattern=OPERATION_ID_PATTERN.pattern)
     operation: str = Field(min_length=1, max_length=64)
     status: str = Field(min_length=1, max_length=32)
@@ -54,6 +57,14 @@ class Operation(D1Model):
     error: str | None = None
     input_file_name: str | None = None
     issuer_request_id: str | None = None
+
+    @property
+    def pans_masked(self) -> bool:
+        return self._pans_masked
+
+    def mark_pans_masked(self) -> Operation:
+        self._pans_masked = True
+        return self
 
     @field_validator("details", mode="before")
     @classmethod
