@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import print_machine  # noqa: E402
 from bench.intake import FIRST_SECOND, ISSUER, PATH, TOKEN  # noqa: E402
 from bot.dev.localslack import LocalSlack  # noqa: E402
-from tests.slack_signing import command_body, signed_headers  # noqa: E402
+from tests.slack_signing import TEAM_ID, command_body, signed_headers  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -96,6 +96,7 @@ def start_d1bot(workdir: Path, **extra_env: str) -> tuple[subprocess.Popen[bytes
         "D1_NOTIFY_TOKEN": TOKEN,
         "SLACK_SIGNING_SECRET": SIGNING_SECRET,
         "D1BOT_SCHEDULER_ENABLED": "false",
+        "D1BOT_WORKSPACE_ID": TEAM_ID,  # the commands come from this team
         **extra_env,
     }
     log = (workdir / "serve.log").open("ab")

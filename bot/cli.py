@@ -1,10 +1,12 @@
-"""The `d1bot` command line: serve, demo, sandbox, migrate, check."""
+"""The `d1bot` command line: serve, demo, sandbox, quarantine, migrate, check."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+
+from d1.sandbox.cli import add_sandbox_arguments
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,10 +38,16 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--speed", type=float, default=None, help="sandbox clock acceleration")
 
     sandbox = sub.add_parser("sandbox", help="run the D1 sandbox (a local D1)")
-    sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--port", type=int, default=8700)
-    sandbox.add_argument("--callback-url", default=None, help="where to send notifications")
-    sandbox.add_argument("--seed", type=int, default=1)
+    add_sandbox_arguments(sandbox)
+
+    quarantine = sub.add_parser(
+        "quarantine", help="operations D1 sent that could not be accepted, and why"
+    )
+    what = quarantine.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = what.add_parser("list", help="the newest first: when, which, the field at fault")
+    listing.add_argument("--limit", type=int, default=50)
+    show = what.add_parser("show", help="one quarantined operation as received (PANs masked)")
+    show.add_argument("id", type=int)
 
     sub.add_parser("migrate", help="apply database migrations (DATABASE_URL)")
     sub.add_parser("check", help="validate the settings and print a report")
@@ -72,6 +80,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from d1.sandbox.cli import run_sandbox
 
         return run_sandbox(args)
+    if args.command == "quarantine":
+        from bot.main import quarantine
+
+        return quarantine(
+            args.action, limit=getattr(args, "limit", 50), item=getattr(args, "id", 0)
+        )
     if args.command == "migrate":
         from bot.main import migrate
 

@@ -4,6 +4,7 @@ commands."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import ssl
@@ -163,6 +164,32 @@ def migrate_in_child(settings: Settings) -> bool:
     if done.returncode != 0:
         log.error("the database could not be migrated (exit status %d)", done.returncode)
     return done.returncode == 0
+
+
+def quarantine(action: str, *, limit: int, item: int) -> int:
+    """`d1bot quarantine list|show`: what intake refused, one line each or one in full."""
+    from storage.repositories.quarantine import get_quarantined, list_quarantined
+
+    engine = make_engine(load_settings().database_url)
+    if action == "show":
+        found = get_quarantined(engine, item)
+        if found is None:
+            print(f"No quarantined operation {item}.", file=sys.stderr)
+            return 1
+        print(f"#{found.id} received {found.received_at.isoformat()}")
+        print(f"operation {found.operation_index}, operationId {found.operation_id or '-'}")
+        print(f"refused: {found.error_code} at {found.field}")
+        print(json.dumps(found.payload, indent=2, ensure_ascii=True))
+        return 0
+    rows = list_quarantined(engine, limit=limit)
+    if not rows:
+        print("The quarantine is empty.")
+    for row in rows:
+        print(
+            f"#{row.id}  {row.received_at.isoformat(timespec='seconds')}  "
+            f"{row.operation_id or '-'}  {row.error_code} at {row.field}"
+        )
+    return 0
 
 
 def migrate() -> int:

@@ -17,6 +17,10 @@ NOTIFICATIONS_DUPLICATE = Counter(
 NOTIFICATIONS_REJECTED = Counter(
     "d1bot_notifications_rejected_total", "Notification requests refused", ["reason"]
 )
+OPERATIONS_REJECTED = Counter(
+    "d1bot_operations_rejected_total",
+    "Notification operations refused one by one (kept in quarantine; the rest stored)",
+)
 INTAKE_LATENCY = Histogram(
     "d1bot_intake_seconds",
     "Time from request to durable answer on the notification endpoint",

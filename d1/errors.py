@@ -20,7 +20,7 @@ a full PAN.
 
 from __future__ import annotations
 
-from d1.carddata import find_pans, mask_pan
+from d1.carddata import redact_pans
 
 MSG_BAD_REQUEST = "D1 did not accept those details; check the values and try again."
 MSG_UNAUTHORIZED = "The bot could not sign in to D1; an administrator needs to check its D1 keys."
@@ -37,9 +37,7 @@ MSG_NOT_CONFIGURED = "D1 is not configured for this bot yet."
 
 def _scrub(text: str) -> str:
     """Mask anything PAN-like in D1's free text before it reaches a log line."""
-    for pan in find_pans(text):
-        text = text.replace(pan, mask_pan(pan.replace(" ", "").replace("-", "")))
-    return text
+    return redact_pans(text)
 
 
 class D1Error(Exception):

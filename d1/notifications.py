@@ -1,40 +1,40 @@
-"""D1's notification callback, the pure part: parse a body into operations (naming the first bad
-field), and the credentials D1 presents (Basic at our token endpoint, Bearer on notifications).
+"""D1's notification callback, the pure part: parse a body into operations, each judged on its
+own (naming the first bad field of each one refused). The credentials D1 presents are
+`d1.callback_auth`.
 
 No I/O here: `bot/intake/routes.py` reads the request and answers; this module decides.
-
-Tokens we issue are self-verifying: `d1n1.<expires_unix>.<nonce>.<mac>`, the MAC an HMAC-SHA256
-keyed from the client secret. Any replica holding the same secret accepts any replica's tokens,
-and changing the secret revokes every token at once. All comparisons are constant-time.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import json
-import secrets
+import math
+import re
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from d1.models import Operation, OperationsEnvelope, TokenResponse, parse_operations
+from d1.carddata import contains_pan, mask_pans_in
+from d1.models import OPERATION_ID_PATTERN, Operation, OperationsEnvelope
 
 FIELD_INVALID_FORMAT = "FIELD_INVALID_FORMAT"
 FIELD_INVALID_VALUE = "FIELD_INVALID_VALUE"
-TOKEN_PREFIX = "d1n1"
-_KEY_LABEL = b"d1bot notification bearer token v1"
 
 
 # --------------------------------------------------------------------------- parsing
 
+# Deeper than this, a value is refused: no D1 payload nests beyond a handful of levels.
+MAX_DEPTH = 32
+# Beyond 64 bits, an integer is refused (and a literal of more digits than that is never parsed).
+_INT64_MIN, _INT64_END, _INT64_DIGITS = -(2**63), 2**63, 19
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+# pydantic's error types that say "wrong value" rather than "wrong shape".
+_VALUE_ERRORS = frozenset({"time_out_of_range", "int_out_of_range"})
+
 
 class NotificationRejected(ValueError):
-    """A body that cannot be accepted: D1-style error code and the first bad field."""
+    """A body that cannot be read at all: D1-style error code and what is wrong."""
 
     def __init__(self, error_code: str, field: str) -> None:
         super().__init__(f"{error_code}: {field}")
@@ -45,95 +45,218 @@ class NotificationRejected(ValueError):
         return {"errorCode": self.error_code, "error": self.field}
 
 
+@dataclass(frozen=True)
+class RejectedOperation:
+    """One operation of a body that cannot be accepted, and what was received (made storable:
+    NULs stripped, unpaired surrogates and oversize numbers replaced, PANs masked)."""
+
+    index: int
+    operation_id: str | None  # only when it follows D1's pattern: never arbitrary text
+    field: str
+    error_code: str
+    payload: Any
+
+    def answer(self) -> dict[str, Any]:
+        return {"index": self.index, "operationId": self.operation_id, "field": self.field}
+
+
+@dataclass(frozen=True)
+class ParsedBody:
+    """The operations that validate, each on its own, and the ones that do not."""
+
+    operations: list[Operation]
+    rejected: list[RejectedOperation]
+
+
 def field_path(loc: tuple[int | str, ...]) -> str:
-    """`("operations", 0, "details", "shipment", "lastUpdatedAt")` -> the JSON path
-    `operations[0].details.shipment.lastUpdatedAt`. Only names and indexes: never values."""
+    """`("operations", 0, "details", "lastUpdatedAt")` -> `operations[0].details.lastUpdatedAt`.
+    Names and indexes only, never values; a name that is not a plain identifier is written as a
+    JSON string (escaped: it cannot break a log line or forge one)."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif _SAFE_NAME.match(part):
+            out += ("." if out else "") + part
         else:
-            out += ("." if out else "") + str(part)
+            out += "[" + json.dumps(part[:64]) + "]"
     return out or "body"
 
 
-def parse_body(raw: bytes, *, issuer_id: str | None = None) -> list[Operation]:
-    """The operations of a callback body (`{"operations": [...]}` or one operation object).
+def parse_body(raw: bytes, *, issuer_id: str | None = None) -> ParsedBody:
+    """The operations of a callback body (`{"operations": [...]}` or one operation object),
+    each validated on its own so that one bad operation does not cost D1 the others, with every
+    PAN-like number masked (identifiers included: an operation whose id is one is refused).
 
-    Raises NotificationRejected naming the first bad field; the whole body is rejected when any
-    operation is bad, so that D1's retry delivers it whole rather than half-stored. When
-    `issuer_id` is given, an operation naming another issuer is refused."""
-    parsed = _parse_valid(raw)
-    if parsed is not None:
-        operations, bulk = parsed
-    else:
-        operations, bulk = _parse_judged(raw)
-    if issuer_id is not None:
-        for index, op in enumerate(operations):
-            if op.issuer_id is not None and op.issuer_id != issuer_id:
-                where = f"operations[{index}].issuerId" if bulk else "issuerId"
-                raise NotificationRejected(FIELD_INVALID_VALUE, where)
-    return operations
+    Raises NotificationRejected when the body itself cannot be read (not JSON, not an object,
+    `operations` not a non-empty list). When `issuer_id` is given, an operation naming another
+    issuer is rejected."""
+    # The one-step parse only for plain bodies: no escape can hide a NUL, a PAN or a key.
+    if b"\\u" not in raw and not contains_pan(raw.decode("utf-8", "replace")):
+        operations = _parse_valid(raw)
+        if operations is not None and all(_same_issuer(op, issuer_id) for op in operations):
+            return ParsedBody([op.mark_pans_masked() for op in operations], [])
+    return _parse_each(raw, issuer_id)
 
 
-def _parse_valid(raw: bytes) -> tuple[list[Operation], bool] | None:
+def _same_issuer(op: Operation, issuer_id: str | None) -> bool:
+    return issuer_id is None or op.issuer_id is None or op.issuer_id == issuer_id
+
+
+def _parse_valid(raw: bytes) -> list[Operation] | None:
     """The common case in one step: pydantic parses and validates the bytes together (faster
-    than `json.loads` then validating the objects). Only when the outcome is sure to be what
-    `_parse_judged` would decide: the body validates, and whether it is bulk is known (a
-    top-level `operations` key; its name cannot hide behind escapes when there are none). None
-    otherwise (invalid, a NUL escape, undecidable): then `_parse_judged` decides and names the
-    field."""
-    if b"\\u0000" in raw:
-        return None
+    than `json.loads` then validating the objects). None unless every operation validates;
+    `_parse_each` then judges each operation."""
     try:
         if b'"operations"' in raw:  # bulk, or a single operation with such a string value
-            return OperationsEnvelope.model_validate_json(raw).operations, True
-        if b"\\u" not in raw:  # no escapes: no key can spell "operations"
-            return [Operation.model_validate_json(raw)], False
+            operations, depth = OperationsEnvelope.model_validate_json(raw).operations, 3
+        else:  # no escapes: no key can spell "operations"
+            operations, depth = [Operation.model_validate_json(raw)], 1
     except ValidationError:
-        pass
-    return None
+        return None
+    return operations if all(_unknown_fields_fit(op, depth) for op in operations) else None
 
 
-def _parse_judged(raw: bytes) -> tuple[list[Operation], bool]:
-    """`parse_body` step by step (`json.loads`, then the model): names the first bad field."""
+def _unknown_fields_fit(op: Operation, depth: int) -> bool:
+    """Whether the fields no model knows keep within the bounds `_storable` enforces (known
+    fields do by their types)."""
+    ship = op.details.shipment
+    levels = [(op, depth), (op.details, depth + 1), (ship, depth + 2)]
+    if ship is not None:
+        levels.append((ship.last_checkpoint, depth + 3))
+    return all(
+        _storable(value, (), level + 1)[1] is None
+        for model, level in levels
+        if model is not None and model.__pydantic_extra__
+        for value in model.__pydantic_extra__.values()
+    )
+
+
+def _parse_each(raw: bytes, issuer_id: str | None) -> ParsedBody:
+    """`parse_body` step by step: `json.loads`, then each operation on its own."""
     try:
-        body: Any = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        body: Any = json.loads(
+            raw, parse_int=_bounded_int, parse_float=_finite_float, parse_constant=_no_constant
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise NotificationRejected(FIELD_INVALID_FORMAT, "body") from exc
     if not isinstance(body, dict):
         raise NotificationRejected(FIELD_INVALID_FORMAT, "body")
-    if "operations" in body and not isinstance(body["operations"], list):
-        raise NotificationRejected(FIELD_INVALID_FORMAT, "operations")
+    if "operations" in body:
+        items = body["operations"]
+        if not isinstance(items, list) or not items:
+            raise NotificationRejected(FIELD_INVALID_FORMAT, "operations")
+        prefix: tuple[int | str, ...] = ("operations",)
+    else:
+        items, prefix = [body], ()
+    parsed = ParsedBody([], [])
+    for index, item in enumerate(items):
+        where = (*prefix, index) if prefix else ()
+        clean, problem = _storable(item, where, 1 + len(where))
+        payload = mask_pans_in(clean)
+        judged = problem or _validation_problem(payload, where, issuer_id)
+        if isinstance(judged, Operation):
+            parsed.operations.append(judged.mark_pans_masked())
+            continue
+        loc, code = judged
+        op_id = payload.get("operationId") if isinstance(payload, dict) else None
+        parsed.rejected.append(
+            RejectedOperation(
+                index=index,
+                operation_id=op_id
+                if isinstance(op_id, str) and OPERATION_ID_PATTERN.match(op_id)
+                else None,
+                field=field_path(loc),
+                error_code=code,
+                payload=payload,
+            )
+        )
+    return parsed
+
+
+def _validation_problem(
+    payload: Any, where: tuple[int | str, ...], issuer_id: str | None
+) -> Operation | tuple[tuple[int | str, ...], str]:
+    """The operation, or where it is wrong and D1's error code for it."""
     try:
-        operations = parse_operations(body)
+        op = Operation.model_validate(payload)
     except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False)
-        first = errors[0] if errors else {"loc": ()}
-        raise NotificationRejected(FIELD_INVALID_FORMAT, field_path(first["loc"])) from None
-    # JSON can carry a NUL only as the escape \u0000 (a raw control character is invalid), so
-    # a body without that text holds none; with it, the walk finds where.
-    nul = _first_nul(body, ()) if b"\\u0000" in raw else None
-    if nul is not None:  # PostgreSQL text cannot hold NUL; no D1 field has one
-        raise NotificationRejected(FIELD_INVALID_FORMAT, field_path(nul))
-    return operations, "operations" in body
+        first = exc.errors(include_url=False, include_input=False)[0]
+        code = FIELD_INVALID_VALUE if first["type"] in _VALUE_ERRORS else FIELD_INVALID_FORMAT
+        return (*where, *first["loc"]), code
+    if not _same_issuer(op, issuer_id):
+        return (*where, "issuerId"), FIELD_INVALID_VALUE
+    return op
 
 
-def _first_nul(value: Any, loc: tuple[int | str, ...]) -> tuple[int | str, ...] | None:
-    """Where the first string (or key) holding a NUL character is, if any."""
+class _HugeInt(str):
+    """A number literal beyond 64 bits (or beyond a float's range), kept as its text (never
+    parsed into an int: 4,300 digits and more raise in Python, and any size costs time)."""
+
+
+def _bounded_int(text: str) -> int | str:
+    digits = len(text) - (text[0] == "-")
+    if digits > _INT64_DIGITS or not _INT64_MIN <= (number := int(text)) < _INT64_END:
+        return _HugeInt(text)
+    return number
+
+
+def _finite_float(text: str) -> float | str:
+    number = float(text)
+    return number if math.isfinite(number) else _HugeInt(text)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _storable(
+    value: Any, loc: tuple[int | str, ...], depth: int
+) -> tuple[Any, tuple[tuple[int | str, ...], str] | None]:
+    """`value` made safe to store (NULs stripped: PostgreSQL text cannot hold them; unpaired
+    surrogates replaced; huge integers kept as text), and the first place where it cannot be
+    accepted as it is, if any."""
+    if isinstance(value, _HugeInt) or _out_of_range(value):
+        return str(value), (loc, FIELD_INVALID_VALUE)
     if isinstance(value, str):
-        return loc if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found = (*loc, key) if "\x00" in key else _first_nul(item, (*loc, key))
-            if found is not None:
-                return found
-    elif isinstance(value, list):
+        return _storable_text(value, loc)
+    if isinstance(value, dict | list) and depth > MAX_DEPTH:
+        return None, (loc, FIELD_INVALID_FORMAT)
+    problem: tuple[tuple[int | str, ...], str] | None = None
+    if isinstance(value, list):
+        items = []
         for index, item in enumerate(value):
-            found = _first_nul(item, (*loc, index))
-            if found is not None:
-                return found
-    return None
+            clean, found = _storable(item, (*loc, index), depth + 1)
+            items.append(clean)
+            problem = problem or found
+        return items, problem
+    if isinstance(value, dict):
+        members = {}
+        for key, item in value.items():
+            name, found = _storable_text(key, (*loc, key))
+            clean, inner = _storable(item, (*loc, name), depth + 1)
+            members[name] = clean
+            problem = problem or found or inner
+        return members, problem
+    return value, None
+
+
+def _out_of_range(value: Any) -> bool:
+    """An integer beyond 64 bits or a non-finite number (a one-step parse may hold these)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    return isinstance(value, int) and not _INT64_MIN <= value < _INT64_END
+
+
+def _storable_text(
+    value: str, loc: tuple[int | str, ...]
+) -> tuple[str, tuple[tuple[int | str, ...], str] | None]:
+    value = value.replace("\x00", "")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "replace").decode("utf-8"), (loc, FIELD_INVALID_FORMAT)
+    return value, None
 
 
 def is_json_content_type(value: str | None) -> bool:
@@ -146,152 +269,14 @@ def is_json_content_type(value: str | None) -> bool:
     )
 
 
-# --------------------------------------------------------------------------- credentials
-
-
-@dataclass(frozen=True)
-class NotifyCredentials:
-    """What D1 may present. Empty (nothing configured) refuses everything."""
-
-    client_id: str | None = None
-    client_secret: str | None = None
-    static_token: str | None = None
-    token_ttl_seconds: int = 900
-
-    @property
-    def issues_tokens(self) -> bool:
-        return bool(self.client_id and self.client_secret)
-
-    @property
-    def configured(self) -> bool:
-        return self.issues_tokens or bool(self.static_token)
-
-
-def _equal(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
-
-
-def basic_client_ok(authorization: str | None, creds: NotifyCredentials) -> bool:
-    """Whether an `Authorization: Basic` header carries our client id and secret."""
-    if not creds.issues_tokens or not authorization:
-        return False
-    scheme, _, encoded = authorization.partition(" ")
-    if scheme.lower() != "basic" or not encoded.strip():
-        return False
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return False
-    client_id, sep, secret = decoded.partition(":")
-    if not sep:
-        return False
-    # Both comparisons always run: timing says nothing about which one failed.
-    id_ok = _equal(client_id, creds.client_id or "")
-    secret_ok = _equal(secret, creds.client_secret or "")
-    return id_ok and secret_ok
-
-
-def _mac_key(creds: NotifyCredentials) -> bytes:
-    material = f"{creds.client_id}\x00{creds.client_secret}".encode()
-    return hmac.new(material, _KEY_LABEL, hashlib.sha256).digest()
-
-
-def _mac(creds: NotifyCredentials, message: str) -> str:
-    digest = hmac.new(_mac_key(creds), message.encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-
-
-def issue_token(creds: NotifyCredentials, *, now: datetime) -> TokenResponse:
-    """A short-lived Bearer token for D1 (requires client id and secret)."""
-    if not creds.issues_tokens:
-        raise ValueError("no client credentials configured: tokens cannot be issued")
-    expires_at = int(now.timestamp()) + creds.token_ttl_seconds
-    nonce = secrets.token_urlsafe(12)
-    message = f"{TOKEN_PREFIX}.{expires_at}.{nonce}"
-    return TokenResponse(
-        access_token=f"{message}.{_mac(creds, message)}",
-        token_type="Bearer",
-        expires_in=creds.token_ttl_seconds,
-        expires_at=expires_at,
-    )
-
-
-def issued_token_ok(token: str, creds: NotifyCredentials, *, now: datetime) -> bool:
-    """Whether `token` is one we issued with the current secret and it has not expired."""
-    if not creds.issues_tokens:
-        return False
-    parts = token.split(".")
-    if len(parts) != 4 or parts[0] != TOKEN_PREFIX or not parts[1].isdigit():
-        return False
-    message = ".".join(parts[:3])
-    if not _equal(parts[3], _mac(creds, message)):
-        return False
-    return int(parts[1]) > now.timestamp()
-
-
-def bearer_ok(authorization: str | None, creds: NotifyCredentials, *, now: datetime) -> bool:
-    """Whether a notification's `Authorization: Bearer` is the static token or one we issued."""
-    token = _bearer_token(authorization)
-    if token is None:
-        return False
-    if creds.static_token and _equal(token, creds.static_token):
-        return True
-    return issued_token_ok(token, creds, now=now)
-
-
-def _bearer_token(authorization: str | None) -> str | None:
-    if not authorization:
-        return None
-    scheme, _, token = authorization.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return None
-    return token
-
-
-class BearerVerifier:
-    """`bearer_ok` for one set of credentials, remembering the issued tokens it verified until
-    they expire: D1 presents the same token for its whole life (15 minutes), and checking its
-    HMAC on every notification cost 5 us. Only tokens that verified are remembered (at most
-    `max_tokens`); any other token is checked in full, constant-time, as by `bearer_ok`."""
-
-    def __init__(self, creds: NotifyCredentials, *, max_tokens: int = 64) -> None:
-        self.creds = creds
-        self.max_tokens = max_tokens
-        self._expiry: dict[str, int] = {}  # verified token -> expires_at (unix seconds)
-
-    def ok(self, authorization: str | None, *, now: datetime) -> bool:
-        token = _bearer_token(authorization)
-        if token is None:
-            return False
-        creds = self.creds
-        if creds.static_token and _equal(token, creds.static_token):
-            return True
-        expires = self._expiry.get(token)
-        if expires is not None:
-            if expires > now.timestamp():
-                return True
-            del self._expiry[token]
-            return False
-        if not issued_token_ok(token, creds, now=now):
-            return False
-        if len(self._expiry) >= self.max_tokens:
-            self._expiry.pop(next(iter(self._expiry)))  # the oldest
-        self._expiry[token] = int(token.split(".", 2)[1])
-        return True
-
-
 __all__ = [
     "FIELD_INVALID_FORMAT",
     "FIELD_INVALID_VALUE",
-    "BearerVerifier",
+    "MAX_DEPTH",
     "NotificationRejected",
-    "NotifyCredentials",
-    "basic_client_ok",
-    "bearer_ok",
+    "ParsedBody",
+    "RejectedOperation",
     "field_path",
     "is_json_content_type",
-    "issue_token",
-    "issued_token_ok",
     "parse_body",
 ]

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
+from d1.carddata import contains_pan, mask_pans_in
 from d1.models import Operation
 
 # Lifecycle rank: how far along a card is. Used to break ties between events with the same
@@ -185,7 +186,10 @@ _NOT_STORED: dict[str, Any] = {"error": True, "details": {"delivery_address", "n
 def operation_json_for_storage(op: Operation) -> str:
     """The operation as stored in history, as JSON text: wire names, nothing sensitive.
     (Serialised by pydantic in one step: intake stores one per notification.)"""
-    return op.model_dump_json(by_alias=True, exclude_none=True, exclude=_NOT_STORED)
+    text = op.model_dump_json(by_alias=True, exclude_none=True, exclude=_NOT_STORED)
+    if not op.pans_masked and contains_pan(text):  # never stored in full
+        text = json.dumps(mask_pans_in(json.loads(text)), separators=(",", ":"))
+    return text
 
 
 def operation_for_storage(op: Operation) -> dict[str, Any]:

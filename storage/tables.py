@@ -340,3 +340,18 @@ class ChannelPauseRecord(SQLModel, table=True):
     channel_id: str = Field(max_length=32)
     reason: str = Field(max_length=64)  # Slack's error code, e.g. not_in_channel
     paused_at: datetime = _ts()
+
+
+class QuarantineRecord(SQLModel, table=True):
+    """An operation D1 sent that could not be accepted, kept (PANs masked) with the reason so
+    that an operator can see what was lost and ask D1 for it again."""
+
+    __tablename__ = "quarantine"
+
+    id: int | None = Field(default=None, primary_key=True)
+    received_at: datetime = _ts(index=True)
+    operation_index: int  # its place in the request's `operations` (0 for a single one)
+    operation_id: str | None = Field(default=None, max_length=64)  # when it follows D1's pattern
+    field: str = Field(max_length=255)  # the first field that is wrong, as a JSON path
+    error_code: str = Field(max_length=32)
+    payload: Any = _json()  # the operation as received, made storable

@@ -121,7 +121,7 @@ class CallbackReceiver:
 
     @property
     def operations(self) -> list[dict[str, Any]]:
-        return [op for body in self.requests for op in body["operations"]]
+        return [op for body in self.requests for op in body.get("operations", [body])]
 
     def path_for(self, issuer_id: str = "issuer-001") -> str:
         return f"/notifications/d1/v2/issuers/{issuer_id}/cards"

@@ -21,7 +21,7 @@ CLIENT_ID = "d1-client"
 CLIENT_SECRET = "s3cret-for-tests-only"
 STATIC_TOKEN = "static-token-for-tests"
 PATH = f"/notifications/d1/v2/issuers/{ISSUER}/cards"
-TABLES = ("cards", "events", "outbox")
+TABLES = ("cards", "events", "outbox", "fanouts", "quarantine")
 
 
 def make_runtime(engine: Engine, **overrides: Any) -> Runtime:

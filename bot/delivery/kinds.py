@@ -26,7 +26,7 @@ from bot.delivery.slack_errors import (
     RateLimited,
     TransientError,
 )
-from bot.render import messages
+from bot.render import messages, slacktext
 from storage.repositories import cards as cards_repo
 from storage.repositories import claims
 from storage.repositories import outbox as repo
@@ -198,8 +198,7 @@ class MessageKinds:
                     "chat.update",
                     channel=row.channel_id,
                     ts=parent_ts,
-                    text=message["text"],
-                    blocks=message["blocks"],
+                    **slacktext.message_payload(message["text"], message["blocks"]),
                 )
             except ParentGone:  # deleted in Slack: a new parent, the thread continues there
                 await asyncio.to_thread(self._forget_thread, row)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
@@ -27,7 +27,7 @@ from bot.delivery.slack_errors import (
     dead_letter_label,
 )
 from bot.metrics import DEAD_LETTERS
-from bot.render import mrkdwn
+from bot.render import slacktext
 from storage.repositories import claims, pauses
 from storage.repositories.claims import ClaimedRow
 
@@ -46,17 +46,17 @@ CHANNEL_REASONS = {
 }
 
 
-def pause_notice(channel_id: str, reason: str) -> dict[str, str]:
+def pause_notice(channel_id: str, reason: str) -> dict[str, Any]:
     """The one notice about a paused channel, for the exceptions channel."""
-    why = CHANNEL_REASONS.get(reason, f"Slack refuses my posts there ({reason})")
-    channel = f"<#{mrkdwn.escape(channel_id)}>"
-    return {
-        "text": (
-            f":warning: Card updates for {channel} are paused: {why}. They wait, nothing is "
-            f"lost: invite me back with `/invite @D1 Cards` (or unarchive the channel), or run "
-            f"`/card subscribe` there again, and they are delivered."
-        )
-    }
+    why = CHANNEL_REASONS.get(reason) or (
+        f"Slack refuses my posts there ({slacktext.escape(reason)})"
+    )
+    return slacktext.message_payload(
+        f":warning: Card updates for {slacktext.channel(channel_id)} are paused: {why}. They "
+        f"wait, nothing is lost: invite me back with `/invite @D1 Cards` (or unarchive the "
+        f"channel), or run `/card subscribe` there again, and they are delivered.",
+        [],
+    )
 
 
 class Outcomes:

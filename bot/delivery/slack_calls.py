@@ -25,6 +25,7 @@ from bot.delivery.slack_errors import (
     outcome_label,
 )
 from bot.metrics import SLACK_CALLS
+from bot.render import slacktext
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +107,12 @@ class SlackCalls:
         carrier's tracking page would become a large preview under every update."""
         body = {
             "channel": channel,
-            "text": message.get("text") or "",
+            # Within Slack's limits, PANs masked, even for a row an older version rendered.
+            **slacktext.message_payload(message.get("text") or "", message.get("blocks") or []),
             "unfurl_links": False,
             "unfurl_media": False,
             **extra,
         }
-        if message.get("blocks"):
-            body["blocks"] = message["blocks"]
         response = await self.call("chat.postMessage", paced_channel=channel, **body)
         return str(response["ts"])
 

@@ -18,7 +18,12 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 
 from d1.models import Operation
-from storage.repositories.intake import IntakeRequest, IntakeResult, record_requests
+from storage.repositories.intake import (
+    IntakeRequest,
+    IntakeResult,
+    QuarantinedOperation,
+    record_requests,
+)
 
 MAX_BATCH = 128
 # Operations per transaction, at most (a request may hold many): the statements bind every card
@@ -54,11 +59,15 @@ class IntakeCommitter:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intake")
 
     async def record(
-        self, operations: Sequence[Operation], *, received_at: datetime
+        self,
+        operations: Sequence[Operation],
+        *,
+        received_at: datetime,
+        quarantined: Sequence[QuarantinedOperation] = (),
     ) -> IntakeResult:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[IntakeResult] = loop.create_future()
-        self._waiting.append((IntakeRequest(operations, received_at), future))
+        self._waiting.append((IntakeRequest(operations, received_at, quarantined), future))
         if self._writer is None or self._writer.done():
             self._writer = loop.create_task(self._write(), name="intake-writer")
         return await future
@@ -85,7 +94,7 @@ class IntakeCommitter:
         """The oldest waiting requests, within both bounds (always at least one)."""
         count, operations = 0, 0
         for request, _ in self._waiting[: self.max_batch]:
-            operations += len(request.operations)
+            operations += len(request.operations) + len(request.quarantined)
             if count and operations > MAX_BATCH_OPERATIONS:
                 break
             count += 1

@@ -1,9 +1,12 @@
 """D1's door: `POST /notifications/d1/v2/issuers/{issuerId}/cards` and `POST /oauth2/token`.
 
-Intake validates and dispatches, nothing else: credentials and the body are judged by
-`d1.notifications`, the recording is `storage.repositories` (through `IntakeCommitter`), and
-the answer is 204 only after the commit. Bad input gets a D1-style `{"errorCode", "error"}`
-naming what is wrong (never a value from the body); a busy database gets 503 so that D1 retries.
+Intake validates and dispatches, nothing else: credentials are judged by `d1.callback_auth`
+and the body by `d1.notifications`, the recording is `storage.repositories` (through
+`IntakeCommitter`), and the answer is 204 only after the commit. A body that cannot be read gets
+a D1-style `{"errorCode", "error"}` naming what is wrong (never a value from the body); a body
+with some bad operations gets 400 naming each (`rejectedOperations`) after the others are
+stored and the bad ones quarantined, since D1 does not retry a 4xx; a busy database gets 503 so
+that D1 retries.
 """
 
 from __future__ import annotations
@@ -19,26 +22,26 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bot.intake.committer import IntakeCommitter
+from bot.intake.openapi import ISSUER_PLACEHOLDER, NOTIFICATIONS_PATH, openapi_document
 from bot.metrics import (
     INTAKE_LATENCY,
     NOTIFICATIONS_DUPLICATE,
     NOTIFICATIONS_RECEIVED,
     NOTIFICATIONS_REJECTED,
+    OPERATIONS_REJECTED,
 )
 from bot.runtime import BackgroundTask, Runtime, nothing_to_start
+from d1.callback_auth import BearerVerifier, NotifyCredentials, basic_client_ok, issue_token
 from d1.notifications import (
-    BearerVerifier,
     NotificationRejected,
-    NotifyCredentials,
-    basic_client_ok,
+    ParsedBody,
     is_json_content_type,
-    issue_token,
     parse_body,
 )
+from storage.repositories.intake import QuarantinedOperation
 
 log = logging.getLogger(__name__)
 
-NOTIFICATIONS_PATH = "/notifications/d1/v2/issuers/{issuerId}/cards"
 TOKEN_PATH = "/oauth2/token"
 TOKEN_MAX_BODY_BYTES = 8 * 1024
 
@@ -111,6 +114,33 @@ def _reject(reason: str, response: Response) -> Response:
     return response
 
 
+def _refused_operations(parsed: ParsedBody) -> Response:
+    """400 naming each refused operation: D1 does not retry a 4xx, and the valid operations of
+    the request are stored already (the refused ones are in quarantine)."""
+    rejected = parsed.rejected
+    for r in rejected:
+        log.info(
+            "operation refused and quarantined: index %d, operationId %s, %s %s",
+            r.index,
+            r.operation_id,
+            r.error_code,
+            r.field,
+        )
+    OPERATIONS_REJECTED.inc(len(rejected))
+    total = len(rejected) + len(parsed.operations)
+    return _reject(
+        "invalid",
+        JSONResponse(
+            {
+                "errorCode": rejected[0].error_code,
+                "error": f"{len(rejected)} of {total} operations refused, the others stored",
+                "rejectedOperations": [r.answer() for r in rejected],
+            },
+            status_code=400,
+        ),
+    )
+
+
 def notifications_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Response]]:
     settings = runtime.settings
     creds = credentials_from(runtime)
@@ -152,12 +182,16 @@ def notifications_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Re
         except _TooLarge:
             return _reject("too_large", d1_error(413, "PAYLOAD_TOO_LARGE", "body"))
         try:
-            operations = parse_body(raw, issuer_id=issuer)
+            parsed = parse_body(raw, issuer_id=issuer)
         except NotificationRejected as exc:
             log.info("notification refused: %s %s", exc.error_code, exc.field)
             return _reject("invalid", d1_error(400, exc.error_code, exc.field))
         try:
-            result = await committer.record(operations, received_at=runtime.clock())
+            result = await committer.record(
+                parsed.operations,
+                received_at=runtime.clock(),
+                quarantined=[QuarantinedOperation(**vars(r)) for r in parsed.rejected],
+            )
         except SQLAlchemyError as exc:  # busy, locked, unreachable: D1 retries
             log.warning("notification not stored, database unavailable: %s", type(exc).__name__)
             return _reject(
@@ -184,6 +218,8 @@ def notifications_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Re
             result.enqueued,
         )
         INTAKE_LATENCY.observe(time.perf_counter() - started)
+        if parsed.rejected:
+            return _refused_operations(parsed)
         return Response(status_code=204)
 
     return receive
@@ -225,8 +261,18 @@ def token_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Response]]
     return token
 
 
+def openapi_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Response]]:
+    document = openapi_document(runtime.settings.d1_issuer_id or ISSUER_PLACEHOLDER)
+
+    async def openapi(_request: Request) -> Response:
+        return JSONResponse(document)
+
+    return openapi
+
+
 def routes(runtime: Runtime) -> list[BaseRoute]:
     return [
         Route(NOTIFICATIONS_PATH, notifications_endpoint(runtime), methods=["POST"]),
         Route(TOKEN_PATH, token_endpoint(runtime), methods=["POST"]),
+        Route("/openapi.json", openapi_endpoint(runtime), methods=["GET"]),
     ]

@@ -8,9 +8,10 @@ every payload is finished by `slacktext.message_payload` (Slack's limits, PANs m
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from slack_sdk.models.blocks import ActionsBlock, Block, MarkdownTextObject
@@ -82,11 +83,11 @@ def _shipment_fields(shipment: Shipment) -> list[MarkdownTextObject]:
     if shipment.estimated_delivery_date and not shipment.delivery_date:
         fields.append(
             mrkdwn.field(
-                "ETA", mrkdwn.slack_date(shipment.estimated_delivery_date, with_time=False)
+                "ETA", mrkdwn.wall_clock(shipment.estimated_delivery_date, with_time=False)
             )
         )
     if shipment.delivery_date:
-        fields.append(mrkdwn.field("Delivered", mrkdwn.slack_date(shipment.delivery_date)))
+        fields.append(mrkdwn.field("Delivered", mrkdwn.wall_clock(shipment.delivery_date)))
     if shipment.failed_delivery_attempts and shipment.failed_delivery_attempts != "0":
         fields.append(
             mrkdwn.field("Failed attempts", mrkdwn.escape(shipment.failed_delivery_attempts))
@@ -95,7 +96,7 @@ def _shipment_fields(shipment: Shipment) -> list[MarkdownTextObject]:
     if checkpoint is not None and (checkpoint.city or checkpoint.country_name):
         place = ", ".join(mrkdwn.escape(p) for p in (checkpoint.city, checkpoint.country_name) if p)
         when = (
-            f" ({mrkdwn.slack_date(checkpoint.checkpoint_time)})"
+            f" ({mrkdwn.wall_clock(checkpoint.checkpoint_time)})"
             if checkpoint.checkpoint_time
             else ""
         )
@@ -293,13 +294,19 @@ def alert_acknowledged_message(
 
 
 def burst_summary_message(cards: Sequence[CardRecord]) -> ChannelMessage:
-    """Many cards changed at once (a batch file): one message listing them."""
-    ordered = sorted(cards, key=lambda c: (not c.is_exception, c.card_id))
+    """Many cards changed at once (a batch file): one message counting them by status and
+    listing them, exceptions first, then the newest."""
+    newest_first = sorted(
+        cards, key=lambda c: c.state_event_time or datetime.min.replace(tzinfo=timezone.utc),
+        reverse=True,
+    )  # fmt: skip
+    ordered = sorted(newest_first, key=lambda c: not c.is_exception)  # stable: newest first
     exceptions = sum(1 for c in ordered if c.is_exception)
     head = f"{len(ordered)} cards changed at once"
     if exceptions:
         head += f", {exceptions} with exceptions"
-    lines = []
+    counts = Counter(mrkdwn.plain_status(c.status, c.shipment_status) for c in ordered)
+    lines = [" · ".join(f"{words}: {n}" for words, n in counts.most_common())]
     for card in ordered[:MAX_SUMMARY_ROWS]:
         mark = ":warning: " if card.is_exception else "• "
         line = f"{mark}`{card_label(card.card_id)}` {mrkdwn.status_words(card.status)}"

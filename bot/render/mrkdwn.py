@@ -26,6 +26,13 @@ def slack_date(value: datetime, *, with_time: bool = True) -> str:
     return f"<!date^{stamp}^{fmt}|{fallback}>"
 
 
+def wall_clock(value: datetime, *, with_time: bool = True) -> str:
+    """A local date-time of a place (an ETA, a delivery, a checkpoint) as D1 wrote it: the same
+    calendar day and hour for every reader, never shifted into their timezone."""
+    day = f"{value:%a} {value.day} {value:%b %Y}"
+    return f"{day}, {value:%H:%M}" if with_time and (value.hour or value.minute) else day
+
+
 def status_words(status: str | None) -> str:
     """`Shipped (`CARD_SHIPPED`)`; an unknown status is shown as it is (escaped)."""
     if not status:

@@ -17,7 +17,7 @@ from slack_sdk.models.blocks import ActionsBlock, Block, DividerBlock, MarkdownT
 
 from bot.render import actions, mrkdwn, slacktext
 from bot.render.messages import tracking_value
-from bot.render.mrkdwn import escape, shipment_words, slack_date, status_words
+from bot.render.mrkdwn import escape, shipment_words, slack_date, status_words, wall_clock
 from bot.render.slacktext import button, context, section
 from d1.models import PRODUCTION_STATUS_WORDS, Address, ProductionStatus, Shipment
 
@@ -116,9 +116,13 @@ def shipment_fields(shipment: Shipment, *, personal: bool) -> list[MarkdownTextO
         status += f"\n_{escape(shipment.message)}_"
     fields.append(mrkdwn.field("Shipment status", status))
     if shipment.estimated_delivery_date:
-        fields.append(mrkdwn.field("Estimated delivery", _day(shipment.estimated_delivery_date)))
+        fields.append(
+            mrkdwn.field(
+                "Estimated delivery", wall_clock(shipment.estimated_delivery_date, with_time=False)
+            )
+        )
     if shipment.delivery_date:
-        fields.append(mrkdwn.field("Delivered", slack_date(shipment.delivery_date)))
+        fields.append(mrkdwn.field("Delivered", wall_clock(shipment.delivery_date)))
     if personal and shipment.signed_by:
         fields.append(mrkdwn.field("Signed by", escape(shipment.signed_by)))
     if shipment.failed_delivery_attempts and shipment.failed_delivery_attempts != "0":
@@ -128,7 +132,7 @@ def shipment_fields(shipment: Shipment, *, personal: bool) -> list[MarkdownTextO
         place = ", ".join(escape(p) for p in (checkpoint.city, checkpoint.country_name) if p)
         parts = [p for p in (escape(checkpoint.message or ""), place) if p]
         if checkpoint.checkpoint_time:
-            parts.append(slack_date(checkpoint.checkpoint_time))
+            parts.append(wall_clock(checkpoint.checkpoint_time))
         if parts:
             fields.append(mrkdwn.field("Last checkpoint", "\n".join(parts)))
     return fields
@@ -328,12 +332,22 @@ def acknowledged_blocks(original: Sequence[dict[str, Any]], *, user_id: str) -> 
     return blocks
 
 
-def home_view() -> dict[str, Any]:
-    """The App Home tab: what the bot does and how to use it (no card data)."""
+def home_view(paused: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    """The App Home tab: what the bot does and how to use it (no card data), and the channels
+    whose updates wait (`paused`: channel id and why, in words)."""
     intro = (
         "*D1 Cards* tells your team where a card is in Thales D1 production and shipping, "
         "posts each followed card's updates in one thread per card, and raises exceptions "
         "the minute D1 reports them."
     )
-    top: list[Block] = [mrkdwn.header("D1 Cards"), section(intro), DividerBlock()]
+    top: list[Block] = [mrkdwn.header("D1 Cards"), section(intro)]
+    if paused:
+        lines = [f"• {slacktext.channel(c)}: {escape(why)}" for c, why in paused]
+        top.append(
+            section(
+                ":warning: *Updates paused* (they wait, nothing is lost; invite me back or run "
+                "`/card subscribe` there again):\n" + "\n".join(lines)
+            )
+        )
+    top.append(DividerBlock())
     return slacktext.view_payload({"type": "home", "blocks": [*top, *help_reply().blocks]})

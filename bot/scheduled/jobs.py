@@ -169,7 +169,8 @@ async def reconcile_quiet(runtime: Runtime, reconciler: Reconciler) -> Reconcile
 
 
 def prune_old_rows(runtime: Runtime) -> PruneReport | None:
-    """Delete sent messages, job runs and audit rows past retention, once a day across
+    """Delete sent messages, job runs, quarantined operations and audit rows past retention,
+    once a day across
     replicas. None when another replica has today's run."""
     settings = runtime.settings
     now = runtime.clock()
@@ -191,7 +192,7 @@ def prune_old_rows(runtime: Runtime) -> PruneReport | None:
         outcome="ok",
         now=runtime.clock(),
         detail=f"{report.sent_messages} messages, {report.job_runs} runs, "
-        f"{report.audit_rows} audit rows",
+        f"{report.quarantined} quarantined, {report.audit_rows} audit rows",
     )
     metrics.JOB_RUNS.labels(job="retention", outcome="ok").inc()
     return report

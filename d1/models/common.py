@@ -9,18 +9,21 @@ D1 "enum" is a plain string here; the known values are listed as constants for r
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    field_serializer,
     field_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 # --------------------------------------------------------------------------- known values
 
@@ -95,6 +98,7 @@ SHIPMENT_STATUS_WORDS: dict[str, str] = {
 }
 
 # D1's identifier pattern (operationId, orderId, oldCardId ...); card ids follow it.
+OPERATION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CARD_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ISSUER_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -117,29 +121,78 @@ class D1Model(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-def _naive_is_utc(value: Any) -> Any:
-    """D1 timestamps are UTC; a naive one (a string without offset, or a naive datetime) is
-    read as UTC rather than rejected. Applied to timestamp fields only: free text that happens
-    to look like a date is never touched."""
-    if isinstance(value, str):
-        if len(value) >= 19 and value[10:11] == "T":
-            tail = value[19:]  # fraction and offset: no offset sign or Z means naive
-            if "Z" not in tail and "z" not in tail and "+" not in tail and "-" not in tail:
-                return value + "Z"
-        return value
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
+# An ISO 8601 date, or date-time with optional fraction and offset: what D1 writes. Numbers and
+# numeric strings are not times (pydantic would read them as seconds since 1970).
+_ISO_TIME = re.compile(
+    r"^\d{4}-\d{2}-\d{2}(?P<time>[Tt ]\d{2}:\d{2}(?::(?P<second>\d{2})(?:[.,]\d{1,9})?)?"
+    r"(?P<offset>[Zz]|[+-]\d{2}:?\d{2})?)?$"
+)
+
+
+def _d1_time(value: Any) -> Any:
+    """D1's timestamps as pydantic should read them, leniently where D1 may be: a date alone is
+    its midnight, a leap second (`23:59:60`) the last moment of its minute, and a time without
+    offset is UTC. Anything but ISO text (a number, `"123"`) is refused."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+    match = _ISO_TIME.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError("expected an ISO 8601 date-time")
+    if match["time"] is None:  # a date alone
+        return value + "T00:00:00Z"
+    if match["second"] == "60":  # a leap second: pydantic (like Python) has no second 60
+        offset = match["offset"] or ""
+        value = value[: match.start("second")] + "59.999999" + offset
+    return value if match["offset"] else value + "Z"
+
+
+def _representable_in_utc(value: datetime) -> datetime:
+    """Refuse a time that leaves years 1-9999 when converted to UTC (`0001-01-01T00:00+01:00`):
+    it could be neither compared nor stored."""
+    try:
+        value.astimezone(timezone.utc)
+    except OverflowError:
+        raise PydanticCustomError("time_out_of_range", "outside years 1-9999 in UTC") from None
     return value
 
 
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_naive_is_utc)]
+def _d1_date(value: Any) -> Any:
+    """A date as D1 writes it: ISO text of a date (a time after it is ignored). Numbers are
+    not dates (pydantic would read them as seconds since 1970)."""
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or not _ISO_TIME.match(value):
+        raise ValueError("expected an ISO 8601 date")
+    return value[:10]
+
+
+# A calendar date (`details.dueDate`).
+CalendarDate = Annotated[date, BeforeValidator(_d1_date)]
+
+Timestamp = Annotated[
+    AwareDatetime, BeforeValidator(_d1_time), AfterValidator(_representable_in_utc)
+]
+
+
+def _wall_clock(value: datetime) -> datetime:
+    """The date and time as written, whatever offset (or `Z`) followed: D1 writes these in the
+    local time of the place they describe. Kept as that wall clock, tagged UTC so that it sorts
+    and stores like the instants; shown as written, never shifted into a reader's timezone."""
+    return value.replace(tzinfo=timezone.utc)
+
+
+# A local date-time of a place (`estimatedDeliveryDate`, `deliveryDate`, `pickupDate`,
+# `checkpointTime`): the wall clock D1 wrote, see `_wall_clock`.
+LocalTime = Annotated[AwareDatetime, BeforeValidator(_d1_time), AfterValidator(_wall_clock)]
 
 
 # --------------------------------------------------------------------------- shipment
 
 
 class LastCheckpoint(D1Model):
-    checkpoint_time: Timestamp | None = None
+    model_config = ConfigDict(extra="allow")  # stored as D1 sent it, new fields included
+
+    checkpoint_time: LocalTime | None = None
     city: str | None = None
     country_name: str | None = None
     message: str | None = None
@@ -148,25 +201,31 @@ class LastCheckpoint(D1Model):
 class Shipment(D1Model):
     """`details.shipment` / `productionStatus.shipment`: carrier tracking as D1 normalises it."""
 
+    model_config = ConfigDict(extra="allow")  # stored as D1 sent it, new fields included
+
     carrier: str | None = None
     tracking_number: str | None = None
     status: str | None = None
     message: str | None = None
     tracking_url: str | None = None
     redirect_url: str | None = None
-    estimated_delivery_date: Timestamp | None = None
+    estimated_delivery_date: LocalTime | None = None
     last_updated_at: Timestamp | None = None
-    delivery_date: Timestamp | None = None
+    delivery_date: LocalTime | None = None
     signed_by: str | None = None
     failed_delivery_attempts: str | None = None
-    pickup_date: Timestamp | None = None
+    pickup_date: LocalTime | None = None
     last_checkpoint: LastCheckpoint | None = None
 
     @field_validator("failed_delivery_attempts", mode="before")
     @classmethod
     def _attempts_as_text(cls, value: Any) -> Any:
-        # The schema says string; carriers' feeds sometimes send a number.
-        return str(value) if isinstance(value, int) else value
+        # The schema says string; carriers' feeds sometimes send a (64-bit) number.
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not -(2**63) <= value < 2**63:
+                raise PydanticCustomError("int_out_of_range", "an integer beyond 64 bits")
+            return str(value)
+        return value
 
     @property
     def carrier_name(self) -> str | None:
@@ -185,8 +244,26 @@ class TokenResponse(BaseModel):
     access_token: str = Field(repr=False)
     token_type: str = "Bearer"
     expires_in: int = 900
-    expires_at: int | None = None
+    # D1's OAuth pages write it as an ISO 8601 UTC time ("2023-06-06T05:05:59.711Z").
+    expires_at: datetime | None = None
     scope: str | None = None
+
+    @field_validator("expires_in", mode="before")
+    @classmethod
+    def _whole_seconds(cls, value: Any) -> Any:
+        """A fractional or string lifetime ("899.6", 899.6) as whole seconds, rounded down:
+        a token is never thought valid longer than it is."""
+        if isinstance(value, str):
+            value = float(value.strip())
+        return int(value) if isinstance(value, float) and value == value else value
+
+    @field_serializer("expires_at")
+    def _iso_utc(self, value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        return (
+            value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        )
 
 
 __all__ = [
@@ -194,6 +271,7 @@ __all__ = [
     "CARRIER_NAMES",
     "ISSUER_ID_PATTERN",
     "OPERATIONS",
+    "OPERATION_ID_PATTERN",
     "OPERATION_STATUSES",
     "PRODUCTION_STATUSES",
     "PRODUCTION_STATUS_WORDS",
@@ -201,8 +279,10 @@ __all__ = [
     "SHIPMENT_STATUS_WORDS",
     "TRACKING_STATUSES",
     "TRACKING_TYPES",
+    "CalendarDate",
     "D1Model",
     "LastCheckpoint",
+    "LocalTime",
     "Shipment",
     "Timestamp",
     "TokenResponse",

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
-from d1.models.common import CARD_ID_PATTERN, D1Model, Shipment, Timestamp
+from d1.models.common import (
+    CARD_ID_PATTERN,
+    OPERATION_ID_PATTERN,
+    CalendarDate,
+    D1Model,
+    Shipment,
+    Timestamp,
+)
+
+# Notifications keep the fields this product does not know: D1 adds fields without notice, and
+# the stored history is the operation as D1 sent it.
+_KEEP_UNKNOWN = ConfigDict(extra="allow")
 
 # --------------------------------------------------------------------------- notifications
 
@@ -15,27 +25,26 @@ from d1.models.common import CARD_ID_PATTERN, D1Model, Shipment, Timestamp
 class OperationDetails(D1Model):
     """`details` of a notification operation; PRODUCE and STANDALONE_TRACKING share this shape."""
 
+    model_config = _KEEP_UNKNOWN
+
     status: str | None = None
     tracking_type: str | None = None
     production_site: str | None = None
     reason: str | None = None
-    due_date: date | None = None
+    due_date: CalendarDate | None = None
     shipment: Shipment | None = None
     input_file_name: str | None = None
     issuer_request_id: str | None = None
-
-    @field_validator("due_date", mode="before")
-    @classmethod
-    def _date_only(cls, value: Any) -> Any:
-        if isinstance(value, str) and len(value) > 10 and value[10:11] == "T":
-            return value[:10]
-        return value
 
 
 class Operation(D1Model):
     """One notification operation, as D1 posts it to the issuer's callback."""
 
-    operation_id: str = Field(min_length=1, max_length=128)
+    model_config = _KEEP_UNKNOWN
+    # Set by `d1.notifications.parse_body`, which masks every PAN of a body before validating
+    # it: storage need not look for PANs again (it does for operations from anywhere else).
+    _pans_masked: bool = PrivateAttr(default=False)
+    operation_id: str = Field(pattern=OPERATION_ID_PATTERN.pattern)
     operation: str = Field(min_length=1, max_length=64)
     status: str = Field(min_length=1, max_length=32)
     card_id: str = Field(min_length=1, max_length=64, pattern=CARD_ID_PATTERN.pattern)
@@ -48,6 +57,14 @@ class Operation(D1Model):
     error: str | None = None
     input_file_name: str | None = None
     issuer_request_id: str | None = None
+
+    @property
+    def pans_masked(self) -> bool:
+        return self._pans_masked
+
+    def mark_pans_masked(self) -> Operation:
+        self._pans_masked = True
+        return self
 
     @field_validator("details", mode="before")
     @classmethod

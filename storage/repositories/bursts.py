@@ -1,5 +1,7 @@
 """Burst coalescing: when a batch file changes many cards at once, a channel gets one summary
-instead of a message per card (Slack allows about one message a second per channel).
+instead of a message per card (Slack allows about one message a second per channel). The
+exceptions channel too: a burst of alerts becomes one summary, so that an exception outside the
+burst is not queued behind a hundred alerts.
 
 The summary is stored as data (`KIND_CARD_BURST`, payload `{"card_ids": [...]}`); the delivery
 worker renders it from the cards' states when it posts it.
@@ -18,6 +20,7 @@ from storage.repositories.outbox import (
     COALESCED,
     KIND_CARD_BURST,
     KIND_CARD_EVENT,
+    KIND_EXCEPTION_ALERT,
     _insert_row,
     _lease_free,
     _reading,
@@ -35,8 +38,13 @@ class Burst:
     cards: int
 
 
+# What a burst folds: card updates, and the exceptions channel's alerts.
+_FOLDED = (KIND_CARD_EVENT, KIND_EXCEPTION_ALERT)
+
+
 def find_bursts(engine: Engine, *, threshold: int, now: datetime) -> list[Burst]:
-    """Channels with more than `threshold` distinct cards in unclaimed pending card events."""
+    """Channels with more than `threshold` distinct cards in unclaimed pending card events or
+    exception alerts."""
     query = (
         sa.select(
             outbox.c.workspace_id,
@@ -45,7 +53,7 @@ def find_bursts(engine: Engine, *, threshold: int, now: datetime) -> list[Burst]
         )
         .where(
             outbox.c.state == OUTBOX_PENDING,
-            outbox.c.kind == KIND_CARD_EVENT,
+            outbox.c.kind.in_(_FOLDED),
             _lease_free(now),
         )
         .group_by(outbox.c.workspace_id, outbox.c.channel_id)
@@ -59,8 +67,8 @@ def find_bursts(engine: Engine, *, threshold: int, now: datetime) -> list[Burst]
 def coalesce_burst(
     engine: Engine, *, workspace_id: str, channel_id: str, threshold: int, now: datetime
 ) -> int | None:
-    """In one transaction: mark the channel's unclaimed pending card events sent as coalesced,
-    and enqueue one summary of their cards. Returns the summary's id, or None when the burst
+    """In one transaction: mark the channel's unclaimed pending card events and alerts sent as
+    coalesced, and enqueue one summary of their cards. Returns the summary's id, or None when the burst
     had already shrunk to `threshold` cards or fewer."""
     rows_query = (
         sa.select(outbox.c.id, outbox.c.card_id)
@@ -68,7 +76,7 @@ def coalesce_burst(
             outbox.c.workspace_id == workspace_id,
             outbox.c.channel_id == channel_id,
             outbox.c.state == OUTBOX_PENDING,
-            outbox.c.kind == KIND_CARD_EVENT,
+            outbox.c.kind.in_(_FOLDED),
             _lease_free(now),
         )
         .order_by(outbox.c.id)

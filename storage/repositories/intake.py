@@ -26,18 +26,18 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from d1.models import Operation
 from storage.repositories.intake_sql import (
-    CARD_COLUMNS,
     KIND_CARD_EVENT,
     KIND_EXCEPTION_ALERT,
     statements,
 )
 from storage.repositories.projection import (
     OperationFacts,
-    cut,
+    card_columns,
     event_values,
     facts_of,
-    newer_snapshot,
-    snapshot_columns,
+    fresh_card,
+    new_card_row,
+    project_onto,
 )
 from storage.tables import FILTER_ALL, FILTER_EXCEPTIONS, SOURCE_D1
 
@@ -84,12 +84,14 @@ def record_operations(
     exceptions_channel: str | None,
     extra_exception_statuses: frozenset[str] = frozenset(),
     source: str = SOURCE_D1,
+    quarantined: Sequence[QuarantinedOperation] = (),
 ) -> IntakeResult:
-    """Record `operations` in one transaction of their own; errors are SQLAlchemy's."""
+    """Record `operations` (and those refused) in one transaction of their own; errors are
+    SQLAlchemy's."""
     with _writing(engine) as conn:
         (result,) = record_batch(
             conn,
-            [IntakeRequest(operations, received_at)],
+            [IntakeRequest(operations, received_at, quarantined)],
             workspace_id=workspace_id,
             exceptions_channel=exceptions_channel,
             extra_exception_statuses=extra_exception_statuses,
@@ -99,11 +101,24 @@ def record_operations(
 
 
 @dataclass(frozen=True)
+class QuarantinedOperation:
+    """An operation of a request that could not be accepted (`d1.notifications` judged it): kept
+    with the reason, in the same transaction as the request's valid operations."""
+
+    index: int
+    operation_id: str | None
+    field: str
+    error_code: str
+    payload: Any  # made storable, PANs masked
+
+
+@dataclass(frozen=True)
 class IntakeRequest:
-    """One notification request's operations and when it arrived."""
+    """One notification request's operations, those refused, and when it arrived."""
 
     operations: Sequence[Operation]
     received_at: datetime
+    quarantined: Sequence[QuarantinedOperation] = ()
 
 
 def record_requests(
@@ -133,7 +148,13 @@ def record_requests(
     for r in requests:
         try:
             outcomes.append(
-                record_operations(engine, r.operations, received_at=r.received_at, **options)
+                record_operations(
+                    engine,
+                    r.operations,
+                    received_at=r.received_at,
+                    quarantined=r.quarantined,
+                    **options,
+                )
             )
         except OperationalError as exc:  # busy now: the rest would wait for it again
             return outcomes + [exc] * (len(requests) - len(outcomes))
@@ -180,6 +201,20 @@ def record_batch(
     (and locked) once; the statements run once per batch with every card or event in them."""
     sql = statements(conn.dialect.name)
     results = [IntakeResult() for _ in requests]
+    quarantined = [
+        {
+            "received_at": r.received_at,
+            "operation_index": q.index,
+            "operation_id": q.operation_id,
+            "field": q.field[:255],
+            "error_code": q.error_code,
+            "payload": q.payload,
+        }
+        for r in requests
+        for q in r.quarantined
+    ]
+    if quarantined:
+        conn.execute(sql.quarantine, quarantined)
     batch = [
         (i, facts_of(op, extra_exception_statuses), r.received_at)
         for i, r in enumerate(requests)
@@ -193,8 +228,12 @@ def record_batch(
     cards = _lock_cards(conn, sorted(first))
     missing = sorted(set(first) - set(cards))
     if missing:
-        conn.execute(sql.ensure_cards, [_new_card(*first[card_id]) for card_id in missing])
-        cards.update(_lock_cards(conn, missing))
+        new_cards = [new_card_row(*first[card_id]) for card_id in missing]
+        conn.execute(sql.ensure_cards, new_cards)
+        if conn.dialect.name == "sqlite":  # the write lock is ours: every row is as inserted
+            cards.update((c["card_id"], fresh_card(c)) for c in new_cards)
+        else:  # another writer may have inserted one first: read what is there, locked
+            cards.update(_lock_cards(conn, missing))
     known = set(
         conn.execute(sql.known_keys, {"keys": sorted({f.dedup_key for _, f, _ in batch})}).scalars()
     )
@@ -211,7 +250,7 @@ def record_batch(
             card.current_dedup_key or "",
         )
         pending.append(_Pending(i, f, received_at, becomes_current))
-        _project(card, f, received_at, becomes_current)
+        project_onto(card, f, received_at, becomes_current)
     if not pending:
         return results
     values = [
@@ -219,8 +258,9 @@ def record_batch(
                      source=source)
         for p in pending
     ]  # fmt: skip
-    for p, event_id in zip(pending, conn.execute(sql.insert_events, values).scalars(), strict=True):
-        p.event_id = event_id
+    event_ids = dict(conn.execute(sql.insert_events, values).tuples().all())
+    for p in pending:
+        p.event_id = event_id = event_ids[p.facts.dedup_key]
         results[p.request].new_event_ids.append(event_id)
         if p.facts.is_exception:
             results[p.request].exception_event_ids.append(event_id)
@@ -236,7 +276,7 @@ def record_batch(
     conn.execute(
         sql.update_cards,
         [
-            {"key_card_id": card_id, **_card_columns(card)}
+            {"key_card_id": card_id, **card_columns(card)}
             for card_id, card in sorted(touched.items())
         ],
     )
@@ -251,65 +291,13 @@ def record_batch(
 
 
 def _lock_cards(conn: Connection, card_ids: list[str]) -> dict[str, SimpleNamespace]:
-    """The cards' rows with their current event's state, locked for the transaction."""
+    """The cards' rows with their current event's state, locked for the transaction (on
+    SQLite, the transaction's write lock covers them already)."""
     sql = statements(conn.dialect.name)
-    conn.execute(sql.lock_cards, {"card_ids": card_ids}).all()
+    if conn.dialect.name != "sqlite":
+        conn.execute(sql.lock_cards, {"card_ids": card_ids}).all()
     rows = conn.execute(sql.read_cards, {"card_ids": card_ids})
     return {row.card_id: SimpleNamespace(**row._mapping, since_known=True) for row in rows}
-
-
-def _new_card(f: OperationFacts, received_at: datetime) -> dict[str, Any]:
-    return {
-        "card_id": f.op.card_id,
-        "issuer_id": cut(f.op.issuer_id, 64),
-        "state_rank": 0,
-        "is_exception": False,
-        "first_seen_at": received_at,
-        "last_seen_at": received_at,
-    }
-
-
-def _project(
-    card: SimpleNamespace, f: OperationFacts, received_at: datetime, becomes_current: bool
-) -> None:
-    """Apply one new event to the card's state in memory (the rules of the module docstring)."""
-    op = f.op
-    card.last_seen_at = received_at
-    if becomes_current:
-        # When the state was entered, without asking the history where the answer is sure:
-        # a newer event in another state entered it now; a newer event in the same state, with
-        # no other event at the current one's time, leaves it as it was. Anything else (a tie,
-        # a late event, below) asks the history once the batch is projected.
-        newer = card.state_event_time is None or card.state_event_time < f.event_time
-        same = (card.current_status, card.current_shipment_status) == (f.status, f.shipment_status)
-        if card.state_event_time is None or (newer and not same):
-            card.state_since, card.since_known = f.event_time, True
-        elif not (newer and same and not card.tied and card.state_since is not None):
-            card.since_known = False
-        card.tied = not newer
-        card.status = f.status
-        card.operation = op.operation
-        card.operation_status = op.status
-        card.production_site = cut(op.details.production_site, 64) or card.production_site
-        card.reason = cut(op.details.reason, 255)
-        card.state_rank = f.rank
-        card.state_event_time = f.event_time
-        card.is_exception = f.is_exception
-        card.current_dedup_key = f.dedup_key
-        card.current_status = f.status
-        card.current_shipment_status = f.shipment_status
-        if op.issuer_id and not card.issuer_id:
-            card.issuer_id = cut(op.issuer_id, 64)
-    else:
-        card.since_known = False
-    if newer_snapshot(f, card):
-        for name, value in snapshot_columns(f).items():
-            setattr(card, name, value)
-
-
-def _card_columns(card: SimpleNamespace) -> dict[str, Any]:
-    """The card's stored columns (the state read with it, minus what the join added)."""
-    return {name: getattr(card, name) for name in CARD_COLUMNS if name != "card_id"}
 
 
 def _state_since(conn: Connection, card: SimpleNamespace) -> datetime | None:
@@ -387,6 +375,7 @@ __all__ = [
     "KIND_EXCEPTION_ALERT",
     "IntakeRequest",
     "IntakeResult",
+    "QuarantinedOperation",
     "record_batch",
     "record_operations",
     "record_requests",

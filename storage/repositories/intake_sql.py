@@ -18,6 +18,7 @@ from storage.tables import (
     CardRecord,
     EventRecord,
     FanoutRecord,
+    QuarantineRecord,
     SubscriptionRecord,
 )
 
@@ -25,6 +26,7 @@ cards: sa.Table = CardRecord.__table__  # type: ignore[attr-defined]
 events: sa.Table = EventRecord.__table__  # type: ignore[attr-defined]
 fanouts: sa.Table = FanoutRecord.__table__  # type: ignore[attr-defined]
 subscriptions: sa.Table = SubscriptionRecord.__table__  # type: ignore[attr-defined]
+quarantine: sa.Table = QuarantineRecord.__table__  # type: ignore[attr-defined]
 
 KIND_CARD_EVENT = "card_event"
 KIND_EXCEPTION_ALERT = "exception_alert"
@@ -67,12 +69,13 @@ class IntakeStatements:
     lock_cards: Any  # the batch's cards, FOR UPDATE in card_id order
     read_cards: Any  # the batch's cards with their current event's state
     known_keys: Any  # which of the batch's dedup keys are stored already
-    insert_events: Any  # executemany, RETURNING each new event's id in parameter order
+    insert_events: Any  # executemany, RETURNING each new event's id with its dedup key
     update_cards: Any  # executemany: every projected column of a card
     state_since: Any
     earlier_produce: Any
     subscriber_counts: Any  # per card and filter, for the batch's cards
     fanout_markers: Any  # executemany
+    quarantine: Any  # executemany: the operations refused
 
 
 def _insert_ignoring_conflict(table: sa.Table, columns: tuple[str, ...], unique: str) -> Any:
@@ -121,7 +124,9 @@ def statements(dialect: str) -> IntakeStatements:
     known_keys = sa.select(events.c.dedup_key).where(
         events.c.dedup_key.in_(sa.bindparam("keys", expanding=True))
     )
-    insert_events = sa.insert(events).returning(events.c.id, sort_by_parameter_order=True)
+    # Rows come back in any order (asking for parameter order makes SQLite insert row by row):
+    # each id is matched to its event by the unique dedup key.
+    insert_events = sa.insert(events).returning(events.c.dedup_key, events.c.id)
     update_cards = (
         sa.update(cards)
         .where(cards.c.card_id == sa.bindparam("key_card_id"))
@@ -181,4 +186,5 @@ def statements(dialect: str) -> IntakeStatements:
         earlier_produce=earlier_produce,
         subscriber_counts=subscriber_counts,
         fanout_markers=fanout_markers,
+        quarantine=sa.insert(quarantine),
     )

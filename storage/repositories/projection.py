@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
+from types import SimpleNamespace
 from typing import Any
 
 from d1.models import Operation
@@ -19,7 +20,7 @@ from d1.semantics import (
     operation_event_time,
     operation_json_for_storage,
 )
-from storage.repositories.intake_sql import EVENT_COLUMNS
+from storage.repositories.intake_sql import CARD_COLUMNS, EVENT_COLUMNS
 
 
 @dataclass
@@ -102,10 +103,9 @@ def newer_snapshot(f: OperationFacts, card: Any) -> bool:
         return False
     if card.shipment is None or card.last_shipment_update_at is None:
         return True
-    return (f.event_time, json.dumps(f.shipment, sort_keys=True)) > (
-        card.last_shipment_update_at,
-        json.dumps(card.shipment, sort_keys=True),
-    )
+    if f.event_time != card.last_shipment_update_at:
+        return bool(f.event_time > card.last_shipment_update_at)
+    return json.dumps(f.shipment, sort_keys=True) > json.dumps(card.shipment, sort_keys=True)
 
 
 def snapshot_columns(f: OperationFacts) -> dict[str, Any]:
@@ -126,11 +126,82 @@ def snapshot_columns(f: OperationFacts) -> dict[str, Any]:
     }
 
 
+def fresh_card(new_card: dict[str, Any]) -> SimpleNamespace:
+    """A card row just inserted, as `_lock_cards` would read it: no event yet."""
+    columns = dict.fromkeys(CARD_COLUMNS) | new_card
+    return SimpleNamespace(
+        **columns,
+        current_dedup_key=None,
+        current_status=None,
+        current_shipment_status=None,
+        tied=False,
+        since_known=True,
+    )
+
+
+def new_card_row(f: OperationFacts, received_at: datetime) -> dict[str, Any]:
+    return {
+        "card_id": f.op.card_id,
+        "issuer_id": cut(f.op.issuer_id, 64),
+        "state_rank": 0,
+        "is_exception": False,
+        "first_seen_at": received_at,
+        "last_seen_at": received_at,
+    }
+
+
+def project_onto(
+    card: SimpleNamespace, f: OperationFacts, received_at: datetime, becomes_current: bool
+) -> None:
+    """Apply one new event to the card's state in memory (the rules of the module docstring)."""
+    op = f.op
+    card.last_seen_at = received_at
+    if becomes_current:
+        # When the state was entered, without asking the history where the answer is sure:
+        # a newer event in another state entered it now; a newer event in the same state, with
+        # no other event at the current one's time, leaves it as it was. Anything else (a tie,
+        # a late event, below) asks the history once the batch is projected.
+        newer = card.state_event_time is None or card.state_event_time < f.event_time
+        same = (card.current_status, card.current_shipment_status) == (f.status, f.shipment_status)
+        if card.state_event_time is None or (newer and not same):
+            card.state_since, card.since_known = f.event_time, True
+        elif not (newer and same and not card.tied and card.state_since is not None):
+            card.since_known = False
+        card.tied = not newer
+        card.status = f.status
+        card.operation = op.operation
+        card.operation_status = op.status
+        card.production_site = cut(op.details.production_site, 64) or card.production_site
+        card.reason = cut(op.details.reason, 255)
+        card.state_rank = f.rank
+        card.state_event_time = f.event_time
+        card.is_exception = f.is_exception
+        card.current_dedup_key = f.dedup_key
+        card.current_status = f.status
+        card.current_shipment_status = f.shipment_status
+        if op.issuer_id and not card.issuer_id:
+            card.issuer_id = cut(op.issuer_id, 64)
+    else:
+        card.since_known = False
+    if newer_snapshot(f, card):
+        for name, value in snapshot_columns(f).items():
+            setattr(card, name, value)
+
+
+def card_columns(card: SimpleNamespace) -> dict[str, Any]:
+    """The card's stored columns (the state read with it, minus what the join added)."""
+    return {name: getattr(card, name) for name in CARD_COLUMNS if name != "card_id"}
+
+
 __all__ = [
     "OperationFacts",
+    "card_columns",
     "cut",
     "event_values",
     "facts_of",
+    "fresh_card",
+    "new_card_row",
     "newer_snapshot",
+    "project_onto",
     "snapshot_columns",
 ]

@@ -2,7 +2,8 @@
 
 Kept: every event (the cards' history), dead letters (operators look at them), pending
 messages, and the latest claimed run of every job (the digest's catch-up reads it). Deleted:
-messages sent before the cut-off, older job runs, audit rows older than their own cut-off.
+messages sent before the cut-off, older job runs, quarantined operations received before the
+cut-off, audit rows older than their own cut-off.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from storage.tables import OUTBOX_SENT, AuditRecord, JobRunRecord, OutboxRecord
+from storage.tables import OUTBOX_SENT, AuditRecord, JobRunRecord, OutboxRecord, QuarantineRecord
 
 OUTBOX = OutboxRecord.__table__  # type: ignore[attr-defined]
 JOB_RUNS = JobRunRecord.__table__  # type: ignore[attr-defined]
 AUDIT = AuditRecord.__table__  # type: ignore[attr-defined]
+QUARANTINE = QuarantineRecord.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class PruneReport:
     sent_messages: int
     job_runs: int
     audit_rows: int
+    quarantined: int = 0
 
 
 def prune(engine: Engine, *, sent_before: datetime, audit_before: datetime) -> PruneReport:
@@ -44,7 +47,10 @@ def prune(engine: Engine, *, sent_before: datetime, audit_before: datetime) -> P
             )
         ).rowcount
         audit = conn.execute(sa.delete(AUDIT).where(AUDIT.c.at < audit_before)).rowcount
-    return PruneReport(sent_messages=sent, job_runs=runs, audit_rows=audit)
+        quarantined = conn.execute(
+            sa.delete(QUARANTINE).where(QUARANTINE.c.received_at < sent_before)
+        ).rowcount
+    return PruneReport(sent_messages=sent, job_runs=runs, audit_rows=audit, quarantined=quarantined)
 
 
 __all__ = ["PruneReport", "prune"]

@@ -185,7 +185,7 @@ def test_dedup_key_is_the_sorted_json_of_its_fields(
     (any offset, naive read as UTC by the model)."""
     op = Operation.model_validate(
         {
-            "operationId": texts[0] or "op",
+            "operationId": "op-" + (texts[0] or "").encode().hex()[:60],
             "operation": texts[1] or "PRODUCE",
             "status": texts[2] or "SUCCESSFUL",
             "cardId": "card-1",

@@ -116,15 +116,16 @@ async def test_a_message_slack_refuses_is_a_dead_letter_at_once_and_holds_nothin
     engine: Engine,
 ) -> None:
     follow(engine, "C1", "card-1")
-    too_many_blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "x"}}] * 51
     async with delivery(engine) as (slack, runtime, worker):
-        for payload in ({"text": "x" * 40_001}, {"text": "digest", "blocks": too_many_blocks}):
+        slack.fail_next("chat.postMessage", error="invalid_blocks")
+        slack.fail_next("chat.postMessage", error="msg_too_long")
+        for text in ("first", "second"):
             repo.enqueue_message(
                 engine,
                 workspace_id=WORKSPACE,
                 channel_id="C1",
                 kind=repo.KIND_MESSAGE,
-                payload=payload,
+                payload={"text": text},
                 now=runtime.clock(),
             )
         record(engine, produce("card-1", "CARD_PROD_REQUESTED", 0))
@@ -136,6 +137,26 @@ async def test_a_message_slack_refuses_is_a_dead_letter_at_once_and_holds_nothin
         ("invalid_blocks", 1),
         ("msg_too_long", 1),
     ]
+
+
+async def test_a_message_over_slacks_limits_is_fitted_not_refused(engine: Engine) -> None:
+    """Even a row rendered by an older version passes the Slack text boundary when sent."""
+    too_many_blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "x"}}] * 51
+    async with delivery(engine) as (slack, runtime, worker):
+        for payload in ({"text": "x" * 40_001}, {"text": "digest", "blocks": too_many_blocks}):
+            repo.enqueue_message(
+                engine,
+                workspace_id=WORKSPACE,
+                channel_id="C1",
+                kind=repo.KIND_MESSAGE,
+                payload=payload,
+                now=runtime.clock(),
+            )
+        await drain(worker, engine)
+        long_text, digest = slack.messages(channel="C1")
+        assert len(long_text["text"]) <= 40_000 and long_text["text"].endswith("…")
+        assert len(digest["blocks"]) == 50 and "more not shown" in str(digest["blocks"][-1])
+    assert repo.dead_letters(engine, channel_id="C1") == []
 
 
 async def test_a_refused_token_pauses_all_delivery_until_auth_test_succeeds(

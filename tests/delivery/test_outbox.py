@@ -266,6 +266,26 @@ async def test_burst_is_coalesced_into_one_summary(engine: Engine) -> None:
     assert [r.kind for r in rows if r.slack_ts] == ["card_burst"]
 
 
+async def test_a_burst_of_exceptions_is_one_summary_and_a_later_one_is_its_own_alert(
+    engine: Engine,
+) -> None:
+    """A batch of failures must not queue an unrelated new exception behind a hundred alerts
+    (one message a second per channel): the burst is one summary, counted by status."""
+    failed = [f"fail-{i:02d}" for i in range(8)]
+    async with delivery(engine, d1bot_burst_threshold=3) as (slack, _runtime, worker):
+        record(engine, *[produce(card, "DATA_EXCEPTION", i) for i, card in enumerate(failed)])
+        await drain(worker, engine)
+        (summary,) = slack.messages(channel=EXCEPTIONS_CHANNEL)
+        assert summary["text"].startswith("8 cards changed at once, 8 with exceptions")
+        shown = str(summary["blocks"])
+        assert "Data rejected: 8" in shown
+        assert shown.index("fail-07") < shown.index("fail-00")  # the newest first
+        record(engine, produce("other-card", "CARD_PROD_EXCEPTION", 30))
+        await drain(worker, engine)
+        alerts = slack.messages(channel=EXCEPTIONS_CHANNEL)
+        assert len(alerts) == 2 and "other-card" in str(alerts[1]["blocks"])
+
+
 async def test_message_with_thread_and_card_notice(engine: Engine) -> None:
     follow(engine, "C1", "card-1")
     async with delivery(engine) as (slack, runtime, worker):

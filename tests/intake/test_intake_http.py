@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import re
 
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from bot.metrics import NOTIFICATIONS_REJECTED
+from bot.metrics import NOTIFICATIONS_REJECTED, OPERATIONS_REJECTED
 from storage.repositories.cards import events_of_card, get_card
 from storage.repositories.fanout import expand_all
+from storage.repositories.quarantine import list_quarantined
 from storage.tables import SubscriptionRecord
 from tests.intake_support import (
     ISSUER,
@@ -115,7 +117,9 @@ async def test_token_flow_then_notification(any_engine: Engine) -> None:
         assert r.headers["cache-control"] == "no-store"
         answer = r.json()
         assert answer["token_type"] == "Bearer" and answer["expires_in"] == 900
-        assert answer["scope"] == "notifications" and answer["expires_at"] > 0
+        assert answer["scope"] == "notifications"
+        # D1's OAuth pages write expires_at as an ISO 8601 UTC time with milliseconds.
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", answer["expires_at"])
         r = await client.post(
             PATH, json=notification_examples()[0], headers=bearer(answer["access_token"])
         )
@@ -135,33 +139,17 @@ BAD_BODIES: list[tuple[str, bytes, str]] = [
     ("array", b"[]", "body"),
     ("empty operations", b'{"operations": []}', "operations"),
     ("operations not a list", b'{"operations": {}}', "operations"),
-    (
-        "missing cardId",
-        json.dumps({k: v for k, v in _valid().items() if k != "cardId"}).encode(),
-        "cardId",
-    ),
-    (
-        "bad date deep inside",
-        json.dumps(
-            {
-                "operations": [
-                    _valid(),
-                    {**_valid(), "details": {"shipment": {"lastUpdatedAt": "x"}}},
-                ]
-            }
-        ).encode(),
-        "operations[1].details.shipment.lastUpdatedAt",
-    ),
-    ("bad card id", json.dumps({**_valid(), "cardId": "has space"}).encode(), "cardId"),
     ("not utf-8", b'{"operationId": "\xff"}', "body"),
+    ("NaN", b'{"operationId": NaN}', "body"),
+    ("nested beyond json's own limit", b'{"x":' + b"[" * 100_000 + b"]" * 100_000 + b"}", "body"),
 ]
 
 
 @pytest.mark.parametrize(("name", "raw", "field"), BAD_BODIES, ids=[b[0] for b in BAD_BODIES])
-async def test_bad_bodies_name_the_first_bad_field_and_store_nothing(
+async def test_unreadable_bodies_are_refused_whole_and_store_nothing(
     engine: Engine, name: str, raw: bytes, field: str
 ) -> None:
-    runtime = make_runtime(engine)
+    runtime = make_runtime(engine, d1_notify_max_body_bytes=1_000_000)
     before = snapshot(engine)
     async with intake_client(runtime) as client:
         r = await client.post(
@@ -170,6 +158,64 @@ async def test_bad_bodies_name_the_first_bad_field_and_store_nothing(
     assert r.status_code == 400
     assert r.json() == {"errorCode": "FIELD_INVALID_FORMAT", "error": field}
     assert snapshot(engine) == before
+
+
+BAD_OPERATIONS: list[tuple[str, dict, str, str]] = [
+    (
+        "missing cardId",
+        {k: v for k, v in _valid().items() if k != "cardId"},
+        "cardId",
+        "FIELD_INVALID_FORMAT",
+    ),
+    (
+        "bad date deep inside",
+        {**_valid(), "details": {"shipment": {"lastUpdatedAt": "x"}}},
+        "details.shipment.lastUpdatedAt",
+        "FIELD_INVALID_FORMAT",
+    ),
+    ("bad card id", {**_valid(), "cardId": "has space"}, "cardId", "FIELD_INVALID_FORMAT"),
+    ("another issuer", {**_valid(), "issuerId": "someone-else"}, "issuerId", "FIELD_INVALID_VALUE"),
+    (
+        "time beyond year 9999 in UTC",
+        {**_valid(), "startTime": "9999-12-31T23:30:00-01:00"},
+        "startTime",
+        "FIELD_INVALID_VALUE",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "bad", "field", "code"), BAD_OPERATIONS, ids=[b[0] for b in BAD_OPERATIONS]
+)
+async def test_a_bad_operation_is_quarantined_and_the_others_stored(
+    engine: Engine, name: str, bad: dict, field: str, code: str
+) -> None:
+    """D1 never retries a 4xx: the valid operations of the body are stored, the bad one is kept
+    in quarantine (PANs masked) and named in the 400."""
+    good = {**_valid(), "operationId": "op-good", "cardId": "card-good"}
+    bad = {**bad, "operationId": "op-bad", "error": "card 4111 1111 1111 1111 refused"}
+    refused_before = OPERATIONS_REJECTED._value.get()
+    runtime = make_runtime(engine)
+    async with intake_client(runtime) as client:
+        r = await client.post(PATH, json={"operations": [good, bad]}, headers=bearer())
+    assert r.status_code == 400
+    assert r.json() == {
+        "errorCode": code,
+        "error": "1 of 2 operations refused, the others stored",
+        "rejectedOperations": [
+            {"index": 1, "operationId": "op-bad", "field": f"operations[1].{field}"}
+        ],
+    }
+    assert count(engine, "events") == 1
+    (kept,) = list_quarantined(engine)
+    assert (kept.operation_index, kept.operation_id, kept.field, kept.error_code) == (
+        1,
+        "op-bad",
+        f"operations[1].{field}",
+        code,
+    )
+    assert kept.payload["error"] == "card ************1111 refused"
+    assert OPERATIONS_REJECTED._value.get() == refused_before + 1
 
 
 async def test_refusals_store_nothing(any_engine: Engine) -> None:
@@ -214,19 +260,12 @@ async def test_refusals_store_nothing(any_engine: Engine) -> None:
                     headers=bearer() | json_ct,
                 ),
             ),
-            (
-                400,  # an operation naming another issuer
-                await client.post(
-                    PATH, json={**_valid(), "issuerId": "someone-else"}, headers=bearer()
-                ),
-            ),
         ]
     for expected, answer in cases:
         assert answer.status_code == expected, (expected, answer.text)
         payload = answer.json()
         assert set(payload) == {"errorCode", "error"}
     assert cases[0][1].json()["errorCode"] == "AUTHORIZER_UNAUTHORIZED"
-    assert cases[-1][1].json() == {"errorCode": "FIELD_INVALID_VALUE", "error": "issuerId"}
     assert NOTIFICATIONS_REJECTED.labels(reason="unauthorized")._value.get() >= refused_before + 4
     assert snapshot(any_engine) == before
 

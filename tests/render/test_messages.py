@@ -117,14 +117,16 @@ def test_acknowledged_alert_names_who_and_drops_the_ack_button() -> None:
     assert actions.ALERT_ACK not in dumped and actions.ALERT_REFRESH in dumped
 
 
-def test_burst_summary_lists_cards_exceptions_first_and_bounds_length() -> None:
+def test_burst_summary_counts_by_status_lists_exceptions_first_and_bounds_length() -> None:
     cards = [_card(card_id=f"c-{i:03d}", is_exception=False) for i in range(100)]
     cards.append(_card(card_id="c-zzz", is_exception=True))
     message = messages.burst_summary_message(cards)
     blocks = message.block_dicts()  # to_dict() validates Slack's limits
     assert message.text == "101 cards changed at once, 1 with exceptions"
     body = "\n".join(b["text"]["text"] for b in blocks if b["type"] == "section")
-    assert body.splitlines()[0].startswith(":warning: `c-zzz`")
+    counts, first = body.splitlines()[:2]
+    assert "Shipped / Delivery attempt failed: 101" in counts  # counted by status
+    assert first.startswith(":warning: `c-zzz`")
     assert "… and 61 more" in body
     assert all(len(b["text"]["text"]) <= 3000 for b in blocks if b["type"] == "section")
 

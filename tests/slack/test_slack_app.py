@@ -390,6 +390,6 @@ def test_manifest_declares_command_events_interactivity_and_least_privilege() ->
         "usergroups:read",
         "channels:read",
         "groups:read",
-        "im:write",
+        "channels:join",
     }
     assert not [n for n in names if "history" in n]
