@@ -68,8 +68,8 @@ def coalesce_burst(
     engine: Engine, *, workspace_id: str, channel_id: str, threshold: int, now: datetime
 ) -> int | None:
     """In one transaction: mark the channel's unclaimed pending card events and alerts sent as
-    coalesced, and enqueue one summary of their cards. Returns the summary's id, or None when the burst
-    had already shrunk to `threshold` cards or fewer."""
+    coalesced, and enqueue one summary of their cards. Returns the summary's id, or None when
+    the burst had already shrunk to `threshold` cards or fewer."""
     rows_query = (
         sa.select(outbox.c.id, outbox.c.card_id)
         .where(
