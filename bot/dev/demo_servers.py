@@ -124,5 +124,6 @@ def demo_settings(
         d1bot_allowed_usergroups=None,
         d1bot_workspace_id=DEMO_TEAM,
         d1bot_channel_rate_per_second=20.0,
+        d1bot_workspace_rate_per_minute=6000,  # the stand-in: a morning in seconds
         d1bot_burst_threshold=50,
     )
