@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +36,13 @@ from d1.sandbox.faults import Faults
 log = logging.getLogger("d1.sandbox.delivery")
 
 Operation = dict[str, Any]
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context for every delivery round: building one (loading the CA bundle) costs
+    more than the round itself."""
+    return ssl.create_default_context()
 
 
 @dataclass
@@ -109,7 +118,7 @@ class Notifier:
 
     async def deliver_pending(self) -> None:
         """Deliver until the queue is empty (or there is no callback configured)."""
-        async with self._lock, httpx.AsyncClient(timeout=10.0) as http:
+        async with self._lock, httpx.AsyncClient(timeout=10.0, verify=_tls_context()) as http:
             while self.queue and self._config_of().callback_url:
                 batch, single = self._take_batch()
                 try:

@@ -108,6 +108,7 @@ def make_runtime(engine: Engine, slack: LocalSlack, **overrides: Any) -> Runtime
         "d1bot_exceptions_channel": EXCEPTIONS_CHANNEL,
         "d1bot_workspace_id": WORKSPACE,
         "d1bot_channel_rate_per_second": 100.0,
+        "d1bot_workspace_rate_per_minute": 60_000,  # the budget is measured where asked
     }
     values.update(overrides)
     return Runtime(settings=load_settings(**values), engine=engine)
