@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import shutil
@@ -30,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +44,12 @@ ISSUER = "bench-issuer"
 TOKEN = "bench-token"
 PATH = f"/notifications/d1/v2/issuers/{ISSUER}/cards"
 FIRST_SECOND = 1_780_000_000  # event times start here; each phase takes later ones
+
+
+def op_id(base: int, n: int) -> str:
+    """An operation id as D1 writes them (`op-` and a UUID), distinct for each (base, n)."""
+    digest = hashlib.md5(f"{base}-{n}".encode()).digest()
+    return f"op-{uuid.UUID(bytes=digest, version=4)}"
 
 
 def notification(card: str, op: str, at: int) -> bytes:
@@ -146,7 +155,7 @@ async def open_loop(port: int, path: str, rate: float, seconds: float, base: int
 
     async def one(n: int, due: float) -> None:
         nonlocal failures
-        payload = request_bytes(path, notification(f"load-{n % 5000}", f"op-{base}-{n}", base + n))
+        payload = request_bytes(path, notification(f"load-{n % 5000}", op_id(base, n), base + n))
         reader, writer = await conns.get()
         try:
             writer.write(payload)
@@ -191,7 +200,7 @@ async def probe(http: object, slack: object, card: str, channel: str, at: int) -
     assert isinstance(http, httpx.AsyncClient) and isinstance(slack, LocalSlack)
     answer = await http.post(
         PATH,
-        content=notification(card, f"op-{card}-{at}", at),
+        content=notification(card, op_id(at, zlib.crc32(card.encode())), at),
         headers={"content-type": "application/json", "authorization": f"Bearer {TOKEN}"},
     )
     answered = time.monotonic()
@@ -225,7 +234,8 @@ def run_wrk(port: int, path: str, seconds: int, base: int, workdir: Path) -> flo
         "  n = n + 1\n"
         f"  local at = os.date('!%Y-%m-%dT%H:%M:%SZ', {base} + n)\n"
         "  local body = template:gsub('wrk%-CARD', 'wrk-' .. (n % 5000))"
-        f":gsub('OPID', 'op-w{base}-' .. n .. '-' .. math.random(1e9))"
+        ":gsub('OPID', string.format('op-%08x-%04x-4%03x-a%03x-%012x', n, math.random(0, 65535),"
+        f" math.random(0, 4095), math.random(0, 4095), {base} + math.random(0, 2^40)))"
         ":gsub('1970%-01%-01T00:00:00Z', at)\n"
         "  return wrk.format('POST', nil, {['Content-Type']='application/json',"
         f" ['Authorization']='Bearer {TOKEN}'}}, body)\n"

@@ -67,12 +67,30 @@ def is_pan(digits: str) -> bool:
     )
 
 
+# A quick look before the full search, for plain ASCII text without `%` (most of what intake
+# sees): digits become `9`, the ASCII separators vanish, everything else becomes `x`. A PAN then
+# leaves at least 13 `9`s in a row, so text without them holds none.
+_SQUEEZE = bytes(ord("9") if chr(b).isdigit() else ord("x") for b in range(256))
+_ASCII_SEPARATORS = b" \t\x0b\x0c.+-"
+_THIRTEEN_DIGITS = b"9" * MIN_DIGITS
+
+
+def _cannot_hold_pan(text: str) -> bool:
+    return (
+        text.isascii()
+        and "%" not in text
+        and _THIRTEEN_DIGITS not in text.encode("ascii").translate(_SQUEEZE, _ASCII_SEPARATORS)
+    )
+
+
 def pan_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) of every substring of `text` that is a full PAN: whole digit groups adding
     up to 13-19 digits that pass `is_pan`. Windows of whole groups are tried, so a PAN that
     follows an unrelated number ("card-1 4111 ...") is still found; a run of digits is never
     cut (a 20-digit tracking number is not a PAN)."""
     spans: list[tuple[int, int]] = []
+    if _cannot_hold_pan(text):
+        return spans
     for run in _DIGIT_GROUPS.finditer(text):
         if run.end() - run.start() < MIN_DIGITS:
             continue  # too short to hold 13 digits
