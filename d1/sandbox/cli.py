@@ -24,10 +24,12 @@ STRICT_FAILED_EXIT = 1
 
 def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
     """The sandbox's command-line options (shared by `d1bot sandbox` and this module)."""
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8700)
-    parser.add_argument("--callback-url", default=None, help="where to send notifications")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8700, help="port (default 8700)")
+    parser.add_argument(
+        "--callback-url", default=None, help="the bot's notification endpoint, where to send them"
+    )
+    parser.add_argument("--seed", type=int, default=1, help="seed of every random choice")
     parser.add_argument(
         "--strict",
         action="store_true",
