@@ -189,7 +189,7 @@ class Settings(BaseSettings):
     def _app_token(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().startswith("xapp-"):
             raise ValueError(
-                "must be an app-level token, which starts with xapp- (Basic Information page)"
+                "must be an app-level token, which starts with xapp- (App-Level Tokens)"
             )
         return value
 

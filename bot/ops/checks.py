@@ -81,7 +81,7 @@ def missing_problems(settings: Settings) -> list[Problem]:
     s = settings
     if s.slack_signing_secret is None and s.slack_app_token is None:
         found.append(Problem("error", "SLACK_SIGNING_SECRET is not set: Slack requests cannot "
-                             "be verified (Basic Information > Signing Secret)"))  # fmt: skip
+                             "be verified (App Credentials > Signing Secret)"))  # fmt: skip
     if s.slack_bot_token is None:
         found.append(Problem("error", "SLACK_BOT_TOKEN is not set: nothing can be posted to "
                              "Slack (OAuth & Permissions > Bot User OAuth Token)"))  # fmt: skip

@@ -178,7 +178,7 @@ def test_missing_slack_settings_are_errors(report) -> None:  # type: ignore[no-u
     lines = report(SLACK_BOT_TOKEN=None, SLACK_SIGNING_SECRET=None)
     assert lines == [
         "ERROR: SLACK_SIGNING_SECRET is not set: Slack requests cannot be verified "
-        "(Basic Information > Signing Secret)",
+        "(App Credentials > Signing Secret)",
         "ERROR: SLACK_BOT_TOKEN is not set: nothing can be posted to Slack "
         "(OAuth & Permissions > Bot User OAuth Token)",
     ]
