@@ -55,7 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--no-migrate", action="store_true", help="do not apply database migrations at start"
     )
-    tls = serve.add_argument_group("TLS (when no proxy terminates it)")
+    tls = serve.add_argument_group(
+        "TLS (when no proxy terminates it; default: the SSL_* settings)"
+    )
     tls.add_argument("--ssl-certfile", default=None, help="server certificate (PEM)")
     tls.add_argument("--ssl-keyfile", default=None, help="server private key (PEM)")
     tls.add_argument("--ssl-ca-certs", default=None, help="CA bundle for client certificates")
@@ -119,18 +121,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         from bot.main import TLSOptions, serve
 
-        if args.require_client_cert and not args.ssl_ca_certs:
-            print("--require-client-cert needs --ssl-ca-certs", file=sys.stderr)
-            return 2
-        if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
-            print("--ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
-            return 2
         tls = TLSOptions(
             certfile=args.ssl_certfile,
             keyfile=args.ssl_keyfile,
             ca_certs=args.ssl_ca_certs,
             require_client_cert=args.require_client_cert,
         )
+        if tls.problem():
+            print(tls.problem(), file=sys.stderr)
+            return 2
         return serve(host=args.host, port=args.port, migrate=not args.no_migrate, tls=tls)
     if args.command == "demo":
         from bot.dev.demo import run_demo

@@ -195,6 +195,10 @@ def _migrate_failure(exc: Exception) -> str:
     return f"{type(exc).__name__} while migrating (--verbose for the details)"
 
 
+def _str(path: object) -> str | None:
+    return None if path is None else str(path)
+
+
 @dataclass(frozen=True)
 class TLSOptions:
     """TLS for `d1bot serve` when no proxy terminates it; `require_client_cert` is mTLS."""
@@ -203,6 +207,24 @@ class TLSOptions:
     keyfile: str | None = None
     ca_certs: str | None = None
     require_client_cert: bool = False
+
+    def or_settings(self, settings: Settings) -> TLSOptions:
+        """These options, else the SSL_* settings (a container sets those, not flags)."""
+        if self.certfile:
+            return self
+        return TLSOptions(
+            certfile=_str(settings.ssl_certfile),
+            keyfile=_str(settings.ssl_keyfile),
+            ca_certs=_str(settings.ssl_ca_certs),
+            require_client_cert=settings.ssl_require_client_cert,
+        )
+
+    def problem(self) -> str | None:
+        if self.require_client_cert and not self.ca_certs:
+            return "--require-client-cert (SSL_REQUIRE_CLIENT_CERT) needs --ssl-ca-certs"
+        if bool(self.certfile) != bool(self.keyfile):
+            return "--ssl-certfile and --ssl-keyfile (SSL_CERTFILE, SSL_KEYFILE) go together"
+        return None
 
     def uvicorn_kwargs(self) -> dict[str, Any]:
         if not self.certfile:
@@ -231,6 +253,10 @@ def serve(
         return 2
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     checks.log_report(problems)
+    tls = (tls or TLSOptions()).or_settings(settings)
+    if tls.problem():
+        log.error("not starting: %s", tls.problem())
+        return 2
     if migrate and settings.migrate_on_start and not migrate_in_child(settings):
         return 2
     runtime = build_runtime(settings)
@@ -243,7 +269,7 @@ def serve(
         log_config=None,
         access_log=False,  # bot.server logs one line per request, with its correlation id
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-        **(tls or TLSOptions()).uvicorn_kwargs(),
+        **tls.uvicorn_kwargs(),
     )
     log.info("stopped")
     return 0

@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./d1bot.db"
     sqlite_synchronous: SqliteSync = "FULL"
     migrate_on_start: bool = True
+    # TLS of `d1bot serve` when no proxy terminates it (the --ssl-* options override these)
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_ca_certs: Path | None = None
+    ssl_require_client_cert: bool = False
 
     # Slack
     slack_bot_token: SecretStr | None = None

@@ -125,13 +125,16 @@ def file_problems(settings: Settings) -> list[Problem]:
     for name, path, parse in (
         ("D1_CLIENT_CERT", settings.d1_client_cert, _parses_as_certificate),
         ("D1_CLIENT_KEY", settings.d1_client_key, _parses_as_private_key),
+        ("SSL_CERTFILE", settings.ssl_certfile, _parses_as_certificate),
+        ("SSL_KEYFILE", settings.ssl_keyfile, _parses_as_private_key),
+        ("SSL_CA_CERTS", settings.ssl_ca_certs, _parses_as_certificate),
     ):
         if path is None:
             continue
         if not path.is_file():
             found.append(_invalid(name, f"{path} does not exist"))
         elif not parse(path):
-            what = "a PEM certificate" if name == "D1_CLIENT_CERT" else "a PEM private key"
+            what = "a PEM certificate" if parse is _parses_as_certificate else "a PEM private key"
             found.append(_invalid(name, f"{path} does not hold {what} (unencrypted)"))
     return found
 

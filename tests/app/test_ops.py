@@ -201,6 +201,14 @@ async def test_serve_logs_json_and_stops_gracefully_on_sigterm(tmp_path: Path) -
             await wait_for(healthy, timeout=30, message="serve to answer /healthz")
             metrics = await http.get(f"http://127.0.0.1:{port}/metrics")
             assert metrics.status_code == 200
+        probe = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "bot.ops.probe", "/healthz"],
+            env=_serve_env(tmp_path, port),
+            capture_output=True,
+            timeout=30,
+        )
+        assert probe.returncode == 0, probe.stderr  # the container's HEALTHCHECK, plain HTTP
         proc.send_signal(signal.SIGTERM)
         assert proc.stderr is not None
         async with asyncio.timeout(30):
