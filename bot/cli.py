@@ -101,7 +101,8 @@ def _parser() -> argparse.ArgumentParser:
 
     migrate = _command(
         sub, "migrate", "apply database migrations (DATABASE_URL) and say which",
-        "DATABASE_URL=postgresql://d1bot:PASSWORD@db:5432/d1bot d1bot migrate",
+        "d1bot migrate             # the database of DATABASE_URL, e.g. in .env",
+        "d1bot migrate --verbose   # with Alembic's steps",
     )  # fmt: skip
     migrate.add_argument(
         "--verbose", action="store_true", help="show Alembic's steps and a failure's traceback"
