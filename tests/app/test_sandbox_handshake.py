@@ -6,6 +6,7 @@ bot accepts them. No secret is fixed in the code."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -195,3 +196,37 @@ def test_existing_credentials_are_reused_not_rewritten(tmp_path: Path) -> None:
     assert (second.client_id, second.client_secret) == (first.client_id, first.client_secret)
     other = tmp_path / "other.env"
     assert callback_credentials(other, {}).client_secret != first.client_secret  # never fixed
+
+
+async def test_a_callback_nobody_answers_is_said_once_until_it_answers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from tests.d1_fixtures import running_sandbox
+
+    port = free_port()  # nothing listens there
+    callback = f"http://127.0.0.1:{port}/notifications/d1/v2/issuers/{ISSUER}/cards"
+    async with running_sandbox(
+        callback_url=callback, callback_static_token="t", duplicate_rate=0.0
+    ) as (sb, _url):
+        with caplog.at_level(logging.INFO, logger="d1.sandbox.delivery"):
+            sb.create_card("card-1")
+            sb.advance("card-1")
+            await wait_for(
+                lambda: (
+                    sum("callback delivery attempt" in r.getMessage() for r in caplog.records) >= 3
+                ),
+                message="several attempts",
+            )
+    said = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(said) == 1
+    assert said[0].getMessage() == (
+        f"cannot reach the callback {callback} (ConnectError): is `d1bot serve` running and "
+        "listening there? The notifications wait and are retried"
+    )
+
+
+def test_the_server_knows_the_newest_schema_without_alembic() -> None:
+    from storage.migrate import head_revision
+    from storage.repositories.health import schema_head
+
+    assert schema_head() == head_revision()
