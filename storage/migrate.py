@@ -88,6 +88,12 @@ def main() -> int:
     engine = make_engine(os.environ["DATABASE_URL"])
     try:
         upgrade(engine)
+    except Exception as exc:  # one line in serve's log, not a traceback (driver text names hosts)
+        print(
+            f"migration failed ({type(exc).__name__}): `d1bot migrate --verbose` shows why",
+            file=sys.stderr,
+        )
+        return 1
     finally:
         engine.dispose()
     return 0

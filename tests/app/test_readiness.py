@@ -192,3 +192,20 @@ def test_serve_refuses_invalid_settings_with_the_check_messages(tmp_path: Path) 
     assert "not starting: fix the settings above" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "serve.db").exists()
+
+
+def test_serve_stops_in_two_lines_when_the_database_cannot_be_migrated(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "D1", "LOG_"))}
+    env.update(DATABASE_URL="postgresql://d1bot:db-password@127.0.0.1:1/d1bot")
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "serve", "--port", "9"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "migration failed (OperationalError): `d1bot migrate --verbose` shows why" in done.stderr
+    assert "the database could not be migrated (exit status 1)" in done.stderr
+    assert "Traceback" not in done.stderr and "db-password" not in done.stderr
