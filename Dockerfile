@@ -1,17 +1,17 @@
 # syntax=docker/dockerfile:1
 # d1-slack: `d1bot serve` in a small, non-root image. Build: docker build -t d1-slack .
 
-# ---- build: resolve dependencies and install the package into a virtualenv
+# ---- build: install the package into a virtualenv, every dependency at its locked version
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY bot ./bot
 COPY d1 ./d1
 COPY storage ./storage
-RUN pip install --upgrade pip wheel && pip install .
+RUN pip install --constraint requirements.lock .
 
 # ---- runtime: the virtualenv only, an unprivileged user, a data volume
 FROM python:3.11-slim AS runtime
@@ -30,7 +30,8 @@ USER d1bot
 WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 3000
+# GET /readyz on loopback: plain HTTP, or HTTPS when SSL_CERTFILE is set (bot/ops/probe.py).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, sys, urllib.request; sys.exit(0 if urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('PORT', '3000')}/healthz\", timeout=4).status == 200 else 1)"]
+    CMD ["python", "-m", "bot.ops.probe", "/readyz"]
 STOPSIGNAL SIGTERM
 CMD ["d1bot", "serve"]

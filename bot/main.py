@@ -1,5 +1,5 @@
-"""Composition root: build the runtime from settings, and the `serve`, `migrate` and `check`
-commands."""
+"""Composition root: build the runtime from settings, and the `serve`, `migrate`, `check` and
+`quarantine` commands."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import metrics
 from bot.delivery import worker as outbox
+from bot.ops import checks
 from bot.runtime import BackgroundTask, Runtime, nothing_to_start, slack_client_from
 from bot.scheduled import scheduler
 from bot.settings import Settings, load_settings
@@ -104,52 +105,9 @@ def d1_client_from(settings: Settings, **overrides: Any) -> D1Client:
     return D1Client(**options)
 
 
-def report(settings: Settings) -> tuple[str, bool]:
-    """The settings report as text, and whether it holds errors."""
-    problems = settings.problems()
-    if not problems:
-        return "Settings look complete.", False
-    lines = [str(p) for p in problems]
-    return "\n".join(lines), any(p.level == "error" for p in problems)
-
-
-def validation_report(exc: ValidationError) -> str:
-    """A settings validation error as report lines naming the environment variables (never
-    the values: they may be secrets)."""
-    lines = []
-    for error in exc.errors():
-        name = "_".join(str(part) for part in error["loc"]).upper() or "SETTINGS"
-        message = str(error["msg"]).removeprefix("Value error, ")
-        lines.append(f"ERROR: {name} is invalid: {message}")
-    return "\n".join(lines)
-
-
-def load_checked_settings() -> tuple[Settings | None, str, bool]:
-    """Settings (None when they cannot even be read), the report, and whether it has errors."""
-    try:
-        settings = load_settings()
-    except ValidationError as exc:
-        return None, validation_report(exc), True
-    text, has_errors = report(settings)
-    return settings, text, has_errors
-
-
-def check() -> int:
-    """`d1bot check`: print the settings report; exit 1 when it holds errors."""
-    _settings, text, has_errors = load_checked_settings()
-    print(text)
-    return 1 if has_errors else 0
-
-
-def log_report(text: str) -> None:
-    """The settings report in the log, one record per finding, at the finding's level."""
-    for line in text.splitlines():
-        if line.startswith("ERROR"):
-            log.error("settings: %s", line)
-        elif line.startswith("WARNING"):
-            log.warning("settings: %s", line)
-        else:
-            log.info("settings: %s", line)
+def check(*, online: bool = False) -> int:
+    """`d1bot check [--online]`: the settings report (bot/ops/checks.py); exit 1 on errors."""
+    return checks.check(online=online, d1_client_from=d1_client_from)
 
 
 def migrate_in_child(settings: Settings) -> bool:
@@ -192,13 +150,53 @@ def quarantine(action: str, *, limit: int, item: int) -> int:
     return 0
 
 
-def migrate() -> int:
-    from storage.migrate import upgrade
+def migrate(*, verbose: bool = False) -> int:
+    """`d1bot migrate`: apply what the database lacks and say what that was; on failure one
+    line naming the cause (the traceback too with `verbose`)."""
+    from bot.logs import configure_logging
+    from storage.migrate import head_revision, pending_revisions, upgrade
 
-    settings = load_settings()
-    upgrade(make_engine(settings.database_url))
-    print("Database is up to date.")
+    configure_logging(level="INFO" if verbose else "WARNING")  # Alembic's INFO lines: verbose
+    try:
+        settings = load_settings()
+    except ValidationError as exc:
+        for problem in checks.validation_problems(exc):
+            print(f"d1bot migrate: {problem}", file=sys.stderr)
+        return 2
+    engine = make_engine(settings.database_url)
+    try:
+        applied = pending_revisions(engine)
+        upgrade(engine)
+    except Exception as exc:
+        if verbose:
+            log.exception("migration failed")
+        print(f"d1bot migrate failed: {_migrate_failure(exc)}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    for revision, what in applied:
+        print(f"applied {revision}: {what}")
+    state = "now" if applied else "already"
+    print(f"The database is {state} at {head_revision()}, the newest schema.")
     return 0
+
+
+def _migrate_failure(exc: Exception) -> str:
+    """One line for an operator: what failed and what to check (never the driver's text,
+    which can name hosts and users)."""
+    from sqlalchemy.exc import OperationalError
+
+    if isinstance(exc, OperationalError):
+        return (
+            "the database cannot be reached (OperationalError): check DATABASE_URL's host, "
+            "port, user, password and database name, and that the server runs "
+            "(--verbose for the details)"
+        )
+    return f"{type(exc).__name__} while migrating (--verbose for the details)"
+
+
+def _str(path: object) -> str | None:
+    return None if path is None else str(path)
 
 
 @dataclass(frozen=True)
@@ -209,6 +207,24 @@ class TLSOptions:
     keyfile: str | None = None
     ca_certs: str | None = None
     require_client_cert: bool = False
+
+    def or_settings(self, settings: Settings) -> TLSOptions:
+        """These options, else the SSL_* settings (a container sets those, not flags)."""
+        if self.certfile:
+            return self
+        return TLSOptions(
+            certfile=_str(settings.ssl_certfile),
+            keyfile=_str(settings.ssl_keyfile),
+            ca_certs=_str(settings.ssl_ca_certs),
+            require_client_cert=settings.ssl_require_client_cert,
+        )
+
+    def problem(self) -> str | None:
+        if self.require_client_cert and not self.ca_certs:
+            return "--require-client-cert (SSL_REQUIRE_CLIENT_CERT) needs --ssl-ca-certs"
+        if bool(self.certfile) != bool(self.keyfile):
+            return "--ssl-certfile and --ssl-keyfile (SSL_CERTFILE, SSL_KEYFILE) go together"
+        return None
 
     def uvicorn_kwargs(self) -> dict[str, Any]:
         if not self.certfile:
@@ -229,13 +245,18 @@ def serve(
     from bot.logs import configure_logging
     from bot.server import create_app
 
-    settings, text, _has_errors = load_checked_settings()
-    if settings is None:
+    settings, problems = checks.load_checked()
+    if any(p.invalid for p in problems):
         configure_logging()
-        log_report(text)
+        checks.log_report(problems)
+        log.error("not starting: fix the settings above (`d1bot check` lists them all)")
         return 2
     configure_logging(level=settings.log_level, fmt=settings.log_format)
-    log_report(text)
+    checks.log_report(problems)
+    tls = (tls or TLSOptions()).or_settings(settings)
+    if tls.problem():
+        log.error("not starting: %s", tls.problem())
+        return 2
     if migrate and settings.migrate_on_start and not migrate_in_child(settings):
         return 2
     runtime = build_runtime(settings)
@@ -248,7 +269,7 @@ def serve(
         log_config=None,
         access_log=False,  # bot.server logs one line per request, with its correlation id
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-        **(tls or TLSOptions()).uvicorn_kwargs(),
+        **tls.uvicorn_kwargs(),
     )
     log.info("stopped")
     return 0

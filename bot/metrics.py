@@ -39,6 +39,9 @@ COMMANDS = Counter(
 )
 JOB_RUNS = Counter("d1bot_job_runs_total", "Scheduled job runs", ["job", "outcome"])
 DIGEST_RUNS = Counter("d1bot_digest_runs_total", "Digests computed and enqueued", ["outcome"])
+READY = Gauge(
+    "d1bot_ready", "1 when the readiness check passes, 0 when it fails (GET /readyz)", ["check"]
+)
 
 
 def observe_d1_call(endpoint: str, outcome: str, seconds: float) -> None:

@@ -87,6 +87,8 @@ class Runtime:
     gap_listeners: list[Callable[[str], None]] = field(default_factory=list)
     # Called when a channel's digest schedule changed (the scheduler reloads its schedules).
     schedule_listeners: list[Callable[[], None]] = field(default_factory=list)
+    # Readiness checks the packages add (`GET /readyz`): each returns why not, or None.
+    readiness_checks: dict[str, Callable[[], str | None]] = field(default_factory=dict)
 
     def report_gap(self, card_id: str) -> None:
         for listener in self.gap_listeners:

@@ -7,10 +7,11 @@ caller's `x-correlation-id` or `x-request-id` when well formed, else a new one),
 one access log line: method, path (never the query string), status and duration (probes and
 scrapes at DEBUG unless they fail).
 
-`GET /healthz` answers 200 only when the database answers and every background task (outbox
-worker, scheduler) reports itself healthy, else 503 with the reasons in words. `GET /metrics`
-refreshes the outbox gauges from the database at scrape time, so they are right whichever
-replica sent the messages.
+`GET /healthz` (liveness: the process and its tasks run) and `GET /readyz` (readiness: the
+database, Slack, D1 and delivery) are `bot.ops.readiness`'s, each answering 503 with the
+reasons in words. `GET /metrics` refreshes the outbox gauges from the database and the
+`d1bot_ready{check}` gauges at scrape time, so they are right whichever replica sent the
+messages.
 """
 
 from __future__ import annotations
@@ -36,14 +37,13 @@ from starlette.routing import BaseRoute, Route
 from bot import metrics
 from bot.intake import routes as intake
 from bot.logs import correlation_id
+from bot.ops.readiness import Readiness, liveness
 from bot.runtime import Runtime
 from bot.slack import transport as slack_transport
 from storage.repositories import health as health_repo
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("d1bot.access")
-
-DB_CHECK_TIMEOUT_SECONDS = 5.0
 
 
 def collect_routes(runtime: Runtime) -> list[BaseRoute]:
@@ -102,7 +102,7 @@ def create_app(runtime: Runtime, *, run_background: bool = True) -> Starlette:
 _VALID_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _HEADERS = (b"x-correlation-id", b"x-request-id")
 # Probes and scrapes: logged at DEBUG (unless they fail) so they do not drown the real traffic.
-QUIET_PATHS = frozenset({"/healthz", "/metrics"})
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 # D1's notifications arrive by the hundred a second and are counted in the metrics: the ones it
 # sends well are logged at DEBUG, the refused and failed ones at INFO.
 QUIET_PREFIXES = ("/notifications/",)
@@ -197,51 +197,6 @@ class CorrelationMiddleware:
 # --------------------------------------------------------------------------- health and metrics
 
 
-async def _database_problem(runtime: Runtime) -> str | None:
-    """None when the database answers, else why not (the class of error, never its text:
-    driver messages can name hosts and users)."""
-    try:
-        await asyncio.wait_for(
-            asyncio.to_thread(health_repo.ping, engine=runtime.engine), DB_CHECK_TIMEOUT_SECONDS
-        )
-    except TimeoutError:
-        return f"database did not answer within {DB_CHECK_TIMEOUT_SECONDS:g}s"
-    except Exception as exc:
-        log.warning("health check: database unreachable", exc_info=True)
-        return f"database unreachable ({type(exc).__name__})"
-    return None
-
-
-def _task_problems(runtime: Runtime) -> dict[str, str | None]:
-    found: dict[str, str | None] = {}
-    for task in runtime.background:
-        try:
-            healthy = bool(task.is_healthy())
-        except Exception as exc:
-            log.warning("health check of %s failed", task.name, exc_info=True)
-            found[task.name] = f"{task.name} health check failed ({type(exc).__name__})"
-            continue
-        found[task.name] = None if healthy else f"{task.name} is not running"
-    return found
-
-
-async def health_report(runtime: Runtime) -> tuple[bool, dict[str, Any]]:
-    """Whether this process can do its work, and the JSON body that says why (not)."""
-    checks: dict[str, str] = {}
-    reasons: list[str] = []
-    db_problem = await _database_problem(runtime)
-    checks["database"] = "ok" if db_problem is None else "failing"
-    if db_problem:
-        reasons.append(db_problem)
-    for name, problem in _task_problems(runtime).items():
-        checks[name] = "ok" if problem is None else "failing"
-        if problem:
-            reasons.append(problem)
-    if reasons:
-        return False, {"status": "unavailable", "checks": checks, "reasons": reasons}
-    return True, {"status": "ok", "checks": checks}
-
-
 async def refresh_outbox_gauges(runtime: Runtime) -> None:
     """Set the outbox depth and oldest-pending age from the database (best effort)."""
     try:
@@ -254,17 +209,25 @@ async def refresh_outbox_gauges(runtime: Runtime) -> None:
 
 
 def ops_routes(runtime: Runtime) -> list[BaseRoute]:
+    readiness = Readiness(runtime)
+
     async def healthz(_request: Request) -> Response:
-        ok, body = await health_report(runtime)
+        ok, body = liveness(runtime)
         if not ok:
-            log.warning("health check failing: %s", "; ".join(body["reasons"]))
+            log.warning("liveness failing: %s", "; ".join(body["reasons"]))
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    async def readyz(_request: Request) -> Response:
+        ok, body = await readiness.report()
         return JSONResponse(body, status_code=200 if ok else 503)
 
     async def metrics_endpoint(_request: Request) -> Response:
         await refresh_outbox_gauges(runtime)
+        await readiness.report()  # d1bot_ready{check}
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return [
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]

@@ -168,6 +168,11 @@ class D1Client:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+    async def ensure_token(self) -> None:
+        """Hold a valid token (fetched when none is cached): `d1bot check --online` proves the
+        key, the key id and the auth URL with it; raises the `D1Error` that says why not."""
+        await self._tokens.get()
+
     # ------------------------------------------------------------------ the calls
 
     def _card_url(self, card_id: str, tail: str) -> str:

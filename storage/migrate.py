@@ -46,6 +46,17 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+def pending_revisions(engine: Engine) -> list[tuple[str, str]]:
+    """The migrations the database lacks, oldest first: (revision, what it does)."""
+    current = current_revision(engine)
+    found = []
+    for script in _script().walk_revisions():  # newest first
+        if script.revision == current:
+            break
+        found.append((script.revision, (script.doc or "").split(":")[0].strip()))
+    return found[::-1]
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the database to `revision` (head by default); a no-op when already there."""
     if revision == "head" and current_revision(engine) == head_revision():
@@ -66,7 +77,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
                 conn.commit()
 
 
-__all__ = ["alembic_config", "current_revision", "head_revision", "upgrade"]
+__all__ = ["alembic_config", "current_revision", "head_revision", "pending_revisions", "upgrade"]
 
 
 def main() -> int:
@@ -77,6 +88,12 @@ def main() -> int:
     engine = make_engine(os.environ["DATABASE_URL"])
     try:
         upgrade(engine)
+    except Exception as exc:  # one line in serve's log, not a traceback (driver text names hosts)
+        print(
+            f"migration failed ({type(exc).__name__}): `d1bot migrate --verbose` shows why",
+            file=sys.stderr,
+        )
+        return 1
     finally:
         engine.dispose()
     return 0

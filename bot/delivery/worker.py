@@ -147,9 +147,15 @@ class OutboxWorker(MessageKinds, Outcomes):
         await self.slack.close()
 
     def is_healthy(self) -> bool:
-        """Red while the worker is down, failing to claim, or Slack refuses the token."""
+        """Liveness: red while the worker is down or fails to claim round after round."""
         running = self._task is not None and not self._task.done()
-        return running and self._failed_rounds < 5 and self.app_paused is None
+        return running and self._failed_rounds < 5
+
+    def pause_reason(self) -> str | None:
+        """Readiness: why all delivery is paused (Slack refuses the token), or None."""
+        if self.app_paused is None:
+            return None
+        return f"Slack refuses the bot token ({self.app_paused}): all delivery is paused"
 
     async def _heartbeat(self) -> None:
         """Renew the lease on the rows in hand, three times per lease: a live worker keeps
@@ -379,6 +385,7 @@ def install(runtime: Runtime, **options: Any) -> OutboxWorker:
             name="outbox", start=worker.start, stop=worker.stop, is_healthy=worker.is_healthy
         )
     )
+    runtime.readiness_checks["delivery"] = worker.pause_reason
     return worker
 
 

@@ -1,5 +1,5 @@
 """The OpenAPI 3.1 document of what D1 (and an operator's probes) call on this bot: the
-notification callback, our token endpoint, `/healthz` and `/metrics`.
+notification callback, our token endpoint, `/healthz`, `/readyz` and `/metrics`.
 
 The request schemas follow D1's published component schemas (`d1/spec/`: the operation object
 of `card-order-tracking.txt` and `tracking-hub.md`, `shipment-2` and `lastCheckpoint` of
@@ -206,6 +206,28 @@ def _schemas(issuer_id: str) -> dict[str, Any]:
             },
             "required": ["status", "checks"],
         },
+        "Readiness": {
+            "type": "object",
+            "properties": {
+                "status": {"enum": ["ready", "unready"]},
+                "checks": {
+                    "type": "object",
+                    "additionalProperties": {"enum": ["ok", "failing"]},
+                },
+                "failed": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "check": {"type": "string"},
+                            "reason": {"type": "string"},
+                        },
+                        "required": ["check", "reason"],
+                    },
+                },
+            },
+            "required": ["status", "checks"],
+        },
     }
 
 
@@ -309,10 +331,21 @@ def openapi_document(issuer_id: str = ISSUER_PLACEHOLDER) -> dict[str, Any]:
             "/healthz": {
                 "get": {
                     "operationId": "health",
-                    "summary": "Whether the database and the background tasks work",
+                    "summary": "Liveness: whether the process and its background tasks run",
                     "responses": {
-                        "200": _error("Healthy.", "Health"),
-                        "503": _error("Not healthy: `reasons` says why.", "Health"),
+                        "200": _error("Alive.", "Health"),
+                        "503": _error("A task stopped: `reasons` says which.", "Health"),
+                    },
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "readiness",
+                    "summary": "Readiness: database migrated, Slack token accepted, D1 "
+                    "configured, delivery not paused",
+                    "responses": {
+                        "200": _error("Ready.", "Readiness"),
+                        "503": _error("Not ready: `failed` lists the checks and why.", "Readiness"),
                     },
                 }
             },

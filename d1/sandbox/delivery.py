@@ -12,6 +12,8 @@
 - A 4xx is final, as D1's tables say of every 4xx: the operations are lost. The sandbox does not
   retry them; it records the loss (`refused`, the `/sandbox/cards` status) and logs it. A 401
   first fetches a new token once (client credentials).
+- Said loudly (ERROR, with the fix): credentials the callback side refuses (at its token
+  endpoint or on the notification), and a callback nobody answers (once until it answers).
 """
 
 from __future__ import annotations
@@ -35,6 +37,14 @@ from d1.sandbox.faults import Faults
 
 log = logging.getLogger("d1.sandbox.delivery")
 
+AUTH_FIX = (
+    "the bot refused the sandbox's credentials (%d): %d notification(s) LOST. Fix: run "
+    "`d1bot sandbox` and `d1bot serve` from the same folder so that they read the same .env "
+    "(SANDBOX_CALLBACK_CLIENT_ID/SECRET equal to D1_NOTIFY_CLIENT_ID/SECRET, or "
+    "SANDBOX_CALLBACK_TOKEN equal to D1_NOTIFY_TOKEN), then restart `d1bot serve` so that it "
+    "reads them"
+)
+
 Operation = dict[str, Any]
 
 
@@ -43,6 +53,14 @@ def _tls_context() -> ssl.SSLContext:
     """One TLS context for every delivery round: building one (loading the CA bundle) costs
     more than the round itself."""
     return ssl.create_default_context()
+
+
+class CallbackRefused(Exception):
+    """The callback side's token endpoint refused our client credentials (a 4xx)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
 
 
 @dataclass
@@ -76,6 +94,7 @@ class Notifier:
         self._token: tuple[str, float] | None = None
         self._lock = asyncio.Lock()
         self._wakeup = asyncio.Event()
+        self._unreachable_said = False  # "cannot reach the callback" said since it last answered
 
     # ------------------------------------------------------------------ queueing
 
@@ -166,9 +185,14 @@ class Notifier:
                         config.callback_url or "", json=body, headers=headers
                     )
                     status = response.status_code
+                except CallbackRefused as refused:
+                    response, status = refused.response, refused.response.status_code
                 except httpx.HTTPError as exc:
                     log.info("callback delivery attempt %d failed: %s", attempt, type(exc).__name__)
+                    self._say_unreachable(config.callback_url or "", exc)
             self.delivered.append(([copy.deepcopy(op) for op in batch], status))
+            if status:
+                self._unreachable_said = False
             if 200 <= status < 300:
                 return True
             if status == 401 and self._token is not None and not fresh_token_tried:
@@ -196,6 +220,8 @@ class Notifier:
             except ValueError:
                 answer = response.text[:500]
         self.refused.append(Refusal([copy.deepcopy(op) for op in batch], status, answer))
+        if status in (401, 403):
+            log.error(AUTH_FIX, status, len(batch))
         ids = ", ".join(sorted({str(op.get("operationId")) for op in batch}))
         log.warning(
             "callback refused %d operation(s) with %d: LOST, D1 does not retry a 4xx "
@@ -205,6 +231,16 @@ class Notifier:
             ids,
             answer,
         )
+
+    def _say_unreachable(self, url: str, exc: Exception) -> None:
+        if not self._unreachable_said:
+            self._unreachable_said = True
+            log.error(
+                "cannot reach the callback %s (%s): is `d1bot serve` running and listening "
+                "there? The notifications wait and are retried",
+                url,
+                type(exc).__name__,
+            )
 
     async def _auth_headers(self, http: httpx.AsyncClient) -> dict[str, str]:
         config = self._config_of()
@@ -220,6 +256,8 @@ class Notifier:
                 auth=(config.callback_client_id, config.callback_client_secret),
                 data={"grant_type": "client_credentials"},
             )
+            if 400 <= response.status_code < 500:
+                raise CallbackRefused(response)
             response.raise_for_status()
             answer = response.json()
             self.token_fetches += 1

@@ -1,12 +1,16 @@
-"""Read-only queries for operations: is the database answering, how deep is the outbox.
+"""Read-only queries for operations: is the database answering, is its schema current, how
+deep is the outbox.
 
 Reads begin DEFERRED on SQLite so that a health probe or a scrape never takes the write lock.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -34,10 +38,36 @@ def _aware(value: datetime | str | None) -> datetime | None:
     return datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
 
 
+VERSIONS_DIR = Path(__file__).resolve().parents[1] / "migrations" / "versions"
+_REVISION = re.compile(r'^(down_)?revision\b[^=]*=\s*"([^"]*)"', re.MULTILINE)
+
+
 def ping(*, engine: Engine) -> None:
     """Raises when the database does not answer a trivial query."""
     with engine.connect() as conn:
         conn.execution_options(sqlite_begin="DEFERRED").execute(sa.text("SELECT 1")).scalar_one()
+
+
+@functools.cache
+def schema_head() -> str | None:
+    """The newest migration's revision, read from the revision files: the server checks the
+    schema without loading Alembic (`storage.migrate.head_revision` says the same)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in VERSIONS_DIR.glob("*.py"):
+        for down, value in _REVISION.findall(path.read_text(encoding="utf-8")):
+            (parents if down else revisions).add(value)
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+def schema_revision(*, engine: Engine) -> str | None:
+    """The revision the database is at (None before the first migration)."""
+    with engine.connect() as conn:
+        reader = conn.execution_options(sqlite_begin="DEFERRED")
+        if not sa.inspect(reader).has_table("alembic_version"):
+            return None
+        return reader.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def outbox_backlog(*, engine: Engine) -> OutboxBacklog:

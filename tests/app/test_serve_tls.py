@@ -81,3 +81,54 @@ def test_require_client_cert_needs_a_ca() -> None:
 
     assert main(["serve", "--ssl-certfile", "a", "--ssl-keyfile", "b",
                  "--require-client-cert"]) == 2  # fmt: skip
+
+
+def _probe(path: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The container's HEALTHCHECK command, as the Dockerfile runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "bot.ops.probe", path],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+async def test_tls_from_the_environment_and_the_probe_that_honours_it(tmp_path: Path) -> None:
+    pki = write_pki(tmp_path)
+    port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "PORT": str(port),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'd1bot.db'}",
+        "LOG_LEVEL": "WARNING",
+        "SSL_CERTFILE": str(pki["server_cert"]),
+        "SSL_KEYFILE": str(pki["server_key"]),
+        "SSL_CA_CERTS": str(pki["ca"]),
+        "SSL_REQUIRE_CLIENT_CERT": "true",
+    }
+    proc = _start([str(Path(sys.executable).parent / "d1bot"), "serve"], env, tmp_path)
+    try:
+        with_cert = ssl.create_default_context(cafile=str(pki["ca"]))
+        with_cert.load_cert_chain(str(pki["client_cert"]), str(pki["client_key"]))
+        async with httpx.AsyncClient(verify=with_cert, timeout=5) as client:
+
+            async def answered() -> httpx.Response | None:
+                assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+                try:
+                    return await client.get(f"https://127.0.0.1:{port}/healthz")
+                except httpx.TransportError:
+                    return None
+
+            live = await wait_for(answered, timeout=30, message="serve over TLS from SSL_*")
+        assert live.status_code == 200
+        alive = _probe("/healthz", env)
+        assert alive.returncode == 0, alive.stderr
+        unready = _probe("/readyz", env)  # no Slack token: alive but not ready
+        assert unready.returncode == 1
+        assert unready.stderr.startswith("503 ") and '"check":"slack"' in unready.stderr
+        plain = _probe("/healthz", {k: v for k, v in env.items() if not k.startswith("SSL_")})
+        assert plain.returncode == 1  # plain HTTP to a TLS server: no answer
+    finally:
+        _stop(proc)

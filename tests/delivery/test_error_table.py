@@ -172,9 +172,10 @@ async def test_a_refused_token_pauses_all_delivery_until_auth_test_succeeds(
         with caplog.at_level(logging.ERROR, logger="bot.delivery"):
             await worker.start()
             try:
-                await wait_for(lambda: not worker.is_healthy(), message="readiness red")
+                await wait_for(lambda: worker.pause_reason(), message="readiness red")
+                assert worker.is_healthy()  # alive: a restart would not bring the token back
                 await wait_for(lambda: len(slack.calls_to("auth.test")) >= 3)
-                await wait_for(lambda: worker.is_healthy(), message="readiness green")
+                await wait_for(lambda: worker.pause_reason() is None, message="readiness green")
                 await wait_for(lambda: repo.pending_count(engine) == 0)
             finally:
                 await worker.stop()

@@ -16,11 +16,15 @@ import schemathesis
 from openapi_spec_validator import validate
 from schemathesis.config import SchemathesisConfig
 from sqlalchemy.engine import Engine
+from starlette.applications import Starlette
 
+from bot.dev.localslack import LocalSlack
 from bot.intake.openapi import openapi_document
+from bot.main import wire_clients
 from bot.server import create_app
 from storage.db import make_engine
 from storage.migrate import upgrade
+from tests.d1_fixtures import TEST_KEYS
 from tests.intake_support import ISSUER, PATH, STATIC_TOKEN, basic, make_runtime
 from tests.reliability.threaded import served_in_thread
 
@@ -49,8 +53,20 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One real server (uvicorn over loopback, a SQLite file) for every generated example."""
     engine: Engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('openapi') / 'd1bot.db'}")
     upgrade(engine)
-    runtime = make_runtime(engine)
-    with served_in_thread(lambda _slack: create_app(runtime)) as (url, _slack):
+
+    def ready_app(slack: LocalSlack) -> Starlette:
+        """A server whose readiness checks pass (a 503 from /readyz is not what is fuzzed)."""
+        runtime = make_runtime(
+            engine,
+            slack_bot_token="xoxb-test",
+            slack_api_url=slack.base_url,
+            d1_key_id=TEST_KEYS.key_id,
+            d1_private_key=TEST_KEYS.private_key_pem,
+        )
+        wire_clients(runtime)
+        return create_app(runtime)
+
+    with served_in_thread(ready_app) as (url, _slack):
         yield url
     engine.dispose()
 
