@@ -1,22 +1,23 @@
-"""Fan-out benchmark: events about one card subscribed in many channels, delivered through the
-Slack stand-in enforcing Slack's per-channel limit (1 message/second/channel).
+"""Delivery benchmarks against the Slack stand-in enforcing Slack's limits (1 message per second
+per channel, the app's workspace budget per minute, Tier 3 for `chat.update`), with the bot's
+workspace budget (`D1BOT_WORKSPACE_RATE_PER_MINUTE`) raised to `--rate` (600 by default) so that
+a run takes minutes, not a quarter of an hour:
 
-Prints the machine, the time to enqueue (intake's transaction, outbox rows included), the
-delivery rate as a fraction of the rate Slack allows, and how many 429s the stand-in answered
-(target: >= 90% of the allowed rate, zero 429s).
+(a) fan-out: one card event to a card subscribed in 1,000 channels (a parent and a reply each);
+(b) exceptions: 10,000 exception events, one card each, the cards spread over 300 channels,
+    every one also alerted in the exceptions channel. Bursts are coalesced into summaries
+    (`D1BOT_BURST_THRESHOLD`); while the burst drains, a new exception about an unrelated card
+    (its own channel) is recorded, and the time until Slack has it is measured (goal: 60 s).
 
-    .venv/bin/python bench/fanout.py [--channels 1000] [--events 3] [--database-url URL]
+For each it prints the 429s the stand-in answered (goal: zero), the calls actually made (after
+coalescing), the drain time (first budgeted call to the last) against the minimum the budget
+allows for that many calls (the windows of `bot.delivery.budget`: the rate in any 60 s, rate/12
++ 3 in any 5 s; `chat.update` also 45 a minute), and the ratio (goal: within 10%, i.e. <= 1.10),
+and the CPU time per Slack call. It asserts nothing.
 
-"Allowed rate": each channel may take one post per second, so a channel that must receive N
-posts needs at least (N - 1) seconds; the fraction is that ideal span over the measured span
-from the first post to the last (all channels together), and per channel.
+    .venv/bin/python bench/fanout.py [--scale 1.0] [--rate 600] [--scenario both]
 
-The overall figure includes the ramp: every channel's first post must go out before its pacing
-clock starts, so with a peak rate of R posts/s the span is at least ideal + channels / R and the
-overall fraction at most ideal / (ideal + channels / R) (at 1,000 channels and 3 events, 90%
-needs R >= 3,000 posts/s). The bench prints the ramp and that bound, and the CPU time each
-process spent per call (a figure that does not depend on how busy the shared machine is), so
-that one can tell whether the bot or the stand-in was the limit.
+`--scale 0.05` (50 channels; 500 exceptions over 15 channels) runs in well under a minute.
 """
 
 from __future__ import annotations
@@ -24,15 +25,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import multiprocessing
-import os
-import platform
 import resource
-import statistics
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -43,6 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sqlalchemy as sa
 
+from bench.common import print_machine
+from bot.delivery.budget import CHAT_UPDATE_PER_MINUTE, earliest_slot, windows_for
 from bot.delivery.worker import OutboxWorker
 from bot.dev.localslack import LocalSlack
 from bot.runtime import Runtime
@@ -56,40 +57,39 @@ from storage.repositories.intake import record_operations
 from storage.tables import SubscriptionRecord
 
 CARD = "bench-card-1"
+NEW_CARD = "bench-new-exception"  # (b): the unrelated exception posted during the burst
+NEW_CHANNEL = "CNEWEXC"
+EXCEPTIONS_CHANNEL = "CEXCEPTIONS"
+WORKSPACE = "T1"
 STEPS = ["CARD_PROD_REQUESTED", "DATA_PREPARED", "CARD_PROD_READY", "CARD_PROD_ONGOING"]
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
+BUDGETED = ("chat.postMessage", "chat.update")
+INTAKE_BATCH = 200  # exception events per intake transaction in (b)
 
 
-def machine() -> str:
-    memory = ""
-    try:
-        with open("/proc/meminfo") as info:
-            kb = int(info.readline().split()[1])
-        memory = f", {kb / 1024 / 1024:.1f} GiB memory"
-    except (OSError, ValueError, IndexError):
-        pass
-    return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores{memory}, "
-        f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
-    )
-
-
-def operation(step: int) -> Operation:
+def operation(
+    card_id: str, step: int, status: str | None = None, op_id: str = "bench-op"
+) -> Operation:
     at = (T0 + timedelta(minutes=step)).isoformat()
     return Operation.model_validate(
         {
-            "operationId": "bench-op",
+            "operationId": op_id,
             "operation": "PRODUCE",
             "status": "SUCCESSFUL",
-            "cardId": CARD,
+            "cardId": card_id,
             "startTime": at,
             "endTime": at,
-            "details": {"status": STEPS[step % len(STEPS)]},
+            "details": {"status": status or STEPS[step % len(STEPS)]},
         }
     )
 
 
-def subscribe_channels(engine: sa.Engine, channels: list[str]) -> None:
+def exception_op(card_id: str) -> Operation:
+    return operation(card_id, 1, "CARD_PROD_ONHOLD", op_id=f"exc-{card_id}")
+
+
+def subscribe(engine: sa.Engine, pairs: list[tuple[str, str]]) -> None:
+    """Subscribe each (channel, card) pair, in one transaction."""
     table = SubscriptionRecord.__table__  # type: ignore[attr-defined]
     now = datetime.now(timezone.utc)
     with engine.begin() as conn:
@@ -97,14 +97,14 @@ def subscribe_channels(engine: sa.Engine, channels: list[str]) -> None:
             sa.insert(table),
             [
                 {
-                    "workspace_id": "T1",
-                    "channel_id": c,
-                    "card_id": CARD,
+                    "workspace_id": WORKSPACE,
+                    "channel_id": channel,
+                    "card_id": card,
                     "filter": "all",
                     "created_by": "UBENCH",
                     "created_at": now,
                 }
-                for c in channels
+                for channel, card in pairs
             ],
         )
 
@@ -115,13 +115,17 @@ class Seen:
 
     method: str
     channel: str | None
-    at: float
+    at: float  # time.monotonic(): one clock for every process of the machine
     status: int
     ok: bool
+    new_card: bool  # the call is about NEW_CARD
 
 
 def _summarise(slack: LocalSlack) -> list[Seen]:
-    return [Seen(c.method, c.channel, c.at, c.status, c.ok) for c in slack.calls]
+    return [
+        Seen(c.method, c.channel, c.at, c.status, c.ok, NEW_CARD in json.dumps(c.body))
+        for c in slack.calls
+    ]
 
 
 def cpu_seconds() -> float:
@@ -138,13 +142,13 @@ def load_average() -> str:
         return "?"
 
 
-def _stand_in_process(conn: Connection) -> None:
+def _stand_in_process(conn: Connection, rate: int) -> None:
     """The Slack stand-in on its own core, as Slack would be: answers `base_url`, then the
     recorded calls when told to stop."""
 
     async def serve() -> None:
         async with LocalSlack() as slack:
-            slack.enforce_rate_limit(per_channel_per_second=1.0)
+            slack.enforce_rate_limit(per_channel_per_second=1.0, workspace_per_minute=rate)
             conn.send(slack.base_url)
             started = cpu_seconds()
             await asyncio.get_running_loop().run_in_executor(None, conn.recv)
@@ -155,18 +159,18 @@ def _stand_in_process(conn: Connection) -> None:
 
 @contextlib.asynccontextmanager
 async def stand_in(
-    separate: bool,
+    separate: bool, rate: int
 ) -> AsyncIterator[tuple[str, Callable[[], tuple[list[Seen], float | None]]]]:
     """The stand-in's base URL, and a function that returns the calls it saw and (in its own
     process) the CPU seconds it used while serving them."""
     if not separate:
         async with LocalSlack() as slack:
-            slack.enforce_rate_limit(per_channel_per_second=1.0)
+            slack.enforce_rate_limit(per_channel_per_second=1.0, workspace_per_minute=rate)
             yield slack.base_url, lambda: (_summarise(slack), None)
         return
     ours, theirs = multiprocessing.Pipe()
     process = multiprocessing.get_context("spawn").Process(
-        target=_stand_in_process, args=(theirs,), daemon=True
+        target=_stand_in_process, args=(theirs, rate), daemon=True
     )
     process.start()
     base_url = await asyncio.to_thread(ours.recv)
@@ -185,151 +189,241 @@ async def stand_in(
         process.join(10)
 
 
-async def run(args: argparse.Namespace) -> None:
-    print(f"machine: {machine()}")
-    with tempfile.TemporaryDirectory() as tmp:
-        url = args.database_url or f"sqlite:///{tmp}/fanout.db"
-        engine = make_engine(url, synchronous=args.synchronous)
-        upgrade(engine)
-        with engine.connect() as conn:
-            table = SubscriptionRecord.__table__  # type: ignore[attr-defined]
-            if conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one():
-                raise SystemExit("--database-url must name an empty database")
-        channels = [f"C{i:05d}" for i in range(args.channels)]
-        subscribe_channels(engine, channels)
-        print(
-            f"database: {engine.dialect.name}; channels: {len(channels)}; events: {args.events}; "
-            f"Slack stand-in: {'own process' if args.separate_slack else 'same process'}"
-        )
+def minimum_span(calls: int, updates: int, rate: int) -> float:
+    """The shortest time from the first to the last of `calls` budgeted calls (`updates` of
+    them `chat.update`) that the budget's windows allow: each slot at the earliest moment."""
+    slots: deque[float] = deque()
+    windows = windows_for(rate)
+    for _ in range(calls):
+        slots.append(earliest_slot(slots, windows, 0.0))
+    update_span = max(0, updates - 1) // CHAT_UPDATE_PER_MINUTE * 60.0
+    return max(slots[-1] if slots else 0.0, update_span)
 
-        enqueue_times = []
-        expand_times = []
-        for step in range(args.events):
-            started = time.perf_counter()
-            result = record_operations(
-                engine,
-                [operation(step)],
-                received_at=datetime.now(timezone.utc),
-                workspace_id="T1",
-                exceptions_channel=None,
-            )
-            recorded_at = time.perf_counter()
-            # Intake writes one fan-out marker; the worker expands it into the outbox rows
-            # (done here, timed apart, so that "enqueue" still means "rows in the outbox").
-            expand_all(engine)
-            enqueue_times.append(time.perf_counter() - started)
-            expand_times.append(time.perf_counter() - recorded_at)
-            assert result.enqueued == len(channels), result
-        print(
-            "enqueue: "
-            + ", ".join(
-                f"{t * 1000:.0f} ms (expansion {x * 1000:.0f} ms)"
-                for t, x in zip(enqueue_times, expand_times, strict=True)
-            )
-            + f" for {len(channels)} outbox rows per event"
-        )
 
-        async with stand_in(args.separate_slack) as (base_url, recorded):
-            settings = load_settings(
-                slack_bot_token="xoxb-bench",
-                slack_api_url=base_url,
-                d1bot_channel_rate_per_second=1.0,
-                d1bot_workspace_id="T1",
-            )
-            runtime = Runtime(settings=settings, engine=engine)
-            # The worker builds its Slack client from the settings, as `d1bot serve` does.
-            worker = OutboxWorker(
-                runtime,
-                concurrency=args.concurrency,
-                batch_size=args.batch,
-                poll_seconds=0.05,
-            )
-            print(f"load average before delivery: {load_average()}")
-            cpu_started = cpu_seconds()
-            loop_cpu_started = time.thread_time()  # this thread runs the event loop
-            started = time.perf_counter()
-            await worker.start()
-            try:
-                # A poll in a thread: a query on the loop would stall the worker's sends.
-                while await asyncio.to_thread(outbox_repo.pending_count, engine) > 0:  # noqa: ASYNC110
-                    await asyncio.sleep(0.1)
-            finally:
-                await worker.stop()
-            elapsed = time.perf_counter() - started
-            bot_cpu = cpu_seconds() - cpu_started
-            loop_cpu = time.thread_time() - loop_cpu_started
+@dataclass
+class Drained:
+    seen: list[Seen]
+    elapsed: float  # worker start to an empty outbox
+    bot_cpu: float
+    slack_cpu: float | None
+    injected_at: float | None  # time.monotonic() when the new exception was recorded
 
-            seen, slack_cpu = recorded()
 
-        posts = [c for c in seen if c.method == "chat.postMessage" and c.ok]
-        updates = [c for c in seen if c.method == "chat.update" and c.ok]
-        refused = [c for c in seen if c.status == 429]
-        per_channel: dict[str, list[float]] = defaultdict(list)
-        for call in posts:
-            per_channel[call.channel or ""].append(call.at)
-        expected = args.events + 1  # a parent, then one reply per event
-        ideal = (expected - 1) / 1.0
-        span = max(c.at for c in posts) - min(c.at for c in posts)
-        channel_fractions = [
-            (len(times) - 1) / (max(times) - min(times))
-            for times in per_channel.values()
-            if len(times) > 1
-        ]
-        print(
-            f"delivered: {len(posts)} posts + {len(updates)} parent updates in {elapsed:.1f} s "
-            f"({len(posts) / span:.0f} posts/s; Slack allows {len(channels)}/s over these "
-            f"channels)"
+async def drain(
+    engine: sa.Engine,
+    args: argparse.Namespace,
+    *,
+    burst_threshold: int = 10,
+    during: Callable[[], float | None] | None = None,
+) -> Drained:
+    """Start a worker against the stand-in, wait for an empty outbox, stop. `during`, when
+    given, is called (in a thread) every 0.1 s until it has recorded something: it returns the
+    `time.monotonic()` at which it was stored."""
+    async with stand_in(args.separate_slack, args.rate) as (base_url, recorded):
+        settings = load_settings(
+            slack_bot_token="xoxb-bench",
+            slack_api_url=base_url,
+            d1bot_channel_rate_per_second=1.0,
+            d1bot_workspace_rate_per_minute=args.rate,
+            d1bot_burst_threshold=burst_threshold,
+            d1bot_exceptions_channel=EXCEPTIONS_CHANNEL,
+            d1bot_workspace_id=WORKSPACE,
         )
-        print(f"channels complete: {sum(len(t) == expected for t in per_channel.values())}")
-        print(
-            f"fraction of the allowed rate: {ideal / span:.0%} overall "
-            f"(ideal span {ideal:.1f} s, measured {span:.1f} s); per channel median "
-            f"{statistics.median(channel_fractions):.0%}, min {min(channel_fractions):.0%}"
+        runtime = Runtime(settings=settings, engine=engine)
+        # The worker builds its Slack client from the settings, as `d1bot serve` does.
+        worker = OutboxWorker(
+            runtime, concurrency=args.concurrency, batch_size=args.batch, poll_seconds=0.05
         )
-        print(f"429 answers: {len(refused)}")
-        firsts = sorted(min(times) for times in per_channel.values())
-        ramp = firsts[-1] - firsts[0]
+        print(f"  load average before delivery: {load_average()}")
+        cpu_started = cpu_seconds()
+        started = time.perf_counter()
+        injected_at: float | None = None
+        await worker.start()
+        try:
+            # Polls in a thread: a query on the loop would stall the worker's sends.
+            while True:
+                if during is not None and injected_at is None:
+                    injected_at = await asyncio.to_thread(during)
+                pending = await asyncio.to_thread(outbox_repo.pending_count, engine)
+                if pending == 0 and (during is None or injected_at is not None):
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            await worker.stop()
+        elapsed = time.perf_counter() - started
+        bot_cpu = cpu_seconds() - cpu_started
+        seen, slack_cpu = recorded()
+    return Drained(seen, elapsed, bot_cpu, slack_cpu, injected_at)
+
+
+def report(drained: Drained, args: argparse.Namespace) -> None:
+    """The figures every scenario prints."""
+    seen = drained.seen
+    budgeted = [c for c in seen if c.method in BUDGETED and c.ok]
+    posts = [c for c in budgeted if c.method == "chat.postMessage"]
+    updates = len(budgeted) - len(posts)
+    refused = sum(1 for c in seen if c.status == 429)
+    span = max(c.at for c in budgeted) - min(c.at for c in budgeted) if budgeted else 0.0
+    minimum = minimum_span(len(budgeted), updates, args.rate)
+    print(f"  429 answers: {refused}")
+    print(
+        f"  calls made: {len(posts)} chat.postMessage + {updates} chat.update "
+        f"({len(budgeted)} against the budget of {args.rate}/min) in {drained.elapsed:.1f} s"
+    )
+    ratio = f"{span / minimum:.3f}" if minimum > 0 else "n/a (too few calls to be limited)"
+    print(
+        f"  drain: {span:.1f} s from the first budgeted call to the last; minimum the budget "
+        f"allows for {len(budgeted)} calls: {minimum:.1f} s; ratio {ratio}"
+    )
+    if seen:
         print(
-            f"ramp (first post of the first channel to that of the last): {ramp:.2f} s; "
-            f"bound on the overall fraction at that ramp: {ideal / (ideal + ramp):.0%}"
-        )
-        lasts = sorted(max(times) for times in per_channel.values())
-        ramp_quantiles = _quantiles(firsts, firsts[0], (10, 25, 50, 75, 90, 100))
-        print(f"first posts out after (ms): {ramp_quantiles}")
-        print(f"last posts out after (ms, from the first post): {_quantiles(lasts, firsts[0])}")
-        calls = len(seen)
-        print(
-            f"CPU per Slack call: bot {bot_cpu / calls * 1e6:.0f} us "
-            f"(event loop {loop_cpu / calls * 1e6:.0f} us, worker threads "
-            f"{(bot_cpu - loop_cpu) / calls * 1e6:.0f} us; {bot_cpu:.1f} s over {elapsed:.1f} s)"
+            f"  CPU per Slack call: bot {drained.bot_cpu / len(seen) * 1e6:.0f} us"
             + (
-                f", stand-in {slack_cpu / calls * 1e6:.0f} us ({slack_cpu:.1f} s)"
-                if slack_cpu is not None
-                else ", stand-in in this process"
+                f", stand-in {drained.slack_cpu / len(seen) * 1e6:.0f} us"
+                if drained.slack_cpu is not None
+                else " (stand-in in this process)"
             )
             + f"; load average after: {load_average()}"
         )
-        engine.dispose()
 
 
-def _quantiles(
-    times: list[float], origin: float, percents: tuple[int, ...] = (10, 50, 90, 100)
-) -> str:
-    """`10%: 21, 50%: 131, ...`: milliseconds after `origin` by which that share of the sorted
-    `times` had happened."""
-    return ", ".join(
-        f"{q}%: {(times[min(len(times) - 1, len(times) * q // 100)] - origin) * 1e3:.0f}"
-        for q in percents
+def fresh_engine(args: argparse.Namespace, tmp: str, name: str) -> sa.Engine:
+    url = args.database_url or f"sqlite:///{tmp}/{name}.db"
+    engine = make_engine(url, synchronous=args.synchronous)
+    upgrade(engine)
+    with engine.connect() as conn:
+        table = SubscriptionRecord.__table__  # type: ignore[attr-defined]
+        if conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one():
+            raise SystemExit("--database-url must name an empty database")
+    return engine
+
+
+async def fanout(args: argparse.Namespace, tmp: str) -> None:
+    """(a) One card event to a card subscribed in many channels."""
+    channels = [f"C{i:05d}" for i in range(max(1, round(1000 * args.scale)))]
+    print(f"(a) one event fanned out to {len(channels)} channels")
+    engine = fresh_engine(args, tmp, "fanout")
+    subscribe(engine, [(c, CARD) for c in channels])
+    started = time.perf_counter()
+    result = record_operations(
+        engine,
+        [operation(CARD, 0)],
+        received_at=datetime.now(timezone.utc),
+        workspace_id=WORKSPACE,
+        exceptions_channel=None,
     )
+    expand_all(engine)  # the worker would; timed apart so that "enqueue" means outbox rows
+    print(
+        f"  enqueue: {(time.perf_counter() - started) * 1000:.0f} ms for {result.enqueued} "
+        f"outbox rows"
+    )
+    drained = await drain(engine, args)
+    report(drained, args)
+    engine.dispose()
+
+
+async def exceptions(args: argparse.Namespace, tmp: str) -> None:
+    """(b) Many exceptions across many channels, and a new one during the burst."""
+    channels = [f"X{i:04d}" for i in range(max(1, round(300 * args.scale)))]
+    cards = [f"exc-card-{i:05d}" for i in range(max(1, round(10_000 * args.scale)))]
+    print(
+        f"(b) {len(cards)} exceptions across {len(channels)} channels (and each alerted in "
+        f"{EXCEPTIONS_CHANNEL}), burst threshold {args.burst_threshold}"
+    )
+    engine = fresh_engine(args, tmp, "exceptions")
+    pairs = [(channels[i % len(channels)], card) for i, card in enumerate(cards)]
+    subscribe(engine, [*pairs, (NEW_CHANNEL, NEW_CARD)])
+    started = time.perf_counter()
+    for at in range(0, len(cards), INTAKE_BATCH):
+        record_operations(
+            engine,
+            [exception_op(card) for card in cards[at : at + INTAKE_BATCH]],
+            received_at=datetime.now(timezone.utc),
+            workspace_id=WORKSPACE,
+            exceptions_channel=EXCEPTIONS_CHANNEL,
+        )
+    print(
+        f"  intake: {time.perf_counter() - started:.1f} s for {len(cards)} events "
+        f"({INTAKE_BATCH} per transaction; the worker expands and coalesces them)"
+    )
+    # "During the burst": once a quarter of the channels got their message.
+    under_way = max(1, len(channels) // 4)
+
+    def inject_when_under_way() -> float | None:
+        with engine.connect() as conn:
+            sent = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM outbox WHERE state = 'sent'"
+                    " AND (last_error IS NULL OR last_error <> 'coalesced')"
+                )
+            ).scalar_one()
+        if sent < under_way:
+            return None
+        record_operations(
+            engine,
+            [exception_op(NEW_CARD)],
+            received_at=datetime.now(timezone.utc),
+            workspace_id=WORKSPACE,
+            exceptions_channel=EXCEPTIONS_CHANNEL,
+        )
+        return time.monotonic()  # stored (the worker finds it within its 0.05 s poll)
+
+    drained = await drain(
+        engine, args, burst_threshold=args.burst_threshold, during=inject_when_under_way
+    )
+    report(drained, args)
+    new = [c for c in drained.seen if c.ok and c.new_card and c.method == "chat.postMessage"]
+    if drained.injected_at is None:
+        print("  new exception: not injected (the burst was over first)")
+    else:
+        backlog_left = sum(
+            1 for c in drained.seen if c.method in BUDGETED and c.ok and c.at > drained.injected_at
+        )
+        for label, mine in (
+            (f"in its channel {NEW_CHANNEL}", [c for c in new if c.channel == NEW_CHANNEL]),
+            (
+                f"alert in {EXCEPTIONS_CHANNEL}",
+                [c for c in new if c.channel == EXCEPTIONS_CHANNEL],
+            ),
+        ):
+            when = (
+                f"{min(c.at for c in mine) - drained.injected_at:.1f} s after it was recorded"
+                if mine
+                else "never"
+            )
+            print(f"  new unrelated exception, {label}: {when} (goal: 60 s)")
+        print(f"  budgeted calls made after it was recorded: {backlog_left}")
+    engine.dispose()
+
+
+async def run(args: argparse.Namespace) -> None:
+    print_machine()
+    print(
+        f"scale {args.scale}; workspace budget {args.rate}/min (bot and stand-in), 1 message "
+        f"per second per channel, chat.update {CHAT_UPDATE_PER_MINUTE}/min (bot), 50/min "
+        f"(stand-in); Slack stand-in: {'own process' if args.separate_slack else 'same process'}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.scenario in ("fanout", "both"):
+            await fanout(args, tmp)
+        if args.scenario in ("exceptions", "both"):
+            await exceptions(args, tmp)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--channels", type=int, default=1000)
-    parser.add_argument("--events", type=int, default=3)
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="size of both scenarios (1.0: 1,000 channels; 10,000 exceptions over 300 channels)",
+    )
+    parser.add_argument("--rate", type=int, default=600, help="workspace budget per minute")
+    parser.add_argument("--scenario", choices=("fanout", "exceptions", "both"), default="both")
+    parser.add_argument("--burst-threshold", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--batch", type=int, default=1000)
-    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--database-url", default=None, help="an empty database (one scenario)")
     parser.add_argument(
         "--same-process",
         dest="separate_slack",
@@ -337,7 +431,10 @@ def main() -> None:
         help="run the Slack stand-in in the bot's process (default: its own process)",
     )
     parser.add_argument("--synchronous", default="FULL", help="SQLite synchronous mode")
-    asyncio.run(run(parser.parse_args()))
+    args = parser.parse_args()
+    if args.database_url and args.scenario == "both":
+        parser.error("--database-url needs --scenario fanout or --scenario exceptions")
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":

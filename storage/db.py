@@ -2,7 +2,8 @@
 
 SQLite (the default) runs in WAL mode with a busy timeout, foreign keys on and
 `synchronous=FULL`, so that a 204 to D1 means the data survives a power cut (see
-docs/storage.md for what NORMAL would buy). PostgreSQL is reached through psycopg 3.
+docs/storage.md for what NORMAL would buy). PostgreSQL is reached through psycopg 3, with
+bounds on how long a lost network can hold a connection (`POSTGRES_NETWORK_BOUNDS`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,19 @@ from sqlalchemy.engine import Engine
 
 DEFAULT_DATABASE_URL = "sqlite:///./d1bot.db"
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# libpq options (defaults; the URL's own query wins): a connection attempt gives up after 5 s,
+# and a connection whose server vanished (a network cut, a failover) fails within about 10 s
+# (TCP keepalives on an idle wait, `tcp_user_timeout` on unacknowledged writes) instead of
+# holding its thread, and the worker or the shutdown waiting on it, for the kernel's minutes.
+# A slow query is not affected: the server's kernel answers keepalives.
+POSTGRES_NETWORK_BOUNDS = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
 
 
 def normalise_url(url: str) -> str:
@@ -55,7 +69,14 @@ def make_engine(
     else:
         kwargs["pool_size"] = pool_size
         kwargs["max_overflow"] = 10
+        # A connection the pool kept across a database restart or a network cut is tested
+        # (and replaced) before use, so the first query after the database's return works.
         kwargs["pool_pre_ping"] = True
+        parsed = sa.engine.make_url(url)
+        if parsed.get_backend_name() == "postgresql":
+            kwargs["connect_args"] = {
+                k: v for k, v in POSTGRES_NETWORK_BOUNDS.items() if k not in parsed.query
+            }
     engine = sa.create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)

@@ -1,16 +1,21 @@
 """What the worker does with a row Slack did not take, by the class of the error
 (`bot.delivery.slack_errors`): retry later, pause the channel, pause all delivery, or a dead
-letter. `Outcomes` is a part of `bot.delivery.worker.OutboxWorker`, which provides the engine,
-the Slack calls and the claim these rely on (declared below for the type checker)."""
+letter; and how every settlement is written, also while the database is unreachable (`settle`).
+`Outcomes` is a part of `bot.delivery.worker.OutboxWorker`, which provides the engine, the Slack
+calls and the claim these rely on (declared below for the type checker)."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections import OrderedDict
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from bot.delivery.slack_calls import SlackCalls
 from bot.delivery.slack_errors import (
@@ -19,6 +24,7 @@ from bot.delivery.slack_errors import (
     ChannelUnavailable,
     Deferred,
     DeliveryError,
+    MessageRejected,
     PermanentError,
     RateLimited,
     TransientError,
@@ -32,11 +38,15 @@ from storage.repositories import claims, pauses
 from storage.repositories.claims import ClaimedRow
 
 if TYPE_CHECKING:
+    from bot.delivery.kinds import Sender
     from bot.runtime import Runtime
     from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# What a database that cannot be reached (network cut, restart, failover) raises.
+DATABASE_AWAY = (OperationalError, InterfaceError)
+DATABASE_RETRY_SECONDS = 1.0  # a row the database failed while it was being sent: again after
 AUTH_CHECK_SECONDS = 60.0  # while the token is refused: an ERROR line and an auth.test this often
 # What a channel-level error means, in the notice to the exceptions channel.
 CHANNEL_REASONS = {
@@ -73,6 +83,45 @@ class Outcomes:
     # Set while Slack refuses the app's token or scopes: nothing is claimed until it is None.
     app_paused: str | None
     _auth_check_at: float
+
+    if TYPE_CHECKING:
+
+        def sender(self, kind: str) -> Sender | None: ...
+
+    # Settlements the database refused (unreachable), by row id: those rows stay in hand, their
+    # leases renewed, and are settled before anything else is claimed (`settle_owed`).
+    owed_settlements: OrderedDict[int, Callable[[], Any]]
+
+    async def settle(self, write: Callable[..., Any], *, row_id: int, **values: Any) -> Any:
+        """Run a settling write (`claims.mark_sent`, `retry_later`, `mark_dead`) for a row this
+        worker holds. When the database cannot be reached the write is owed instead of lost:
+        the row is not left to wait out its lease (nor posted again when Slack had it), it is
+        settled as soon as the database answers. Returns the write's answer, None when owed."""
+        write_now = functools.partial(write, self.engine, row_id=row_id, worker=self.name, **values)
+        try:
+            return await asyncio.to_thread(write_now)
+        except DATABASE_AWAY as exc:
+            log.warning(
+                "outbox row %s: the database is unreachable (%s): settled when it answers",
+                row_id,
+                type(exc).__name__,
+            )
+            self.owed_settlements[row_id] = write_now
+            return None
+
+    async def settle_owed(self) -> bool:
+        """The settlements the database refused, oldest first; False while it still does."""
+        while self.owed_settlements:
+            row_id, write_now = next(iter(self.owed_settlements.items()))
+            try:
+                settled = await asyncio.to_thread(write_now)
+            except DATABASE_AWAY:
+                return False
+            del self.owed_settlements[row_id]
+            if not settled:  # its lease expired and another worker took it over
+                log.warning("outbox row %s was settled late: another worker holds it", row_id)
+        log.warning("outbox: the database answers again, every row in hand is settled")
+        return True
 
     async def _failed(self, row: ClaimedRow, failure: DeliveryError) -> None:
         now = self.runtime.clock()
@@ -113,10 +162,8 @@ class Outcomes:
             reason, error = "unknown_error", failure.error  # the error text as Slack gave it
         else:
             reason, error = "max_attempts", f"max_attempts: {failure.error}"
-        dead = await asyncio.to_thread(
-            claims.mark_dead, self.engine, row_id=row.id, worker=self.name, now=now, error=error
-        )
-        if not dead:
+        dead = await self.settle(claims.mark_dead, row_id=row.id, now=now, error=error)
+        if dead is False:
             return
         DEAD_LETTERS.labels(reason=dead_letter_label(reason)).inc()
         log.warning(
@@ -131,11 +178,9 @@ class Outcomes:
     async def _retry(
         self, row: ClaimedRow, at: datetime, failure: DeliveryError | None, count: bool
     ) -> None:
-        await asyncio.to_thread(
+        await self.settle(
             claims.retry_later,
-            self.engine,
             row_id=row.id,
-            worker=self.name,
             next_attempt_at=at,
             error=failure.error if failure else None,
             count_attempt=count,
@@ -166,6 +211,42 @@ class Outcomes:
             else ": it is the exceptions channel, or there is none, so only this log line says so",
         )
         self.runtime.wake_outbox()
+
+    # ------------------------------------------------------------------ one row: send, settle
+
+    async def _deliver_guarded(self, row: ClaimedRow) -> None:
+        try:
+            await self._deliver(row)
+        except DATABASE_AWAY as exc:  # not the message's fault: again soon, no attempt counted
+            log.info("outbox row %s: the database is unreachable (%s)", row.id, type(exc).__name__)
+            await self._failed(row, Deferred(DATABASE_RETRY_SECONDS, "database_unavailable"))
+        except Exception:  # a bug must not lose the row: it is retried, boundedly
+            log.exception("outbox row %s failed unexpectedly", row.id)
+            await self._failed(row, TransientError("internal_error"))
+
+    async def _deliver(self, row: ClaimedRow) -> None:
+        send = self.sender(row.kind)
+        try:
+            if send is None:
+                raise MessageRejected(f"unknown_kind:{row.kind}")
+            slack_ts, followup = await send(row)
+        except DeliveryError as failure:
+            await self._failed(row, failure)
+            return
+        try:  # owed, not retried, while the database is away: a retry would post it again
+            sent = await self.settle(
+                claims.mark_sent, row_id=row.id, now=self.runtime.clock(), slack_ts=slack_ts
+            )
+        except Exception:
+            log.exception("outbox row %s was sent but could not be recorded", row.id)
+            return
+        if sent is False:
+            log.warning("outbox row %s was sent after its claim expired", row.id)
+        if followup is not None:
+            try:
+                await followup()
+            except DeliveryError as failure:  # best effort: the next event corrects it
+                log.info("follow-up of outbox row %s failed: %s", row.id, failure.error)
 
     # ------------------------------------------------------------------ the app's token
 
@@ -200,4 +281,10 @@ class Outcomes:
         self.app_paused = None
 
 
-__all__ = ["AUTH_CHECK_SECONDS", "Outcomes", "pause_notice"]
+__all__ = [
+    "AUTH_CHECK_SECONDS",
+    "DATABASE_AWAY",
+    "DATABASE_RETRY_SECONDS",
+    "Outcomes",
+    "pause_notice",
+]

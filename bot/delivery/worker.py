@@ -10,12 +10,13 @@ settled only after Slack answered: sent (with the returned `ts`), retried later 
 connection errors: exponential backoff with jitter; 429: not before `Retry-After`), held with
 its channel (the channel is paused) or with all delivery (the token is refused), or dead
 (the message is refused, or too many attempts), visibly: a WARNING log line and
-`DEAD_LETTERS{reason}` (`bot.delivery.outcomes`). Claims are short leases the worker renews
-while it holds the rows, so a crashed worker's rows are taken over within seconds. A parent
-message's `ts` is committed before anything is posted in its thread, so a crash cannot post a
-card's parent twice. docs/delivery.md says which crash windows remain. Every call goes through
-the shared `slack_sdk` `AsyncWebClient`; retries are this worker's, by
-the Slack error table (`bot.delivery.slack_errors`).
+`DEAD_LETTERS{reason}` (`bot.delivery.outcomes`). A settlement the database cannot take (it is
+unreachable) is owed and written first when it answers again, before anything new is claimed.
+Claims are short leases the worker renews while it holds the rows, so a crashed worker's rows
+are taken over within seconds. A parent message's `ts` is committed before anything is posted
+in its thread, so a crash cannot post a card's parent twice. docs/delivery.md says which crash
+windows remain. Every call goes through the shared `slack_sdk` `AsyncWebClient`; retries are
+this worker's, by the Slack error table (`bot.delivery.slack_errors`).
 """
 
 from __future__ import annotations
@@ -32,9 +33,8 @@ from typing import Any
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.delivery.kinds import MessageKinds, _id, _Round
-from bot.delivery.outcomes import AUTH_CHECK_SECONDS, Outcomes
+from bot.delivery.outcomes import AUTH_CHECK_SECONDS, DATABASE_AWAY, Outcomes
 from bot.delivery.slack_calls import SlackCalls
-from bot.delivery.slack_errors import DeliveryError, MessageRejected, TransientError
 from bot.metrics import OUTBOX_DEPTH, OUTBOX_OLDEST_AGE
 from bot.runtime import BackgroundTask, Runtime, slack_client_from
 from storage.repositories import bursts, claims, health
@@ -112,6 +112,7 @@ class OutboxWorker(MessageKinds, Outcomes):
         self._owed_parents: OrderedDict[tuple[str, str, str], tuple[ClaimedRow, str]] = (
             OrderedDict()
         )
+        self.owed_settlements = OrderedDict()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -139,11 +140,19 @@ class OutboxWorker(MessageKinds, Outcomes):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        except Exception:  # the loop died: still stop the rest
+            log.exception("the outbox loop had failed")
         self._task = None
         for side in self._side_tasks:
             side.cancel()
         await asyncio.gather(*self._side_tasks, return_exceptions=True)
         self._side_tasks = []
+        if self.owed_settlements and not await self.settle_owed():
+            log.warning(
+                "outbox: stopping with %d rows unsettled (the database is unreachable): they "
+                "are claimed again when their lease expires",
+                len(self.owed_settlements),
+            )
         await self.slack.close()
 
     def is_healthy(self) -> bool:
@@ -163,7 +172,7 @@ class OutboxWorker(MessageKinds, Outcomes):
         interval = self.lease.total_seconds() / 3
         while True:
             await asyncio.sleep(interval)
-            held = list(self._rounds)
+            held = list(self._rounds) + list(self.owed_settlements)
             if not held:
                 continue
             try:
@@ -203,13 +212,14 @@ class OutboxWorker(MessageKinds, Outcomes):
                 room = self.slack.budget.room(self.max_pacing_wait)
                 free = 0 if self.app_paused else min(self.batch_size - len(in_flight), room)
                 rows: list[ClaimedRow] = []
+                if self.owed_settlements and not await self.settle_owed():
+                    free = 0  # the database is still away: nothing new until it answers
                 if free > 0:
                     try:
                         rows = await self._claim(limit=free)
                         self._failed_rounds = 0
-                    except Exception:
-                        self._failed_rounds += 1
-                        log.exception("outbox round failed; retrying")
+                    except Exception as exc:
+                        self._round_failed(exc)
                 for row in rows:
                     task = asyncio.create_task(self._deliver_one(row))
                     in_flight.add(task)
@@ -225,6 +235,15 @@ class OutboxWorker(MessageKinds, Outcomes):
         finally:
             if in_flight:  # finish the rows in hand
                 await asyncio.gather(*in_flight, return_exceptions=True)
+
+    def _round_failed(self, exc: Exception) -> None:
+        """The traceback once; while the failure lasts (the database away), a line a round."""
+        self._failed_rounds += 1
+        if self._failed_rounds == 1 or not isinstance(exc, DATABASE_AWAY):
+            log.exception("outbox round failed; retrying")
+        else:
+            log.warning("outbox round failed again (%d in a row): %s", self._failed_rounds,
+                        type(exc).__name__)  # fmt: skip
 
     def _row_done(self, in_flight: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
         def done(task: asyncio.Task[None]) -> None:
@@ -284,7 +303,10 @@ class OutboxWorker(MessageKinds, Outcomes):
             limit=limit,
         )
         if rows:
-            prefetched = await asyncio.to_thread(self._prefetch, rows)
+            try:
+                prefetched = await asyncio.to_thread(self._prefetch, rows)
+            except DATABASE_AWAY:  # the rows are ours now: each reads for itself, or is owed
+                prefetched = _Round()
             for row in rows:
                 self._rounds[_id(row)] = prefetched
         return rows
@@ -335,43 +357,6 @@ class OutboxWorker(MessageKinds, Outcomes):
         backlog = health.outbox_backlog(engine=self.engine)
         OUTBOX_DEPTH.set(backlog.pending)
         OUTBOX_OLDEST_AGE.set(backlog.oldest_age_seconds(self.runtime.clock()))
-
-    # ------------------------------------------------------------------ one row
-
-    async def _deliver_guarded(self, row: ClaimedRow) -> None:
-        try:
-            await self._deliver(row)
-        except Exception:  # a bug must not lose the row: it is retried, boundedly
-            log.exception("outbox row %s failed unexpectedly", row.id)
-            await self._failed(row, TransientError("internal_error"))
-
-    async def _deliver(self, row: ClaimedRow) -> None:
-        send = self.sender(row.kind)
-        try:
-            if send is None:
-                raise MessageRejected(f"unknown_kind:{row.kind}")
-            slack_ts, followup = await send(row)
-        except DeliveryError as failure:
-            await self._failed(row, failure)
-            return
-        try:
-            sent = await self.record_sent(
-                claims.mark_sent,
-                row_id=_id(row),
-                worker=self.name,
-                now=self.runtime.clock(),
-                slack_ts=slack_ts,
-            )
-        except Exception:  # not a delivery failure: retrying it would post the message again
-            log.exception("outbox row %s was sent but could not be recorded", row.id)
-            return
-        if not sent:
-            log.warning("outbox row %s was sent after its claim expired", row.id)
-        if followup is not None:
-            try:
-                await followup()
-            except DeliveryError as failure:  # best effort: the next event corrects it
-                log.info("follow-up of outbox row %s failed: %s", row.id, failure.error)
 
 
 def install(runtime: Runtime, **options: Any) -> OutboxWorker:

@@ -31,6 +31,9 @@ SYNC_SECONDS = 60
 # APScheduler still runs a digest that fires this late (a busy loop, a suspended VM); later
 # than that, the next sync sends it with a "late" note.
 DIGEST_MISFIRE_GRACE_SECONDS = 15 * 60
+# A stuck-card check, reconciliation or retention run that failed (the database away, say) is
+# tried again this soon instead of a whole interval (15 min, 30 min, 6 h) later.
+RETRY_FAILED_RUN_SECONDS = 60
 SYNC_JOB_ID = "sync"
 STUCK_JOB_ID = "stuck"
 RECONCILE_JOB_ID = "reconcile"
@@ -170,6 +173,19 @@ class Scheduler:
             self._digests[job_id] = schedule
             log.info("digest for %s at %s %s", job_id, schedule.time_of_day, schedule.timezone)
 
+    def next_run_at(self, job_id: str) -> datetime | None:
+        """When the job runs next (operations and tests); None for an unknown job."""
+        job = self._scheduler.get_job(job_id)
+        return None if job is None else job.next_run_time
+
+    def _again_soon(self, job_id: str) -> None:
+        """A run failed: the next one in `RETRY_FAILED_RUN_SECONDS`, unless it is due sooner
+        (its run of the period is claimed when it succeeds, so a retry never runs it twice)."""
+        job = self._scheduler.get_job(job_id)
+        soon = datetime.now(timezone.utc) + timedelta(seconds=RETRY_FAILED_RUN_SECONDS)
+        if job is not None and (job.next_run_time is None or job.next_run_time > soon):
+            job.modify(next_run_time=soon)
+
     def trigger(self, job_id: str) -> None:
         """Run a job now (operations and tests); its normal schedule continues after."""
         job = self._scheduler.get_job(job_id)
@@ -196,6 +212,7 @@ class Scheduler:
             result = await asyncio.to_thread(check_stuck, self.runtime)
         except Exception:
             log.exception("stuck-card check failed")
+            self._again_soon(STUCK_JOB_ID)
             return
         if result is not None and result.enqueued:
             self.runtime.wake_outbox()
@@ -206,12 +223,14 @@ class Scheduler:
         except Exception:
             metrics.JOB_RUNS.labels(job="retention", outcome="failed").inc()
             log.exception("retention run failed")
+            self._again_soon(RETENTION_JOB_ID)
 
     async def run_reconcile(self) -> None:
         try:
             await reconcile_quiet(self.runtime, self.reconciler)
         except Exception:
             log.exception("reconciliation run failed")
+            self._again_soon(RECONCILE_JOB_ID)
 
 
 def install(runtime: Runtime) -> Scheduler:

@@ -9,8 +9,9 @@ import json
 from datetime import datetime, timedelta, timezone
 
 from bot.scheduled.jobs import send_digest_if_due
-from bot.scheduled.scheduler import Scheduler, install
+from bot.scheduled.scheduler import RETRY_FAILED_RUN_SECONDS, STUCK_JOB_ID, Scheduler, install
 from bot.scheduled.schedules import DigestSchedule, digest_due
+from storage.db import make_engine
 from storage.repositories.jobs import claim_run, runs_of
 from tests.scheduled_support import FixedClock, make_runtime, op, outbox_rows, record
 from tests.servers import wait_for
@@ -121,3 +122,25 @@ async def test_scheduler_health_follows_its_lifecycle(engine) -> None:
     assert task.is_healthy()
     await task.stop()
     assert not task.is_healthy()
+
+
+async def test_a_run_that_fails_is_tried_again_within_a_minute(tmp_path) -> None:
+    """The database is away when the stuck-card check runs (a file that cannot be opened): the
+    scheduler keeps running and the check comes back in a minute, not a whole interval later."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'missing' / 'd1bot.db'}")
+    runtime = make_runtime(engine, FixedClock(NOW), d1bot_stuck_check_interval_minutes=600)
+    scheduler = Scheduler(runtime)
+    await scheduler.start()
+    try:
+        first = scheduler.next_run_at(STUCK_JOB_ID)  # the first check, 5 s after the start
+
+        def retried_soon() -> bool:
+            due = scheduler.next_run_at(STUCK_JOB_ID)
+            soon = datetime.now(UTC) + timedelta(seconds=RETRY_FAILED_RUN_SECONDS + 1)
+            return due is not None and due != first and due <= soon
+
+        await wait_for(retried_soon, timeout=30, message="the failed check rescheduled soon")
+        assert scheduler.is_healthy()
+    finally:
+        await scheduler.stop()
+        engine.dispose()
