@@ -106,13 +106,15 @@ async def test_a_ten_second_database_cut_delays_delivery_and_loses_nothing(
                 proxy.cut(CUT_SECONDS)
                 stack.slack.delay_answers(0)
 
-                # During the cut: intake says 503 (D1 retries), readiness is red.
+                # During the cut: intake says 503 (D1 retries), readiness is red (liveness is not:
+                # the process and its tasks still run).
                 answer = await http.post(
                     f"{bot.url}{notifications_path()}", json=stray_body(), headers=bearer
                 )
                 assert answer.status_code == 503, answer.text
-                status, _body = await health(bot.url, http)
-                assert status == 503
+                ready = await http.get(f"{bot.url}/readyz")
+                assert ready.status_code == 503
+                assert "database" in {f["check"] for f in ready.json()["failed"]}
                 assert proxy.is_cut  # the checks above were answered during the cut
                 await wait_for(lambda: len(replies(stack)) == 2, timeout=30, message="A in Slack")
 
