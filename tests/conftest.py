@@ -15,7 +15,32 @@ from sqlmodel import SQLModel
 import storage.tables  # noqa: F401  (registers the tables)
 from storage.db import make_engine
 
-POSTGRES_URL = os.environ.get("TEST_DATABASE_URL", "")
+
+def _postgres_url_of_this_worker(url: str) -> str:
+    """TEST_DATABASE_URL, or under pytest-xdist a database of this worker's own beside it
+    (created when missing): workers must not empty each other's tables."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not url or not worker:
+        return url
+    from sqlalchemy.engine import make_url
+
+    base = make_url(url)
+    name = f"{base.database}_{worker}"
+    admin = make_engine(url)
+    try:
+        with admin.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            exists = conn.exec_driver_sql(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).first()
+            if exists is None:
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    finally:
+        admin.dispose()
+    return base.set(database=name).render_as_string(hide_password=False)
+
+
+POSTGRES_URL = _postgres_url_of_this_worker(os.environ.get("TEST_DATABASE_URL", ""))
 
 
 def _prepare(engine: Engine) -> None:
