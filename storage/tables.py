@@ -96,10 +96,19 @@ class CardRecord(SQLModel, table=True):
         sa.Index("ix_cards_status", "status"),
         sa.Index("ix_cards_shipment_status", "shipment_status"),
         sa.Index("ix_cards_state_event_time", "state_event_time"),
+        # `/card find` and `/card status` by what the agent has (storage/repositories/search.py)
+        sa.Index("ix_cards_issuer_request_id", "issuer_request_id"),
+        sa.Index("ix_cards_tracking_number", "tracking_number"),
+        # A card id prefix (`LIKE 'abc%'`) whatever PostgreSQL's collation (on SQLite the
+        # prefix is a range, which this index and the primary key serve alike).
+        sa.Index(
+            "ix_cards_card_id_prefix", "card_id", postgresql_ops={"card_id": "text_pattern_ops"}
+        ),
     )
 
     card_id: str = Field(primary_key=True, max_length=64)
     issuer_id: str | None = Field(default=None, max_length=64)
+    issuer_request_id: str | None = Field(default=None, max_length=64)  # the issuer's order ref
     status: str | None = Field(default=None, max_length=64)  # details.status of the winner
     operation: str | None = Field(default=None, max_length=64)
     operation_status: str | None = Field(default=None, max_length=32)
@@ -331,9 +340,7 @@ class ChannelPauseRecord(SQLModel, table=True):
     delivery waits, nothing is dropped, until the bot is back in the channel."""
 
     __tablename__ = "channel_pauses"
-    __table_args__ = (
-        sa.UniqueConstraint("workspace_id", "channel_id", name="uq_channel_pause"),
-    )
+    __table_args__ = (sa.UniqueConstraint("workspace_id", "channel_id", name="uq_channel_pause"),)
 
     id: int | None = Field(default=None, primary_key=True)
     workspace_id: str = Field(max_length=32)

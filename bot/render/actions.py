@@ -13,6 +13,8 @@ from dataclasses import dataclass
 SUBSCRIBE = "card_subscribe"
 REFRESH = "card_refresh"
 SHARE = "card_share"
+# Buttons of `/card find` results.
+STATUS = "card_status"
 # Buttons of an exception alert.
 ALERT_ACK = "alert_ack"
 ALERT_REFRESH = "alert_refresh"
@@ -20,7 +22,16 @@ ALERT_RETRACK = "alert_retrack"
 # Links (Slack still sends an action when a URL button is clicked: acknowledge and ignore).
 OPEN_TRACKING = "open_tracking"
 
-ALL_ACTIONS = (SUBSCRIBE, REFRESH, SHARE, ALERT_ACK, ALERT_REFRESH, ALERT_RETRACK, OPEN_TRACKING)
+ALL_ACTIONS = (
+    SUBSCRIBE,
+    REFRESH,
+    SHARE,
+    STATUS,
+    ALERT_ACK,
+    ALERT_REFRESH,
+    ALERT_RETRACK,
+    OPEN_TRACKING,
+)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from bot.slack import commands as cmd
 from bot.slack.alert_acks import AlertAcks
 from bot.slack.auditing import ERROR, INVALID, REFUSED_PAN, Auditor, Invoker, Outcome
 from bot.slack.card_lookups import CardLookups
+from bot.slack.card_search import CardSearch
 from bot.slack.channel_subscriptions import ChannelSubscriptions
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class CardService:
         self.subscriptions = ChannelSubscriptions(runtime, self.auditor)
         self.cards = CardLookups(runtime, self.auditor, self.subscriptions)
         self.alerts = AlertAcks(runtime, self.auditor)
+        self.search = CardSearch(runtime, self.auditor, self.cards)
 
     async def run_command(self, who: Invoker, text: str) -> views.Reply:
         """Parse and run one `/card ...`; the reply is meant for the asking agent only."""
@@ -45,14 +47,18 @@ class CardService:
             if exc.pan_refused:
                 return views.message_reply(exc.reply)
             return views.error_reply(exc.reply)
+        if isinstance(command, cmd.StatusCommand):
+            return await self.search.status(who, command)
         name = cmd.command_name(command)
         card_id = cmd.command_card_id(command)
         return await self.auditor.audited(who, name, card_id, lambda: self._dispatch(who, command))
 
     async def _dispatch(self, who: Invoker, command: cmd.Command) -> views.Reply:
         match command:
-            case cmd.StatusCommand(card_id=card_id):
-                return await self.cards.status(card_id)
+            case cmd.StatusCommand():
+                return await self.search.status(who, command)
+            case cmd.FindCommand(text=text):
+                return await self.search.find(text)
             case cmd.TrackCommand():
                 return await self.cards.track(who, command)
             case cmd.SubscribeCommand(card_id=card_id, filter=filter_):

@@ -102,7 +102,7 @@ async def test_share_when_bot_is_not_in_channel_says_invite(engine: Engine) -> N
 async def test_unknown_card_is_a_sentence(engine: Engine) -> None:
     async with d1_stack(engine) as (_sandbox, stack):
         reply = await stack.ask("status no-such-card")
-        assert "Card not found in D1" in reply["text"]
+        assert "D1 has no card *no-such-card*" in reply["text"]  # names what was not found
         assert "Traceback" not in everything_sent(stack.slack)
     assert audit_rows(engine)[0].outcome == "d1_not_found"
 

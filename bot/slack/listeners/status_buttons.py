@@ -1,5 +1,5 @@
 """The buttons of the `/card status` view: Subscribe, Refresh (replaces the view) and Share
-(posts the card to the channel without personal data)."""
+(posts the card to the channel without personal data); and Status on `/card find` results."""
 
 from __future__ import annotations
 
@@ -50,6 +50,12 @@ def register_status_buttons(app: AsyncApp, service: CardService, gate: Gate) -> 
         card_id = button_of(context).card_id
         reply = await service.cards.refresh(invoker_of(context), card_id, action="button_refresh")
         await reply_privately(respond, reply, replace=True)
+
+    @app.action(actions.STATUS, middleware=gate.button("button_status"))
+    async def on_status(context: AsyncBoltContext, respond: AsyncRespond) -> None:
+        card_id = button_of(context).card_id
+        reply = await service.cards.refresh(invoker_of(context), card_id, action="button_status")
+        await reply_privately(respond, reply)  # a new answer: the list of matches stays
 
     @app.action(actions.SHARE, middleware=gate.button("button_share"))
     async def on_share(
