@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     d1bot_stuck_onhold_hours: float = 48  # CARD_PROD_ONHOLD
     d1bot_stuck_shipment_quiet_hours: float = 120  # shipped, no shipment update
     d1bot_stuck_overdue_hours: float = 48  # past the estimated delivery date, not delivered
+    # The digest lists open exceptions nobody owns that are older than this.
+    d1bot_triage_stale_hours: float = 24
     d1bot_reconcile_concurrency: int = 4  # productionStatus calls in flight at once
     d1bot_reconcile_rate_per_second: float = 5.0  # productionStatus calls per second, at most
     d1bot_reconcile_batch: int = 500  # quiet cards asked about per run, at most

@@ -276,17 +276,38 @@ class AuditRecord(SQLModel, table=True):
     detail: str | None = Field(default=None, max_length=255)
 
 
-class AlertAckRecord(SQLModel, table=True):
-    """Who acknowledged an exception alert, and when."""
+# Exception case states.
+CASE_OPEN = "open"
+CASE_RESOLVED = "resolved"
 
-    __tablename__ = "alert_acks"
-    __table_args__ = (sa.UniqueConstraint("event_id", name="uq_alert_ack_event"),)
+
+class ExceptionCaseRecord(SQLModel, table=True):
+    """A card's exception and who owns it: opened by its first failure, held by an owner until
+    resolved, reopened by a new failure. One row per card; its latest alert is remembered so
+    that the alert can be updated in place."""
+
+    __tablename__ = "exception_cases"
+    __table_args__ = (
+        sa.UniqueConstraint("card_id", name="uq_exception_case_card"),
+        sa.Index("ix_exception_cases_state", "state", "owner", "opened_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
-    event_id: int
     card_id: str = Field(max_length=64)
-    acked_by: str = Field(max_length=32)
-    acked_at: datetime = _ts()
+    workspace_id: str = Field(default="", max_length=32)
+    state: str = Field(default=CASE_OPEN, max_length=16)
+    owner: str | None = Field(default=None, max_length=32)
+    assigned_at: datetime | None = _ts(nullable=True)
+    opened_at: datetime = _ts()  # the first failure of this episode
+    last_failure_at: datetime = _ts()
+    last_event_id: int | None = None
+    failures: int = 1  # in this episode
+    reopened: int = 0  # times a new failure (or an agent) reopened it
+    resolved_by: str | None = Field(default=None, max_length=32)
+    resolved_at: datetime | None = _ts(nullable=True)
+    alert_channel: str | None = Field(default=None, max_length=32)  # its latest alert
+    alert_ts: str | None = Field(default=None, max_length=32)
+    alert_event_id: int | None = None
 
 
 class JobRunRecord(SQLModel, table=True):

@@ -15,8 +15,12 @@ REFRESH = "card_refresh"
 SHARE = "card_share"
 # Buttons of `/card find` results.
 STATUS = "card_status"
-# Buttons of an exception alert.
+# Buttons of an exception alert (and of `/card exceptions`). ALERT_ACK is today's "Assign to
+# me" pressed on an alert posted before owners existed.
 ALERT_ACK = "alert_ack"
+ALERT_ASSIGN = "alert_assign"
+ALERT_RESOLVE = "alert_resolve"
+ALERT_REOPEN = "alert_reopen"
 ALERT_REFRESH = "alert_refresh"
 ALERT_RETRACK = "alert_retrack"
 # Links (Slack still sends an action when a URL button is clicked: acknowledge and ignore).
@@ -28,6 +32,9 @@ ALL_ACTIONS = (
     SHARE,
     STATUS,
     ALERT_ACK,
+    ALERT_ASSIGN,
+    ALERT_RESOLVE,
+    ALERT_REOPEN,
     ALERT_REFRESH,
     ALERT_RETRACK,
     OPEN_TRACKING,

@@ -49,6 +49,11 @@ HELP: tuple[tuple[str, str, str], ...] = (
         "/card unsubscribe card-7f3a9",
     ),
     ("list", "The cards this channel follows, with their current status.", "/card list"),
+    (
+        "exceptions [open|mine]",
+        "Open exceptions, oldest first, with their owner and age (or only yours), to triage.",
+        "/card exceptions mine",
+    ),
     ("digest", "The daily digest of cards that need attention (only you see it).", "/card digest"),
     ("digest post", "Post the digest to this channel now.", "/card digest post"),
     (

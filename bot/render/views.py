@@ -281,15 +281,6 @@ def error_reply(text: str) -> Reply:
     return message_reply(text, emoji="warning")
 
 
-def acknowledged_blocks(original: Sequence[dict[str, Any]], *, user_id: str) -> list[Block]:
-    """An alert after someone acknowledged it: its blocks without the buttons, plus who acked.
-    Used when bot/render/messages.py has no builder of its own for the acknowledged variant."""
-    kept = [Block.parse(b) for b in original if b.get("type") != "actions"]
-    blocks = [b for b in kept if b is not None]
-    blocks.append(context(f":white_check_mark: acknowledged by {slacktext.user(user_id)}"))
-    return blocks
-
-
 def help_reply() -> Reply:
     """Every subcommand with what it does and an example (bot/render/help_text.py)."""
     return Reply(text=help_text.HELP_FALLBACK, blocks=help_text.help_blocks())

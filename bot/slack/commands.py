@@ -84,6 +84,13 @@ class HelpCommand:
 
 
 @dataclass(frozen=True)
+class ExceptionsCommand:
+    """`exceptions [open|mine]`: the open exceptions, or those the asker owns."""
+
+    mine: bool = False
+
+
+@dataclass(frozen=True)
 class DigestShowCommand:
     """`digest`: show the digest now, to the agent who asked."""
 
@@ -120,6 +127,7 @@ Command = (
     | SubscribeCommand
     | UnsubscribeCommand
     | ListCommand
+    | ExceptionsCommand
     | HelpCommand
     | DigestCommand
 )
@@ -212,6 +220,15 @@ def _list(words: list[str]) -> Command:
     return ListCommand()
 
 
+def _exceptions(words: list[str]) -> Command:
+    rest = [w.lower() for w in words]
+    if rest in ([], ["open"]):
+        return ExceptionsCommand(mine=False)
+    if rest == ["mine"]:
+        return ExceptionsCommand(mine=True)
+    raise CommandError("`exceptions` takes `open` (the default) or `mine`.")
+
+
 def _help(words: list[str]) -> Command:
     return HelpCommand()
 
@@ -262,6 +279,7 @@ SUBCOMMANDS: tuple[tuple[tuple[str, ...], Any], ...] = tuple(
             (("subscribe",), _subscribe),
             (("unsubscribe",), _unsubscribe),
             (("list",), _list),
+            (("exceptions",), _exceptions),
             (("help",), _help),
             (("digest",), _digest),
             (("digest", "post"), _digest_post),
@@ -310,6 +328,7 @@ def command_name(command: Command) -> str:
         SubscribeCommand: "subscribe",
         UnsubscribeCommand: "unsubscribe",
         ListCommand: "list",
+        ExceptionsCommand: "exceptions",
         HelpCommand: "help",
         DigestShowCommand: "digest",
         DigestPostCommand: "digest_post",

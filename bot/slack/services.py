@@ -2,7 +2,8 @@
 run it through the part that owns it, audit it, and answer with a `views.Reply`. No Slack
 request handling here (that is bot/slack/listeners/).
 
-The parts: `CardLookups` (D1 status and tracking), `ChannelSubscriptions`, `AlertAcks`, and
+The parts: `CardLookups` (D1 status and tracking), `CardSearch` (find), `ChannelSubscriptions`,
+`AlertTriage` (exception owners), and
 the digest (bot/scheduled/digest.py). None raises for a user's mistake or D1's trouble.
 """
 
@@ -14,7 +15,7 @@ from bot.render import views
 from bot.runtime import Runtime
 from bot.scheduled import digest
 from bot.slack import commands as cmd
-from bot.slack.alert_acks import AlertAcks
+from bot.slack.alert_triage import AlertTriage
 from bot.slack.auditing import ERROR, INVALID, REFUSED_PAN, Auditor, Invoker, Outcome
 from bot.slack.card_lookups import CardLookups
 from bot.slack.card_search import CardSearch
@@ -33,7 +34,7 @@ class CardService:
         self.auditor = Auditor(runtime)
         self.subscriptions = ChannelSubscriptions(runtime, self.auditor)
         self.cards = CardLookups(runtime, self.auditor, self.subscriptions)
-        self.alerts = AlertAcks(runtime, self.auditor)
+        self.alerts = AlertTriage(runtime, self.auditor)
         self.search = CardSearch(runtime, self.auditor, self.cards)
 
     async def run_command(self, who: Invoker, text: str) -> views.Reply:
@@ -67,6 +68,8 @@ class CardService:
                 return await self.subscriptions.unsubscribe(who, card_id)
             case cmd.ListCommand():
                 return await self.subscriptions.list_channel(who)
+            case cmd.ExceptionsCommand(mine=mine):
+                return await self.alerts.list_open(who, mine=mine)
             case cmd.HelpCommand():
                 return views.help_reply()
             case _:
