@@ -263,7 +263,10 @@ class AuditRecord(SQLModel, table=True):
     """Every command and button press: who, where, what card, outcome."""
 
     __tablename__ = "audit_log"
-    __table_args__ = (sa.Index("ix_audit_at", "at"),)
+    __table_args__ = (
+        sa.Index("ix_audit_at", "at"),
+        sa.Index("ix_audit_card", "card_id", "at"),  # who looked at a card (its timeline)
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = _ts()

@@ -15,6 +15,10 @@ REFRESH = "card_refresh"
 SHARE = "card_share"
 # Buttons of `/card find` results.
 STATUS = "card_status"
+# The card's story: the Timeline button of card views, and the pages of its modal (the value's
+# number is the page).
+TIMELINE = "card_timeline"
+TIMELINE_PAGE = "timeline_page"
 # Buttons of an exception alert (and of `/card exceptions`). ALERT_ACK is today's "Assign to
 # me" pressed on an alert posted before owners existed.
 ALERT_ACK = "alert_ack"
@@ -31,6 +35,8 @@ ALL_ACTIONS = (
     REFRESH,
     SHARE,
     STATUS,
+    TIMELINE,
+    TIMELINE_PAGE,
     ALERT_ACK,
     ALERT_ASSIGN,
     ALERT_RESOLVE,

@@ -22,6 +22,11 @@ HELP: tuple[tuple[str, str, str], ...] = (
         "/card find REQ-2024-0042",
     ),
     (
+        "history <cardId>",
+        "The card's story: every event, tracking request and look, oldest first (only you).",
+        "/card history card-7f3a9",
+    ),
+    (
         "track <cardId> production [productionSite=...]",
         "Ask D1's tracking hub to follow a card's production; results land in this channel.",
         "/card track card-7f3a9 production productionSite=PARIS",

@@ -202,6 +202,7 @@ def status_blocks(
                     ),
                     button("Refresh", action_id=actions.REFRESH, value=value),
                     button("Share in channel", action_id=actions.SHARE, value=value),
+                    button("Timeline", action_id=actions.TIMELINE, value=value),
                 ]
             )
         )

@@ -63,6 +63,13 @@ class TrackCommand:
 
 
 @dataclass(frozen=True)
+class HistoryCommand:
+    """`history <cardId>`: the card's story in a modal."""
+
+    card_id: str
+
+
+@dataclass(frozen=True)
 class SubscribeCommand:
     card_id: str
     filter: str = FILTER_ALL
@@ -123,6 +130,7 @@ DigestCommand = DigestShowCommand | DigestPostCommand | DigestScheduleCommand | 
 Command = (
     StatusCommand
     | FindCommand
+    | HistoryCommand
     | TrackCommand
     | SubscribeCommand
     | UnsubscribeCommand
@@ -169,6 +177,12 @@ def _status(words: list[str]) -> Command:
     card_id = _card_id(words, "status")
     _no_more(words[1:], "status")
     return StatusCommand(card_id)
+
+
+def _history(words: list[str]) -> Command:
+    card_id = _card_id(words, "history")
+    _no_more(words[1:], "history")
+    return HistoryCommand(card_id)
 
 
 def _find(words: list[str]) -> Command:
@@ -275,6 +289,7 @@ SUBCOMMANDS: tuple[tuple[tuple[str, ...], Any], ...] = tuple(
         (
             (("status",), _status),
             (("find",), _find),
+            (("history",), _history),
             (("track",), _track),
             (("subscribe",), _subscribe),
             (("unsubscribe",), _unsubscribe),
@@ -324,6 +339,7 @@ def command_name(command: Command) -> str:
     return {
         StatusCommand: "status",
         FindCommand: "find",
+        HistoryCommand: "history",
         TrackCommand: "track",
         SubscribeCommand: "subscribe",
         UnsubscribeCommand: "unsubscribe",

@@ -19,6 +19,7 @@ from bot.slack.alert_triage import AlertTriage
 from bot.slack.auditing import ERROR, INVALID, REFUSED_PAN, Auditor, Invoker, Outcome
 from bot.slack.card_lookups import CardLookups
 from bot.slack.card_search import CardSearch
+from bot.slack.card_story import CardStory, Show
 from bot.slack.channel_subscriptions import ChannelSubscriptions
 
 log = logging.getLogger(__name__)
@@ -36,9 +37,11 @@ class CardService:
         self.cards = CardLookups(runtime, self.auditor, self.subscriptions)
         self.alerts = AlertTriage(runtime, self.auditor)
         self.search = CardSearch(runtime, self.auditor, self.cards)
+        self.story = CardStory(runtime, self.auditor)
 
-    async def run_command(self, who: Invoker, text: str) -> views.Reply:
-        """Parse and run one `/card ...`; the reply is meant for the asking agent only."""
+    async def run_command(self, who: Invoker, text: str, show: Show | None = None) -> views.Reply:
+        """Parse and run one `/card ...`; the reply is meant for the asking agent only. `show`
+        opens a modal for the asker (`/card history`)."""
         try:
             command = cmd.parse_command(text)
         except cmd.CommandError as exc:
@@ -52,12 +55,18 @@ class CardService:
             return await self.search.status(who, command)
         name = cmd.command_name(command)
         card_id = cmd.command_card_id(command)
-        return await self.auditor.audited(who, name, card_id, lambda: self._dispatch(who, command))
+        return await self.auditor.audited(
+            who, name, card_id, lambda: self._dispatch(who, command, show)
+        )
 
-    async def _dispatch(self, who: Invoker, command: cmd.Command) -> views.Reply:
+    async def _dispatch(
+        self, who: Invoker, command: cmd.Command, show: Show | None = None
+    ) -> views.Reply:
         match command:
             case cmd.StatusCommand():
                 return await self.search.status(who, command)
+            case cmd.HistoryCommand(card_id=card_id):
+                return await self.story.open(who, card_id, show)
             case cmd.FindCommand(text=text):
                 return await self.search.find(text)
             case cmd.TrackCommand():

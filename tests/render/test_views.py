@@ -83,11 +83,17 @@ def test_status_view_shows_every_field_and_buttons() -> None:
     ):
         assert expected in text, expected
     buttons = [e for b in blocks if b["type"] == "actions" for e in b["elements"]]
-    assert [b["action_id"] for b in buttons] == [actions.SUBSCRIBE, actions.REFRESH, actions.SHARE]
+    assert [b["action_id"] for b in buttons] == [
+        actions.SUBSCRIBE,
+        actions.REFRESH,
+        actions.SHARE,
+        actions.TIMELINE,
+    ]
     assert [b["text"]["text"] for b in buttons] == [
         "Subscribe this channel",
         "Refresh",
         "Share in channel",
+        "Timeline",
     ]
     assert {actions.decode_value(b["value"]).card_id for b in buttons} == {"card-1"}
 

@@ -55,7 +55,7 @@ async def test_status_shows_the_personal_view_with_buttons(engine: Engine) -> No
         ids = [
             e["action_id"] for b in reply["blocks"] if b["type"] == "actions" for e in b["elements"]
         ]
-        assert ids == [actions.SUBSCRIBE, actions.REFRESH, actions.SHARE]
+        assert ids == [actions.SUBSCRIBE, actions.REFRESH, actions.SHARE, actions.TIMELINE]
         # nothing personal went anywhere but the response_url
         channel_calls = json.dumps(
             [c.body for c in stack.slack.calls if c.method != "response_url"]

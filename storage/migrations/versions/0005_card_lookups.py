@@ -54,6 +54,7 @@ def upgrade() -> None:
             sa.update(cards).where(cards.c.card_id == card_id).values(issuer_request_id=request_id)
         )
 
+    op.create_index("ix_audit_card", "audit_log", ["card_id", "at"])
     _exception_cases()
 
 
@@ -161,6 +162,7 @@ def _exception_cases() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_audit_card", table_name="audit_log")
     op.create_table(
         "alert_acks",
         sa.Column("id", sa.Integer(), nullable=False),
