@@ -3,7 +3,8 @@ figures (medians over the runs), target beside measured, and the machine they co
 
     .venv/bin/python bench/run_all.py [--runs 3]
 
-The other benchmarks (`digest.py`, `fanout.py`, `ack_latency.py`) print their own figures.
+The other benchmarks (`digest.py`, `fanout.py`, `ack_latency.py`, `find.py`) print their own
+figures.
 """
 
 from __future__ import annotations

@@ -139,6 +139,8 @@ class Settings(BaseSettings):
     d1bot_stuck_onhold_hours: Positive = 48  # CARD_PROD_ONHOLD
     d1bot_stuck_shipment_quiet_hours: Positive = 120  # shipped, no shipment update
     d1bot_stuck_overdue_hours: Positive = 48  # past the estimated delivery date, not delivered
+    # The digest lists open exceptions nobody owns that are older than this.
+    d1bot_triage_stale_hours: Positive = 24
     d1bot_reconcile_concurrency: Count = 4  # productionStatus calls in flight at once
     d1bot_reconcile_rate_per_second: Positive = 5.0  # productionStatus calls per second, at most
     d1bot_reconcile_batch: Count = 500  # quiet cards asked about per run, at most

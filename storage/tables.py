@@ -96,10 +96,19 @@ class CardRecord(SQLModel, table=True):
         sa.Index("ix_cards_status", "status"),
         sa.Index("ix_cards_shipment_status", "shipment_status"),
         sa.Index("ix_cards_state_event_time", "state_event_time"),
+        # `/card find` and `/card status` by what the agent has (storage/repositories/search.py)
+        sa.Index("ix_cards_issuer_request_id", "issuer_request_id"),
+        sa.Index("ix_cards_tracking_number", "tracking_number"),
+        # A card id prefix (`LIKE 'abc%'`) whatever PostgreSQL's collation (on SQLite the
+        # prefix is a range, which this index and the primary key serve alike).
+        sa.Index(
+            "ix_cards_card_id_prefix", "card_id", postgresql_ops={"card_id": "text_pattern_ops"}
+        ),
     )
 
     card_id: str = Field(primary_key=True, max_length=64)
     issuer_id: str | None = Field(default=None, max_length=64)
+    issuer_request_id: str | None = Field(default=None, max_length=64)  # the issuer's order ref
     status: str | None = Field(default=None, max_length=64)  # details.status of the winner
     operation: str | None = Field(default=None, max_length=64)
     operation_status: str | None = Field(default=None, max_length=32)
@@ -254,7 +263,10 @@ class AuditRecord(SQLModel, table=True):
     """Every command and button press: who, where, what card, outcome."""
 
     __tablename__ = "audit_log"
-    __table_args__ = (sa.Index("ix_audit_at", "at"),)
+    __table_args__ = (
+        sa.Index("ix_audit_at", "at"),
+        sa.Index("ix_audit_card", "card_id", "at"),  # who looked at a card (its timeline)
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = _ts()
@@ -267,17 +279,38 @@ class AuditRecord(SQLModel, table=True):
     detail: str | None = Field(default=None, max_length=255)
 
 
-class AlertAckRecord(SQLModel, table=True):
-    """Who acknowledged an exception alert, and when."""
+# Exception case states.
+CASE_OPEN = "open"
+CASE_RESOLVED = "resolved"
 
-    __tablename__ = "alert_acks"
-    __table_args__ = (sa.UniqueConstraint("event_id", name="uq_alert_ack_event"),)
+
+class ExceptionCaseRecord(SQLModel, table=True):
+    """A card's exception and who owns it: opened by its first failure, held by an owner until
+    resolved, reopened by a new failure. One row per card; its latest alert is remembered so
+    that the alert can be updated in place."""
+
+    __tablename__ = "exception_cases"
+    __table_args__ = (
+        sa.UniqueConstraint("card_id", name="uq_exception_case_card"),
+        sa.Index("ix_exception_cases_state", "state", "owner", "opened_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
-    event_id: int
     card_id: str = Field(max_length=64)
-    acked_by: str = Field(max_length=32)
-    acked_at: datetime = _ts()
+    workspace_id: str = Field(default="", max_length=32)
+    state: str = Field(default=CASE_OPEN, max_length=16)
+    owner: str | None = Field(default=None, max_length=32)
+    assigned_at: datetime | None = _ts(nullable=True)
+    opened_at: datetime = _ts()  # the first failure of this episode
+    last_failure_at: datetime = _ts()
+    last_event_id: int | None = None
+    failures: int = 1  # in this episode
+    reopened: int = 0  # times a new failure (or an agent) reopened it
+    resolved_by: str | None = Field(default=None, max_length=32)
+    resolved_at: datetime | None = _ts(nullable=True)
+    alert_channel: str | None = Field(default=None, max_length=32)  # its latest alert
+    alert_ts: str | None = Field(default=None, max_length=32)
+    alert_event_id: int | None = None
 
 
 class JobRunRecord(SQLModel, table=True):
@@ -331,9 +364,7 @@ class ChannelPauseRecord(SQLModel, table=True):
     delivery waits, nothing is dropped, until the bot is back in the channel."""
 
     __tablename__ = "channel_pauses"
-    __table_args__ = (
-        sa.UniqueConstraint("workspace_id", "channel_id", name="uq_channel_pause"),
-    )
+    __table_args__ = (sa.UniqueConstraint("workspace_id", "channel_id", name="uq_channel_pause"),)
 
     id: int | None = Field(default=None, primary_key=True)
     workspace_id: str = Field(max_length=32)

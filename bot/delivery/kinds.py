@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
+from bot.delivery.alerts import AlertSenders
 from bot.delivery.slack_calls import SlackCalls
 from bot.delivery.slack_errors import (
     Deferred,
@@ -79,7 +80,7 @@ class _Round:
         return self.rendered[key]
 
 
-class MessageKinds:
+class MessageKinds(AlertSenders):
     """The senders of each kind of row; each returns the `ts` to store and an optional
     follow-up (a parent update) to run once the row is marked sent."""
 
@@ -102,6 +103,7 @@ class MessageKinds:
         repo.KIND_CARD_EVENT: "_send_card_event",
         repo.KIND_CARD_NOTICE: "_send_card_notice",
         repo.KIND_EXCEPTION_ALERT: "_send_exception_alert",
+        repo.KIND_ALERT_UPDATE: "_send_alert_update",
         repo.KIND_MESSAGE: "_send_message",
         repo.KIND_DIRECT_MESSAGE: "_send_direct_message",
         repo.KIND_CARD_BURST: "_send_card_burst",
@@ -268,48 +270,6 @@ class MessageKinds:
         _card, parent_ts, _created = await self._card_and_thread(row)
         ts, _renewed = await self._post_in_thread(row, row.payload or {}, parent_ts, broadcast=True)
         return ts, None
-
-    async def _send_exception_alert(self, row: ClaimedRow) -> tuple[str, Followup | None]:
-        event = self._ctx(row).events.get(row.event_id or 0) or await asyncio.to_thread(
-            cards_repo.get_event, self.engine, event_id=row.event_id or 0
-        )
-        card = await asyncio.to_thread(self._card_of, row)
-        if event is None or card is None:
-            raise MessageRejected("missing_event")
-        link = await self._thread_link(row, card.card_id)
-        message = messages.exception_alert_message(card, event, thread_link=link)
-        return await self.slack.post(row.channel_id, message.as_payload()), None
-
-    async def _thread_link(self, row: ClaimedRow, card_id: str) -> str | None:
-        """A permalink to the card's thread in a subscribed channel; waits (boundedly) for a
-        card event still on its way to create one."""
-        threads = await asyncio.to_thread(
-            threads_repo.threads_of_card,
-            self.engine,
-            card_id=card_id,
-            workspace_id=row.workspace_id,
-        )
-        threads = [t for t in threads if t.channel_id != row.channel_id]
-        if not threads:
-            young = self.runtime.clock() - row.created_at < self.alert_link_wait
-            if young and await asyncio.to_thread(
-                repo.has_pending_card_event,
-                self.engine,
-                card_id=card_id,
-                before_id=_id(row),
-                workspace_id=row.workspace_id,
-            ):
-                raise Deferred(1.0, "waiting_for_thread")
-            return None
-        thread = threads[0]
-        try:
-            answer = await self.slack.call(
-                "chat.getPermalink", channel=thread.channel_id, message_ts=thread.parent_ts
-            )
-        except DeliveryError as failure:
-            log.info("no permalink for the thread of an alert: %s", failure.error)
-            return None
-        return str(answer.get("permalink") or "") or None
 
     async def _send_message(self, row: ClaimedRow) -> tuple[str, Followup | None]:
         """A message with optional replies in its thread; progress is saved after each post."""

@@ -13,14 +13,38 @@ from dataclasses import dataclass
 SUBSCRIBE = "card_subscribe"
 REFRESH = "card_refresh"
 SHARE = "card_share"
-# Buttons of an exception alert.
+# Buttons of `/card find` results.
+STATUS = "card_status"
+# The card's story: the Timeline button of card views, and the pages of its modal (the value's
+# number is the page).
+TIMELINE = "card_timeline"
+TIMELINE_PAGE = "timeline_page"
+# Buttons of an exception alert (and of `/card exceptions`). ALERT_ACK is today's "Assign to
+# me" pressed on an alert posted before owners existed.
 ALERT_ACK = "alert_ack"
+ALERT_ASSIGN = "alert_assign"
+ALERT_RESOLVE = "alert_resolve"
+ALERT_REOPEN = "alert_reopen"
 ALERT_REFRESH = "alert_refresh"
 ALERT_RETRACK = "alert_retrack"
 # Links (Slack still sends an action when a URL button is clicked: acknowledge and ignore).
 OPEN_TRACKING = "open_tracking"
 
-ALL_ACTIONS = (SUBSCRIBE, REFRESH, SHARE, ALERT_ACK, ALERT_REFRESH, ALERT_RETRACK, OPEN_TRACKING)
+ALL_ACTIONS = (
+    SUBSCRIBE,
+    REFRESH,
+    SHARE,
+    STATUS,
+    TIMELINE,
+    TIMELINE_PAGE,
+    ALERT_ACK,
+    ALERT_ASSIGN,
+    ALERT_RESOLVE,
+    ALERT_REOPEN,
+    ALERT_REFRESH,
+    ALERT_RETRACK,
+    OPEN_TRACKING,
+)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 from slack_sdk.models.blocks import ActionsBlock, Block, MarkdownTextObject
 
-from bot.render import actions, mrkdwn, slacktext
+from bot.render import actions, mrkdwn, slacktext, triage
 from bot.render.slacktext import button, context, section
 from d1.models import Shipment
 from storage.tables import CardRecord, EventRecord
@@ -244,50 +244,29 @@ def _alert_blocks(
 
 
 def exception_alert_message(
-    card: CardRecord, event: EventRecord, *, thread_link: str | None = None
-) -> ChannelMessage:
-    """An alert for the exceptions channel: what happened and buttons to act on it."""
-    text, blocks = _alert_blocks(card, event, thread_link=thread_link)
-    value = actions.encode_value(actions.ActionValue(card.card_id, event.id))
-    blocks.append(
-        ActionsBlock(
-            block_id="alert_actions",
-            elements=[
-                button("Acknowledge", action_id=actions.ALERT_ACK, value=value, style="primary"),
-                button("Refresh status", action_id=actions.ALERT_REFRESH, value=value),
-                button("Re-request tracking", action_id=actions.ALERT_RETRACK, value=value),
-            ],
-        )
-    )
-    return ChannelMessage(text=text, blocks=blocks)
-
-
-def alert_acknowledged_message(
     card: CardRecord,
     event: EventRecord,
     *,
-    acked_by: str,
-    acked_at: datetime,
     thread_link: str | None = None,
+    state: triage.AlertState | None = None,
+    now: datetime | None = None,
 ) -> ChannelMessage:
-    """The alert after someone pressed Acknowledge (for `chat.update`): who and when, and the
-    buttons that remain useful."""
+    """An alert for the exceptions channel: what happened, who owns it and for how long, and
+    buttons to act on it (rendered again, in place, when its owner or state changes)."""
+    state = state or triage.AlertState()
     text, blocks = _alert_blocks(card, event, thread_link=thread_link)
+    blocks.append(context(triage.state_line(state, now)))
     value = actions.encode_value(actions.ActionValue(card.card_id, event.id))
-    who = slacktext.user(acked_by)
-    blocks.append(
-        context(f":white_check_mark: Acknowledged by {who} {mrkdwn.slack_date(acked_at)}")
-    )
-    blocks.append(
-        ActionsBlock(
-            block_id="alert_actions",
-            elements=[
-                button("Refresh status", action_id=actions.ALERT_REFRESH, value=value),
-                button("Re-request tracking", action_id=actions.ALERT_RETRACK, value=value),
-            ],
-        )
-    )
-    return ChannelMessage(text=f"{text} (acknowledged by {who})", blocks=blocks)
+    elements = triage.triage_buttons(card.card_id, event.id, state)
+    elements.append(button("Refresh status", action_id=actions.ALERT_REFRESH, value=value))
+    if state.open:
+        elements.append(button("Re-request tracking", action_id=actions.ALERT_RETRACK, value=value))
+    blocks.append(ActionsBlock(block_id="alert_actions", elements=elements))
+    if not state.open:
+        text += " (resolved)"
+    elif state.owner:
+        text += f" (owner {slacktext.user(state.owner)})"
+    return ChannelMessage(text=text, blocks=blocks)
 
 
 # --------------------------------------------------------------------------- burst summary

@@ -15,12 +15,14 @@ from typing import Any
 
 from slack_sdk.models.blocks import ActionsBlock, Block, DividerBlock, MarkdownTextObject
 
-from bot.render import actions, mrkdwn, slacktext
+from bot.render import actions, help_text, mrkdwn, slacktext
 from bot.render.messages import tracking_value
 from bot.render.mrkdwn import escape, shipment_words, slack_date, status_words, wall_clock
 from bot.render.slacktext import button, context, section
 from d1.models import PRODUCTION_STATUS_WORDS, Address, ProductionStatus, Shipment
 
+HELP_ENTRIES = help_text.HELP_ENTRIES
+HELP_EXAMPLES = help_text.HELP_EXAMPLES
 MAX_LIST_ROWS = 40  # a channel with more subscriptions gets a "... and N more" line
 
 
@@ -200,6 +202,7 @@ def status_blocks(
                     ),
                     button("Refresh", action_id=actions.REFRESH, value=value),
                     button("Share in channel", action_id=actions.SHARE, value=value),
+                    button("Timeline", action_id=actions.TIMELINE, value=value),
                 ]
             )
         )
@@ -231,50 +234,6 @@ def shared_status_reply(
 
 
 # --------------------------------------------------------------------------- other replies
-
-HELP_ENTRIES: tuple[tuple[str, str], ...] = (
-    ("status <cardId>", "Where a card is in production and shipping (only you see it)."),
-    (
-        "track <cardId> production|shipment|return [key=value ...]",
-        "Ask D1's tracking hub to follow a card made outside D1; results land in this channel.",
-    ),
-    ("subscribe <cardId> [exceptions]", "Post this card's updates here (or only its problems)."),
-    ("unsubscribe <cardId>", "Stop posting this card's updates here."),
-    ("list", "The cards this channel follows, with their current status."),
-    ("digest", "The daily digest of cards that need attention."),
-    ("help", "This help."),
-)
-HELP_EXAMPLES: tuple[str, ...] = (
-    "/card status card-7f3a9",
-    "/card track card-7f3a9 production productionSite=PARIS",
-    "/card track card-7f3a9 shipment trackingNumber=1Z999AA10123456784 shipmentDate=2024-05-31 "
-    "postalCode=75001 countryCode=FR",
-    "/card track card-7f3a9 return productionSite=PARIS",
-    "/card subscribe card-7f3a9",
-    "/card subscribe card-7f3a9 exceptions",
-    "/card unsubscribe card-7f3a9",
-    "/card list",
-    "/card digest",
-    "/card help",
-)
-
-
-def help_reply() -> Reply:
-    """Every subcommand with what it does, and an example of each."""
-    lines = [f"• `/card {escape(usage)}`: {escape(what)}" for usage, what in HELP_ENTRIES]
-    examples = "\n".join(f"`{escape(e)}`" for e in HELP_EXAMPLES)
-    blocks: list[Block] = [
-        section("*`/card` commands*\n" + "\n".join(lines)),
-        section("*Examples*\n" + examples),
-        context(
-            "Use the D1 card id, never a card number. Shipment tracking needs "
-            "`trackingNumber`, `shipmentDate`, `postalCode` and `countryCode`."
-        ),
-    ]
-    return Reply(
-        text="/card commands: status, track, subscribe, unsubscribe, list, digest, help",
-        blocks=blocks,
-    )
 
 
 def _list_line(row: ChannelSubscriptionRow) -> str:
@@ -323,13 +282,9 @@ def error_reply(text: str) -> Reply:
     return message_reply(text, emoji="warning")
 
 
-def acknowledged_blocks(original: Sequence[dict[str, Any]], *, user_id: str) -> list[Block]:
-    """An alert after someone acknowledged it: its blocks without the buttons, plus who acked.
-    Used when bot/render/messages.py has no builder of its own for the acknowledged variant."""
-    kept = [Block.parse(b) for b in original if b.get("type") != "actions"]
-    blocks = [b for b in kept if b is not None]
-    blocks.append(context(f":white_check_mark: acknowledged by {slacktext.user(user_id)}"))
-    return blocks
+def help_reply() -> Reply:
+    """Every subcommand with what it does and an example (bot/render/help_text.py)."""
+    return Reply(text=help_text.HELP_FALLBACK, blocks=help_text.help_blocks())
 
 
 def home_view(paused: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:

@@ -10,7 +10,7 @@ message only (names and addresses are not even read). Outside text goes through
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,7 +19,9 @@ from slack_sdk.models.blocks import Block, DividerBlock
 from bot import metrics
 from bot.render import slacktext
 from bot.render.blockpages import line_sections, paginate
+from bot.render.mrkdwn import plain_status
 from bot.render.slacktext import context, escape, header, section
+from bot.render.triage import age
 from bot.render.views import Reply
 from bot.runtime import Runtime
 from bot.scheduled.schedules import describe_local, digest_windows, next_occurrence
@@ -31,6 +33,7 @@ from d1.models import (
     SHIPMENT_STATUSES,
     TRACKING_STATUSES,
 )
+from storage.repositories import cases as open_cases
 from storage.repositories.digest import DigestData, StatusCount, digest_data
 from storage.repositories.outbox import enqueue_message
 from storage.repositories.schedules import disable_schedule, get_schedule, set_schedule
@@ -94,8 +97,10 @@ def digest_blocks(
     zone: ZoneInfo,
     titles: dict[str, str],
     late_note: str | None = None,
+    unowned: tuple[list[str], int] = ([], 0),
 ) -> list[Block]:
-    """Every block of the digest, in reading order (pagination comes after)."""
+    """Every block of the digest, in reading order (pagination comes after). `unowned`: the
+    lines of open exceptions nobody owns past D1BOT_TRIAGE_STALE_HOURS, and how many."""
     now = data.window_end
     period = (
         f"{describe_local(data.window_start, zone)} → {describe_local(data.window_end, zone)}"
@@ -149,6 +154,12 @@ def digest_blocks(
         if data.stuck_total > len(data.stuck):
             lines.append(f"_…and {data.stuck_total - len(data.stuck)} more_")
         blocks += line_sections(f"*Stuck cards ({data.stuck_total}), oldest first*", lines)
+    lines, total = unowned
+    if total:
+        blocks.append(DividerBlock())
+        if total > len(lines):
+            lines = [*lines, f"_…and {total - len(lines)} more (`/card exceptions`)_"]
+        blocks += line_sections(f"*Open exceptions without an owner ({total})*", lines)
     if data.dead_letters:
         blocks.append(
             context(
@@ -174,9 +185,10 @@ def render_digest(
     titles: dict[str, str],
     late_note: str | None = None,
     max_blocks: int = 50,
+    unowned: tuple[list[str], int] = ([], 0),
 ) -> dict[str, Any]:
     """The outbox payload of a digest: first page, then thread pages when long."""
-    blocks = digest_blocks(data, zone=zone, titles=titles, late_note=late_note)
+    blocks = digest_blocks(data, zone=zone, titles=titles, late_note=late_note, unowned=unowned)
     return paginate(digest_text(data), blocks, max_blocks=max_blocks)
 
 
@@ -215,7 +227,17 @@ def compute_digest(
         exceptions_limit=exceptions_shown,
         stuck_limit=stuck_shown,
     )
-    return render_digest(data, zone=zone, titles=rule_titles(rules), late_note=late)
+    stale = end - timedelta(hours=runtime.settings.d1bot_triage_stale_hours)
+    cases, total = open_cases.stale_unowned(runtime.engine, opened_before=stale)
+    lines = [
+        f"• *{escape(c.case.card_id)}*: "
+        + (plain_status(c.card.status, c.card.shipment_status) if c.card else "Unknown")
+        + f" · no owner for {age(end - c.case.opened_at)}"
+        for c in cases
+    ]
+    return render_digest(
+        data, zone=zone, titles=rule_titles(rules), late_note=late, unowned=(lines, total)
+    )
 
 
 # --------------------------------------------------------------------------- /card digest

@@ -47,8 +47,9 @@ class CardLookups:
         # Past this, the agent hears "D1 is not answering" even if the client still retries.
         self.d1_deadline = settings.d1_timeout_seconds * (settings.d1_max_retries + 1) + 5.0
 
-    async def _d1(self, call: Callable[[Any], Awaitable[T]]) -> T:
-        """Call the D1 client under the deadline; D1 trouble becomes an Outcome."""
+    async def _d1(self, call: Callable[[Any], Awaitable[T]], card_id: str | None = None) -> T:
+        """Call the D1 client under the deadline; D1 trouble becomes an Outcome (a card D1
+        does not know is named)."""
         client = self.runtime.d1_client
         if client is None:
             raise Outcome("d1_not_configured", views.error_reply(MSG_NOT_CONFIGURED))
@@ -56,12 +57,18 @@ class CardLookups:
             return await asyncio.wait_for(call(client), timeout=self.d1_deadline)
         except TimeoutError:
             raise Outcome("d1_unavailable", views.error_reply(MSG_UNAVAILABLE)) from None
+        except D1NotFound as exc:
+            log.warning("D1 call failed: %s", exc)
+            text = exc.user_message
+            if card_id is not None:
+                text = f"D1 has no card *{mrkdwn.escape(card_id)}*. Check the card id."
+            raise Outcome(_d1_outcome(exc), views.error_reply(text)) from None
         except D1Error as exc:
             log.warning("D1 call failed: %s", exc)
             raise Outcome(_d1_outcome(exc), views.error_reply(exc.user_message)) from None
 
     async def _production_status(self, card_id: str) -> ProductionStatus:
-        return await self._d1(lambda client: client.production_status(card_id))
+        return await self._d1(lambda client: client.production_status(card_id), card_id)
 
     async def status(self, card_id: str) -> views.Reply:
         """The personal status view: for the asking agent only (ephemeral)."""
@@ -70,7 +77,9 @@ class CardLookups:
 
     async def track(self, who: Invoker, command: cmd.TrackCommand) -> views.Reply:
         """Ask D1 to track the card and make sure this channel gets the results."""
-        await self._d1(lambda client: client.track(command.card_id, command.request))
+        await self._d1(
+            lambda client: client.track(command.card_id, command.request), command.card_id
+        )
         followed = await self.subscriptions.ensure_subscribed(who, command.card_id)
         kind = command.tracking_type.lower()
         text = (
@@ -115,9 +124,10 @@ class CardLookups:
                     "shipmentDate=... "
                     "postalCode=... countryCode=...`"
                 )
+                where = f"where *{mrkdwn.escape(card_id)}* was made"
                 raise Outcome(
                     "retrack_unknown_site",
-                    views.message_reply(f"I don't know where this card was made. Try {example}"),
+                    views.message_reply(f"I don't know {where}. Try {example}"),
                 )
             if card.status == "CARD_RETURNED":
                 request: Any = ReturnTrackingRequest(production_site=card.production_site)

@@ -7,32 +7,52 @@ matched longest first, so `digest schedule 08:00` is never read as `digest` with
 
 from __future__ import annotations
 
+import difflib
 import re
 import shlex
 from dataclasses import dataclass
-from datetime import date, datetime, time, timezone
+from datetime import time
 from typing import Any
 
-from pydantic import ValidationError
-
 from bot.scheduled.schedules import check_timezone, parse_time_of_day
+from bot.slack.command_errors import HELP_POINTER as HELP_POINTER
+from bot.slack.command_errors import CommandError
+from bot.slack.track_arguments import TRACKING_TYPES, parse_track_arguments
 from d1.carddata import contains_pan
-from d1.models import CARD_ID_PATTERN, track_request_adapter
+from d1.models import CARD_ID_PATTERN
 from storage.tables import FILTER_ALL, FILTER_EXCEPTIONS
 
-HELP_POINTER = "Type `/card help` to see every command with an example."
 PAN_WARNING = (
     ":warning: That looks like a full card number. Never type card numbers into Slack: "
     "use the D1 card id instead. Nothing was sent to D1."
 )
+FIND_PAN_WARNING = (
+    ":warning: That looks like a full card number. Anything that looks like one is stored "
+    "masked, so it cannot be searched: search by the issuerRequestId, the carrier's tracking "
+    "number or the D1 card id. Nothing was searched."
+)
 MAX_TEXT_LENGTH = 1000
+# What `/card find` and `/card status` accept besides a card id: an issuerRequestId or a
+# carrier tracking number (D1's patterns for both fit in this).
+IDENTIFIER_PATTERN = re.compile(r"^[A-Za-z0-9 _\-./]{1,64}$")
 
 # --------------------------------------------------------------------------- the commands
 
 
 @dataclass(frozen=True)
 class StatusCommand:
+    """`status <id>`: a card id, or an issuerRequestId or tracking number (`by_identifier`:
+    it does not look like a card id, so only a stored card can answer it)."""
+
     card_id: str
+    by_identifier: bool = False
+
+
+@dataclass(frozen=True)
+class FindCommand:
+    """`find <text>`: stored cards by issuerRequestId, tracking number or card id prefix."""
+
+    text: str
 
 
 @dataclass(frozen=True)
@@ -40,6 +60,13 @@ class TrackCommand:
     card_id: str
     tracking_type: str  # PRODUCTION | SHIPMENT | RETURN
     request: Any  # a d1.models Production/Shipment/ReturnTrackingRequest
+
+
+@dataclass(frozen=True)
+class HistoryCommand:
+    """`history <cardId>`: the card's story in a modal."""
+
+    card_id: str
 
 
 @dataclass(frozen=True)
@@ -61,6 +88,13 @@ class ListCommand:
 @dataclass(frozen=True)
 class HelpCommand:
     pass
+
+
+@dataclass(frozen=True)
+class ExceptionsCommand:
+    """`exceptions [open|mine]`: the open exceptions, or those the asker owns."""
+
+    mine: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,120 +129,16 @@ DigestCommand = DigestShowCommand | DigestPostCommand | DigestScheduleCommand | 
 
 Command = (
     StatusCommand
+    | FindCommand
+    | HistoryCommand
     | TrackCommand
     | SubscribeCommand
     | UnsubscribeCommand
     | ListCommand
+    | ExceptionsCommand
     | HelpCommand
     | DigestCommand
 )
-
-
-class CommandError(ValueError):
-    """Text that is not a valid command. `message` is safe to show: it never echoes input."""
-
-    def __init__(self, message: str, *, pan_refused: bool = False) -> None:
-        super().__init__(message)
-        self.message = message
-        self.pan_refused = pan_refused
-
-    @property
-    def reply(self) -> str:
-        """The one-line answer for the agent, with the pointer to help."""
-        if self.pan_refused:
-            return self.message
-        return f"{self.message} {HELP_POINTER}"
-
-
-# --------------------------------------------------------------------------- track arguments
-
-TRACKING_TYPES = {"production": "PRODUCTION", "shipment": "SHIPMENT", "return": "RETURN"}
-# Accepted spellings of each argument (compared lower-case, without `_` and `-`).
-TRACK_FIELDS = {
-    "trackingnumber": "trackingNumber",
-    "shipmentdate": "shipmentDate",
-    "postalcode": "postalCode",
-    "countrycode": "countryCode",
-    "productionsite": "productionSite",
-}
-REQUIRED_FIELDS = {
-    "PRODUCTION": ("productionSite",),
-    "RETURN": ("productionSite",),
-    "SHIPMENT": ("trackingNumber", "shipmentDate", "postalCode", "countryCode"),
-}
-ALLOWED_FIELDS = {
-    "PRODUCTION": ("productionSite",),
-    "RETURN": ("productionSite",),
-    "SHIPMENT": ("trackingNumber", "shipmentDate", "postalCode", "countryCode", "productionSite"),
-}
-FIELD_HINTS = {
-    "trackingNumber": "up to 64 letters, digits, spaces or `_-./`",
-    "shipmentDate": "a date like `2024-05-31` or `2024-05-31T14:00:00Z`",
-    "postalCode": "up to 10 letters, digits, spaces or `-`",
-    "countryCode": "two capital letters like `FR`",
-    "productionSite": "1 to 50 characters",
-}
-
-
-def _field_error(field: str, problem: str) -> CommandError:
-    return CommandError(f"`{field}` {problem}: it must be {FIELD_HINTS[field]}.")
-
-
-def parse_shipment_date(raw: str) -> datetime:
-    """A date (midnight UTC) or an ISO datetime (UTC when no offset is given)."""
-    try:
-        if len(raw) == 10:
-            return datetime.combine(date.fromisoformat(raw), time(0), tzinfo=timezone.utc)
-        value = datetime.fromisoformat(raw.replace("z", "Z"))
-    except ValueError as exc:
-        raise _field_error("shipmentDate", "is not a valid date") from exc
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
-
-
-def parse_track_arguments(tracking_type: str, args: list[str]) -> Any:
-    """`key=value` words into the d1.models tracking request, validated before any D1 call."""
-    values: dict[str, Any] = {}
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        if not sep or not key:
-            raise CommandError(
-                "Tracking arguments are written `key=value` (for example `productionSite=PARIS`)."
-            )
-        field = TRACK_FIELDS.get(key.lower().replace("_", "").replace("-", ""))
-        if field is None:
-            known = ", ".join(f"`{f}`" for f in ALLOWED_FIELDS[tracking_type])
-            raise CommandError(
-                f"Unknown tracking argument for {tracking_type.lower()}; use {known}."
-            )
-        if field not in ALLOWED_FIELDS[tracking_type]:
-            raise CommandError(f"`{field}` does not apply to {tracking_type.lower()} tracking.")
-        if field in values:
-            raise CommandError(f"`{field}` is given twice.")
-        if not value:
-            raise _field_error(field, "is empty")
-        values[field] = value
-    missing = [f for f in REQUIRED_FIELDS[tracking_type] if f not in values]
-    if missing:
-        names = ", ".join(f"`{f}`" for f in missing)
-        word = "is" if len(missing) == 1 else "are"
-        raise CommandError(f"{names} {word} missing for {tracking_type.lower()} tracking.")
-    if "shipmentDate" in values:
-        values["shipmentDate"] = parse_shipment_date(values["shipmentDate"])
-    if "countryCode" in values:
-        values["countryCode"] = values["countryCode"].upper()
-    try:
-        return track_request_adapter.validate_python({"trackingType": tracking_type, **values})
-    except ValidationError as exc:
-        loc = exc.errors()[0]["loc"]
-        bad = next((str(p) for p in loc if str(p) in FIELD_HINTS), None)
-        bad = bad or next(
-            (f for f in FIELD_HINTS if any(_snake(f) == str(p) for p in loc)), "productionSite"
-        )
-        raise _field_error(bad, "is not valid") from exc
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), name)
 
 
 # --------------------------------------------------------------------------- the parser
@@ -241,9 +171,33 @@ def _split(text: str) -> list[str]:
 
 
 def _status(words: list[str]) -> Command:
+    if words and not CARD_ID_PATTERN.match(words[0]) and IDENTIFIER_PATTERN.match(words[0]):
+        _no_more(words[1:], "status")
+        return StatusCommand(words[0], by_identifier=True)
     card_id = _card_id(words, "status")
     _no_more(words[1:], "status")
     return StatusCommand(card_id)
+
+
+def _history(words: list[str]) -> Command:
+    card_id = _card_id(words, "history")
+    _no_more(words[1:], "history")
+    return HistoryCommand(card_id)
+
+
+def _find(words: list[str]) -> Command:
+    text = " ".join(words)
+    if not text:
+        raise CommandError(
+            "`find` needs something to look for: an issuerRequestId, a tracking number or the "
+            "start of a card id, like `/card find REQ-2024-0042`."
+        )
+    if not IDENTIFIER_PATTERN.match(text):
+        raise CommandError(
+            "`find` looks for up to 64 letters, digits, spaces or `_-./` (an issuerRequestId, "
+            "a tracking number or the start of a card id)."
+        )
+    return FindCommand(text)
 
 
 def _track(words: list[str]) -> Command:
@@ -278,6 +232,15 @@ def _unsubscribe(words: list[str]) -> Command:
 def _list(words: list[str]) -> Command:
     _no_more(words, "list")
     return ListCommand()
+
+
+def _exceptions(words: list[str]) -> Command:
+    rest = [w.lower() for w in words]
+    if rest in ([], ["open"]):
+        return ExceptionsCommand(mine=False)
+    if rest == ["mine"]:
+        return ExceptionsCommand(mine=True)
+    raise CommandError("`exceptions` takes `open` (the default) or `mine`.")
 
 
 def _help(words: list[str]) -> Command:
@@ -325,10 +288,13 @@ SUBCOMMANDS: tuple[tuple[tuple[str, ...], Any], ...] = tuple(
     sorted(
         (
             (("status",), _status),
+            (("find",), _find),
+            (("history",), _history),
             (("track",), _track),
             (("subscribe",), _subscribe),
             (("unsubscribe",), _unsubscribe),
             (("list",), _list),
+            (("exceptions",), _exceptions),
             (("help",), _help),
             (("digest",), _digest),
             (("digest", "post"), _digest_post),
@@ -343,7 +309,9 @@ SUBCOMMANDS: tuple[tuple[tuple[str, ...], Any], ...] = tuple(
 def parse_command(text: str) -> Command:
     """The typed command for the text after `/card`; raises CommandError with a safe message."""
     if contains_pan(text):
-        raise CommandError(PAN_WARNING, pan_refused=True)
+        first = text.split(maxsplit=1)[0].lower() if text.strip() else ""
+        warning = FIND_PAN_WARNING if first == "find" else PAN_WARNING
+        raise CommandError(warning, pan_refused=True)
     if len(text) > MAX_TEXT_LENGTH:
         raise CommandError("That command is too long.")
     words = _split(text.strip())
@@ -353,17 +321,30 @@ def parse_command(text: str) -> Command:
     for names, parse in SUBCOMMANDS:
         if tuple(lowered[: len(names)]) == names:
             return parse(words[len(names) :])
-    raise CommandError("I don't know that command.")
+    raise CommandError(_unknown(lowered[0]))
+
+
+def _unknown(word: str) -> str:
+    """ "I don't know that command", with the closest subcommand when one is close (the typed
+    word is never repeated)."""
+    names = sorted({" ".join(names[:1]) for names, _ in SUBCOMMANDS})
+    close = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
+    if close:
+        return f"I don't know that command. Did you mean `/card {close[0]}`?"
+    return "I don't know that command."
 
 
 def command_name(command: Command) -> str:
     """A short, bounded name for audit rows and metric labels."""
     return {
         StatusCommand: "status",
+        FindCommand: "find",
+        HistoryCommand: "history",
         TrackCommand: "track",
         SubscribeCommand: "subscribe",
         UnsubscribeCommand: "unsubscribe",
         ListCommand: "list",
+        ExceptionsCommand: "exceptions",
         HelpCommand: "help",
         DigestShowCommand: "digest",
         DigestPostCommand: "digest_post",

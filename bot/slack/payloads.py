@@ -6,6 +6,7 @@ context; listeners take it from there with `invoker_of` / `button_of`.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from slack_bolt.async_app import AsyncBoltContext, AsyncRespond
@@ -21,9 +22,19 @@ def invoker(body: dict[str, Any], default_workspace: str) -> Invoker:
     """Who and where, from a slash command body or an interactive payload."""
     team = body.get("team")
     workspace = body.get("team_id") or (team.get("id") if isinstance(team, dict) else None)
-    channel = body.get("channel_id") or (body.get("channel") or {}).get("id") or ""
+    channel = body.get("channel_id") or (body.get("channel") or {}).get("id") or _view_channel(body)
     user = body.get("user_id") or (body.get("user") or {}).get("id") or ""
     return Invoker(workspace_id=workspace or default_workspace, channel_id=channel, user_id=user)
+
+
+def _view_channel(body: dict[str, Any]) -> str:
+    """The channel a modal was opened from (its private metadata), for a press inside it."""
+    try:
+        metadata = json.loads((body.get("view") or {}).get("private_metadata") or "{}")
+    except ValueError:
+        return ""
+    channel = metadata.get("channel") if isinstance(metadata, dict) else None
+    return channel if isinstance(channel, str) else ""
 
 
 def action_value(body: dict[str, Any]) -> actions.ActionValue | None:

@@ -2,7 +2,8 @@
 run it through the part that owns it, audit it, and answer with a `views.Reply`. No Slack
 request handling here (that is bot/slack/listeners/).
 
-The parts: `CardLookups` (D1 status and tracking), `ChannelSubscriptions`, `AlertAcks`, and
+The parts: `CardLookups` (D1 status and tracking), `CardSearch` (find), `ChannelSubscriptions`,
+`AlertTriage` (exception owners), and
 the digest (bot/scheduled/digest.py). None raises for a user's mistake or D1's trouble.
 """
 
@@ -14,9 +15,11 @@ from bot.render import views
 from bot.runtime import Runtime
 from bot.scheduled import digest
 from bot.slack import commands as cmd
-from bot.slack.alert_acks import AlertAcks
+from bot.slack.alert_triage import AlertTriage
 from bot.slack.auditing import ERROR, INVALID, REFUSED_PAN, Auditor, Invoker, Outcome
 from bot.slack.card_lookups import CardLookups
+from bot.slack.card_search import CardSearch
+from bot.slack.card_story import CardStory, Show
 from bot.slack.channel_subscriptions import ChannelSubscriptions
 
 log = logging.getLogger(__name__)
@@ -32,10 +35,13 @@ class CardService:
         self.auditor = Auditor(runtime)
         self.subscriptions = ChannelSubscriptions(runtime, self.auditor)
         self.cards = CardLookups(runtime, self.auditor, self.subscriptions)
-        self.alerts = AlertAcks(runtime, self.auditor)
+        self.alerts = AlertTriage(runtime, self.auditor)
+        self.search = CardSearch(runtime, self.auditor, self.cards)
+        self.story = CardStory(runtime, self.auditor)
 
-    async def run_command(self, who: Invoker, text: str) -> views.Reply:
-        """Parse and run one `/card ...`; the reply is meant for the asking agent only."""
+    async def run_command(self, who: Invoker, text: str, show: Show | None = None) -> views.Reply:
+        """Parse and run one `/card ...`; the reply is meant for the asking agent only. `show`
+        opens a modal for the asker (`/card history`)."""
         try:
             command = cmd.parse_command(text)
         except cmd.CommandError as exc:
@@ -45,14 +51,24 @@ class CardService:
             if exc.pan_refused:
                 return views.message_reply(exc.reply)
             return views.error_reply(exc.reply)
+        if isinstance(command, cmd.StatusCommand):
+            return await self.search.status(who, command)
         name = cmd.command_name(command)
         card_id = cmd.command_card_id(command)
-        return await self.auditor.audited(who, name, card_id, lambda: self._dispatch(who, command))
+        return await self.auditor.audited(
+            who, name, card_id, lambda: self._dispatch(who, command, show)
+        )
 
-    async def _dispatch(self, who: Invoker, command: cmd.Command) -> views.Reply:
+    async def _dispatch(
+        self, who: Invoker, command: cmd.Command, show: Show | None = None
+    ) -> views.Reply:
         match command:
-            case cmd.StatusCommand(card_id=card_id):
-                return await self.cards.status(card_id)
+            case cmd.StatusCommand():
+                return await self.search.status(who, command)
+            case cmd.HistoryCommand(card_id=card_id):
+                return await self.story.open(who, card_id, show)
+            case cmd.FindCommand(text=text):
+                return await self.search.find(text)
             case cmd.TrackCommand():
                 return await self.cards.track(who, command)
             case cmd.SubscribeCommand(card_id=card_id, filter=filter_):
@@ -61,6 +77,8 @@ class CardService:
                 return await self.subscriptions.unsubscribe(who, card_id)
             case cmd.ListCommand():
                 return await self.subscriptions.list_channel(who)
+            case cmd.ExceptionsCommand(mine=mine):
+                return await self.alerts.list_open(who, mine=mine)
             case cmd.HelpCommand():
                 return views.help_reply()
             case _:

@@ -1,16 +1,13 @@
-"""The audit log (every command and button press: who, where, what card, outcome) and the
-acknowledgements of exception alerts."""
+"""The audit log: every command and button press, who, where, what card, outcome."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from storage.tables import AlertAckRecord, AuditRecord, utcnow
+from storage.tables import AuditRecord, utcnow
 
 
 def record(
@@ -58,43 +55,3 @@ def recent(
     query = query.order_by(col(AuditRecord.id).desc()).limit(limit)
     with Session(engine, expire_on_commit=False) as session:
         return list(session.exec(query).all())
-
-
-@dataclass(frozen=True)
-class AckResult:
-    ack: AlertAckRecord
-    created: bool  # False: someone had already acknowledged this alert
-
-
-def acknowledge_alert(
-    engine: Engine,
-    *,
-    event_id: int,
-    card_id: str,
-    acked_by: str,
-    at: datetime | None = None,
-) -> AckResult:
-    """Record who acknowledged the alert of `event_id`; the first acknowledgement wins."""
-
-    def existing() -> AlertAckRecord | None:
-        with Session(engine, expire_on_commit=False) as session:
-            return session.exec(
-                select(AlertAckRecord).where(AlertAckRecord.event_id == event_id)
-            ).first()
-
-    found = existing()
-    if found is not None:
-        return AckResult(found, False)
-    row = AlertAckRecord(
-        event_id=event_id, card_id=card_id, acked_by=acked_by, acked_at=at or utcnow()
-    )
-    try:
-        with Session(engine, expire_on_commit=False) as session, session.begin():
-            session.add(row)
-            session.flush()
-    except IntegrityError:
-        found = existing()
-        if found is None:
-            raise
-        return AckResult(found, False)
-    return AckResult(row, True)

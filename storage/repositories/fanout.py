@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from storage.repositories.cases import note_failures
 from storage.repositories.intake_sql import KIND_CARD_EVENT, KIND_EXCEPTION_ALERT
 from storage.tables import FILTER_ALL, FILTER_EXCEPTIONS, OUTBOX_PENDING, FanoutRecord
 
@@ -93,6 +94,7 @@ def expand_in(conn: Connection, *, limit: int | None = DEFAULT_MARKERS, wait: bo
         ids = _oldest(conn, step)
         if ids:
             conn.execute(_expand_sql(), {"ids": ids})
+            note_failures(conn, ids)  # exception cases, and alerts of reopened ones after
             conn.execute(sa.delete(fanouts).where(fanouts.c.id.in_(ids)))
             total += len(ids)
         if len(ids) < step:

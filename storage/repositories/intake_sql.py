@@ -30,6 +30,9 @@ quarantine: sa.Table = QuarantineRecord.__table__  # type: ignore[attr-defined]
 
 KIND_CARD_EVENT = "card_event"
 KIND_EXCEPTION_ALERT = "exception_alert"
+# An alert rewritten in place (owner, state, age), with an optional note in its thread:
+# payload {"ts", "note"?, "thread_link"?}; event_id is the alert's own event.
+KIND_ALERT_UPDATE = "alert_update"
 
 EVENT_COLUMNS = (
     "dedup_key",

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col, select
 
 from storage.repositories.fanout import expand_in
+from storage.repositories.intake_sql import KIND_ALERT_UPDATE
 from storage.tables import (
     OUTBOX_DEAD,
     OUTBOX_PENDING,
@@ -105,6 +106,12 @@ def enqueue_once(
             now=now,
             thread_key=once_key,
         )
+
+
+def enqueue_in(conn: Connection, *, now: datetime, **values: Any) -> int:
+    """`enqueue_message` inside the caller's write transaction (a change and the messages
+    that announce it commit together)."""
+    return _insert_row(conn, now=now, **values)
 
 
 def _insert_row(conn: Connection, *, now: datetime, **values: Any) -> int:
@@ -210,6 +217,7 @@ def has_pending_card_event(
 
 __all__ = [
     "COALESCED",
+    "KIND_ALERT_UPDATE",
     "KIND_CARD_BURST",
     "KIND_CARD_EVENT",
     "KIND_CARD_NOTICE",
@@ -218,6 +226,7 @@ __all__ = [
     "KIND_MESSAGE",
     "count_dead_letters",
     "dead_letters",
+    "enqueue_in",
     "enqueue_message",
     "enqueue_once",
     "has_pending_card_event",

@@ -183,6 +183,9 @@ def project_onto(
             card.issuer_id = cut(op.issuer_id, 64)
     else:
         card.since_known = False
+    request_id = op.details.issuer_request_id or op.issuer_request_id
+    if request_id and (becomes_current or not card.issuer_request_id):
+        card.issuer_request_id = cut(request_id, 64)
     if newer_snapshot(f, card):
         for name, value in snapshot_columns(f).items():
             setattr(card, name, value)

@@ -91,7 +91,8 @@ async def test_exception_broadcast_alert_with_buttons_and_link_filtered_channel(
         (alert,) = slack.messages(channel=EXCEPTIONS_CHANNEL)
         buttons = next(b for b in alert["blocks"] if b["type"] == "actions")["elements"]
         assert [b["action_id"] for b in buttons] == [
-            actions.ALERT_ACK,
+            actions.ALERT_ASSIGN,
+            actions.ALERT_RESOLVE,
             actions.ALERT_REFRESH,
             actions.ALERT_RETRACK,
         ]

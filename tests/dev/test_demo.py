@@ -61,7 +61,7 @@ def test_demo_no_input_runs_the_morning_and_exits_0(tmp_path: Path) -> None:
     for card_id in ("crd-b7k2", "crd-d2p8", "crd-f8r6", "crd-h6t2"):
         assert f"`{card_id}`" in alert_text
     assert "Data rejected (`DATA_EXCEPTION`)" in alert_text
-    assert "[Acknowledge]" in alert_text  # buttons shown as text
+    assert "[Assign to me]" in alert_text  # buttons shown as text
     assert "(also sent to the channel)" in out  # exceptions are broadcast from the thread
     assert re.search(r"Morning done: D1 emitted \d+ operations", out)
     assert out.rstrip().endswith("Stopped.")

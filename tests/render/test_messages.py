@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
-from bot.render import actions, messages
+from bot.render import actions, messages, triage
 from d1.semantics import operation_for_storage
 from storage.tables import CardRecord, EventRecord
 from tests.delivery.outbox_support import CARDHOLDER, FULL_PAN, shipment
@@ -99,7 +99,8 @@ def test_exception_alert_buttons_and_thread_link() -> None:
     blocks = message.block_dicts()
     buttons = blocks[-1]["elements"]
     assert [b["action_id"] for b in buttons] == [
-        actions.ALERT_ACK,
+        actions.ALERT_ASSIGN,
+        actions.ALERT_RESOLVE,
         actions.ALERT_REFRESH,
         actions.ALERT_RETRACK,
     ]
@@ -107,14 +108,22 @@ def test_exception_alert_buttons_and_thread_link() -> None:
         actions.ActionValue("card-1", 42)
     }
     assert "<https://x.example/archives/C1/p1|Card thread>" in _dump(message)
+    assert "No owner yet" in _dump(message)
     assert blocks[0]["type"] == "header" and "Card exception" in blocks[0]["text"]["text"]
 
 
-def test_acknowledged_alert_names_who_and_drops_the_ack_button() -> None:
-    message = messages.alert_acknowledged_message(_card(), _event(), acked_by="U123", acked_at=AT)
+def test_alert_shows_owner_and_age_or_who_resolved_it() -> None:
+    owned = triage.AlertState(owner="U123", opened_at=AT - timedelta(hours=5))
+    message = messages.exception_alert_message(_card(), _event(), state=owned, now=AT)
     dumped = _dump(message)
-    assert "Acknowledged by <@U123>" in dumped
-    assert actions.ALERT_ACK not in dumped and actions.ALERT_REFRESH in dumped
+    assert (
+        "Owner <@U123>" in dumped and "open for 5 h" in dumped and "(owner <@U123>)" in message.text
+    )
+    resolved = triage.AlertState(open=False, resolved_by="U9", resolved_at=AT)
+    closed = messages.exception_alert_message(_card(), _event(), state=resolved, now=AT)
+    buttons = closed.block_dicts()[-1]["elements"]
+    assert [b["action_id"] for b in buttons] == [actions.ALERT_REOPEN, actions.ALERT_REFRESH]
+    assert "Resolved by <@U9>" in _dump(closed)
 
 
 def test_burst_summary_counts_by_status_lists_exceptions_first_and_bounds_length() -> None:
@@ -143,7 +152,9 @@ def test_every_message_has_fallback_text() -> None:
         messages.card_parent_message(_card()),
         messages.event_reply_message(_event()),
         messages.exception_alert_message(_card(), _event()),
-        messages.alert_acknowledged_message(_card(), _event(), acked_by="U1", acked_at=AT),
+        messages.exception_alert_message(
+            _card(), _event(), state=triage.AlertState(open=False, resolved_by="U1"), now=AT
+        ),
         messages.burst_summary_message([_card()]),
         messages.stuck_card_message(_card(), stuck_for=timedelta(hours=5)),
         messages.card_notice_message("card-1", "stuck"),

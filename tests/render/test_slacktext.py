@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from slack_sdk.models.blocks import Block
 
-from bot.render import messages, slacktext, views
+from bot.render import messages, slacktext, triage, views
 from bot.scheduled import digest, stuck
 from d1.carddata import contains_pan
 from d1.models import ProductionStatus
@@ -195,7 +195,12 @@ def test_channel_messages_are_safe_whatever_d1_sends(
         messages.card_parent_message(card),
         messages.event_reply_message(event),
         messages.exception_alert_message(card, event, thread_link=link),
-        messages.alert_acknowledged_message(card, event, acked_by=who, acked_at=AT),
+        messages.exception_alert_message(
+            card, event, state=triage.AlertState(owner=who, opened_at=AT), now=AT
+        ),
+        messages.exception_alert_message(
+            card, event, state=triage.AlertState(open=False, resolved_by=who, resolved_at=AT)
+        ),
         messages.burst_summary_message([card, card]),
         messages.card_notice_message(card.card_id, event.shipment_message or "x"),
         messages.stuck_card_message(card, stuck_for=timedelta(days=3), expected=event.operation),

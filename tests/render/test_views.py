@@ -6,14 +6,11 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
-from slack_sdk.models.blocks import Block
-
 from bot.render import actions
 from bot.render.views import (
     HELP_ENTRIES,
     HELP_EXAMPLES,
     ChannelSubscriptionRow,
-    acknowledged_blocks,
     help_reply,
     list_reply,
     shared_status_reply,
@@ -86,11 +83,17 @@ def test_status_view_shows_every_field_and_buttons() -> None:
     ):
         assert expected in text, expected
     buttons = [e for b in blocks if b["type"] == "actions" for e in b["elements"]]
-    assert [b["action_id"] for b in buttons] == [actions.SUBSCRIBE, actions.REFRESH, actions.SHARE]
+    assert [b["action_id"] for b in buttons] == [
+        actions.SUBSCRIBE,
+        actions.REFRESH,
+        actions.SHARE,
+        actions.TIMELINE,
+    ]
     assert [b["text"]["text"] for b in buttons] == [
         "Subscribe this channel",
         "Refresh",
         "Share in channel",
+        "Timeline",
     ]
     assert {actions.decode_value(b["value"]).card_id for b in buttons} == {"card-1"}
 
@@ -159,25 +162,3 @@ def test_long_list_stays_within_slack_limits() -> None:
 
 def test_empty_list_says_how_to_subscribe() -> None:
     assert "/card subscribe" in list_reply([]).text
-
-
-def test_acknowledged_alert_drops_buttons_and_names_who() -> None:
-    original = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": "Card c failed"}},
-        {
-            "type": "actions",
-            "elements": [
-                {
-                    "type": "button",
-                    "text": {"type": "plain_text", "text": "Ack"},
-                    "action_id": "alert_ack",
-                    "value": "c|1",
-                }
-            ],
-        },
-    ]
-    blocks = [b.to_dict() for b in acknowledged_blocks(original, user_id="U9")]
-    assert all(isinstance(b, dict) for b in blocks)
-    assert [b["type"] for b in blocks] == ["section", "context"]
-    assert "acknowledged by <@U9>" in _text(blocks)
-    assert Block.parse(blocks[0]) is not None

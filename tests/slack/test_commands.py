@@ -110,7 +110,7 @@ def test_track_errors_name_the_field(text: str, names: str) -> None:
     "text",
     [
         "status",
-        "status card/1",
+        "status card!1",
         "status " + "x" * 65,
         "status card-1 extra",
         "subscribe card-1 sometimes",

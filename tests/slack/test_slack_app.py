@@ -221,7 +221,7 @@ async def test_digest_is_not_available_yet_or_answers(engine: Engine) -> None:
 
 async def test_bad_command_gets_a_reason_and_help_pointer(engine: Engine) -> None:
     async with slack_stack(engine) as stack:
-        reply = await stack.ask("status not/a/card")
+        reply = await stack.ask("status not!a!card")
         assert "not a valid D1 card id" in reply["text"]
         assert "/card help" in reply["text"]
         unknown = await stack.ask("frobnicate")

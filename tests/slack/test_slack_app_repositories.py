@@ -77,14 +77,56 @@ def test_unsubscribe_logs_removal_and_list_joins_card_state(any_engine: Engine) 
     assert subscriptions.subscriptions_of_card(any_engine, card_id="card-1") == []
 
 
-def test_audit_and_first_ack_wins(any_engine: Engine) -> None:
+def test_audit_records_and_reads_back(any_engine: Engine) -> None:
     audit.record(any_engine, action="status", outcome="ok", user_id="U1", card_id="card-1")
     audit.record(any_engine, action="list", outcome="ok", user_id="U2")
     assert [r.action for r in audit.recent(any_engine)] == ["list", "status"]
     assert [r.action for r in audit.recent(any_engine, card_id="card-1")] == ["status"]
-    first = audit.acknowledge_alert(any_engine, event_id=7, card_id="card-1", acked_by="U1")
-    second = audit.acknowledge_alert(any_engine, event_id=7, card_id="card-1", acked_by="U2")
-    assert first.created and not second.created and second.ack.acked_by == "U1"
+
+
+def test_triage_changes_a_case_and_owes_its_alert_updates(any_engine: Engine) -> None:
+    from storage.repositories import cases, outbox, triage
+    from storage.tables import ExceptionCaseRecord
+
+    with Session(any_engine) as session, session.begin():
+        session.add(
+            ExceptionCaseRecord(
+                card_id="card-1",
+                workspace_id="T1",
+                opened_at=NOW,
+                last_failure_at=NOW,
+                alert_channel="CEXC",
+                alert_ts="1.1",
+                alert_event_id=3,
+            )
+        )
+    pressed = triage.Alert("T1", "CEXC", "2.2", 4)
+    args = {"card_id": "card-1", "now": NOW, "alerts": [pressed]}
+    first = triage.assign(any_engine, user_id="U1", **args)
+    again = triage.assign(any_engine, user_id="U1", **args)
+    taken = triage.assign(any_engine, user_id="U2", **args)
+    done = triage.resolve(any_engine, user_id="U2", **args)
+    twice = triage.resolve(any_engine, user_id="U1", **args)
+    back = triage.reopen(any_engine, user_id="U1", **args)
+    missing = triage.assign(any_engine, user_id="U1", **{**args, "card_id": "card-9"})
+    assert [r.outcome for r in (first, again, taken, done, twice, back, missing)] == [
+        triage.ASSIGNED,
+        triage.ALREADY_YOURS,
+        triage.TAKEN_OVER,
+        triage.RESOLVED,
+        triage.ALREADY_RESOLVED,
+        triage.REOPENED,
+        triage.NO_CASE,
+    ]
+    assert taken.previous_owner == "U1"
+    case = cases.get_case(any_engine, card_id="card-1")
+    assert case is not None and (case.state, case.owner, case.reopened) == ("open", None, 1)
+    updates = [
+        (r.payload or {}).get("ts")
+        for r in outbox.rows_of_channel(any_engine, channel_id="CEXC")
+        if r.kind == outbox.KIND_ALERT_UPDATE
+    ]
+    assert updates == ["1.1", "2.2"] * 4  # the stored alert and the pressed one, per change
 
 
 async def test_list_shows_the_channel_dead_letters(engine: Engine) -> None:

@@ -152,6 +152,49 @@ def views_publish(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True, "view": {"id": f"V{len(ws.views):08d}", **view}}
 
 
+MAX_VIEW_BLOCKS = 100
+MAX_TITLE_CHARS = 24
+MAX_METADATA_CHARS = 3000
+
+
+def _view_error(view: Any) -> str | None:
+    """Slack's refusal of a modal: not a modal, too many blocks, a long title or metadata."""
+    if not isinstance(view, dict) or view.get("type") != "modal":
+        return "invalid_arguments"
+    title = (view.get("title") or {}).get("text") if isinstance(view.get("title"), dict) else None
+    blocks = view.get("blocks")
+    if not title or len(title) > MAX_TITLE_CHARS:
+        return "invalid_arguments"
+    if not isinstance(blocks, list) or len(blocks) > MAX_VIEW_BLOCKS:
+        return "invalid_arguments"
+    if len(str(view.get("private_metadata") or "")) > MAX_METADATA_CHARS:
+        return "invalid_arguments"
+    return _content_error({"blocks": blocks[:MAX_BLOCKS]})
+
+
+def views_open(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
+    """A modal opened for the user who pressed or typed (`trigger_id`)."""
+    if not body.get("trigger_id"):
+        return {"ok": False, "error": "invalid_trigger_id"}
+    error = _view_error(body.get("view"))
+    if error:
+        return {"ok": False, "error": error}
+    view_id = f"VM{len(ws.modals) + 1:07d}"
+    ws.modals[view_id] = body["view"]
+    return {"ok": True, "view": {"id": view_id, **body["view"]}}
+
+
+def views_update(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
+    view_id = body.get("view_id")
+    if view_id not in ws.modals:
+        return {"ok": False, "error": "not_found"}
+    error = _view_error(body.get("view"))
+    if error:
+        return {"ok": False, "error": error}
+    ws.modals[view_id] = body["view"]
+    return {"ok": True, "view": {"id": view_id, **body["view"]}}
+
+
 def conversations_info(ws: Workspace, body: dict[str, Any]) -> dict[str, Any]:
     channel_id = _channel_id(body)
     if not channel_id:
@@ -216,6 +259,8 @@ METHODS: dict[str, Method] = {
     "chat.postEphemeral": post_ephemeral,
     "chat.getPermalink": get_permalink,
     "views.publish": views_publish,
+    "views.open": views_open,
+    "views.update": views_update,
     "conversations.info": conversations_info,
     "conversations.join": conversations_join,
     "usergroups.users.list": usergroups_users_list,

@@ -52,6 +52,11 @@ class LocalSlack:
         return self._workspace.views
 
     @property
+    def modals(self) -> dict[str, dict[str, Any]]:
+        """Modals opened (`views.open`) and as last updated, by view id."""
+        return self._workspace.modals
+
+    @property
     def early_calls(self) -> list[Call]:
         """Calls that arrived before a Retry-After we gave had elapsed."""
         return self._faults.early_calls

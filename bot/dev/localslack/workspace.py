@@ -34,6 +34,7 @@ class Workspace:
         self.channels: dict[str, Channel] = {}
         self.usergroups: dict[str, list[str]] = {}
         self.views: dict[str, dict[str, Any]] = {}
+        self.modals: dict[str, dict[str, Any]] = {}  # by view id, as last opened or updated
         self.messages_tab_enabled = False  # as the app's manifest says
         self._last_ts_us = 0
 
@@ -129,3 +130,4 @@ class Workspace:
         self.messages_by_channel.clear()
         self.ephemerals_by_channel.clear()
         self.views.clear()
+        self.modals.clear()

@@ -1,29 +1,19 @@
-"""The buttons of an exception alert: Acknowledge (updates the alert for everyone), Refresh
-status and Re-track (answers to the presser only), and the carrier's tracking link."""
+"""The buttons of an exception alert and of `/card exceptions`: Assign to me, Resolve and Reopen
+(stored, then the alert is rewritten for everyone by the delivery worker; Acknowledge on an
+older alert is Assign to me), Refresh status and Re-track (answers to the presser only), and
+the carrier's tracking link."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
-from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.render import actions, views
-from bot.slack.middleware import BAD_BUTTON, Gate
+from bot.render import actions
+from bot.slack.middleware import Gate
 from bot.slack.payloads import button_of, invoker_of, reply_privately
 from bot.slack.services import CardService
-
-
-def alert_updater(
-    client: AsyncWebClient, channel_id: str, ts: str
-) -> Callable[[views.Reply], Awaitable[None]]:
-    """Rewrites the alert message in place (`chat.update`)."""
-
-    async def update(acked: views.Reply) -> None:
-        await client.chat_update(channel=channel_id, ts=ts, **acked.respond_kwargs())
-
-    return update
+from storage.repositories.triage import Alert
 
 
 def _alert_ts(body: dict[str, Any]) -> str | None:
@@ -32,24 +22,45 @@ def _alert_ts(body: dict[str, Any]) -> str | None:
 
 
 def register_alert_buttons(app: AsyncApp, service: CardService, gate: Gate) -> None:
+    def pressed_alert(body: dict[str, Any], context: AsyncBoltContext) -> Alert | None:
+        """The alert message the button is on (None in an ephemeral list)."""
+        who, value, ts = invoker_of(context), button_of(context), _alert_ts(body)
+        if not ts or (body.get("container") or {}).get("is_ephemeral"):
+            return None
+        return Alert(who.workspace_id, who.channel_id, ts, value.event_id)
+
+    @app.action(actions.ALERT_ASSIGN, middleware=gate.button("button_assign"))
+    async def on_assign(
+        body: dict[str, Any], context: AsyncBoltContext, respond: AsyncRespond
+    ) -> None:
+        who, card_id = invoker_of(context), button_of(context).card_id
+        reply = await service.alerts.assign(who, card_id, pressed=pressed_alert(body, context))
+        await reply_privately(respond, reply)
+
     @app.action(actions.ALERT_ACK, middleware=gate.button("button_ack"))
     async def on_alert_ack(
-        body: dict[str, Any],
-        context: AsyncBoltContext,
-        respond: AsyncRespond,
-        client: AsyncWebClient,
+        body: dict[str, Any], context: AsyncBoltContext, respond: AsyncRespond
     ) -> None:
-        who, value, ts = invoker_of(context), button_of(context), _alert_ts(body)
-        if value.event_id is None or not ts:
-            await reply_privately(respond, views.error_reply(BAD_BUTTON))
-            return
-        reply = await service.alerts.acknowledge(
-            who,
-            card_id=value.card_id,
-            event_id=value.event_id,
-            original_blocks=list((body.get("message") or {}).get("blocks") or []),
-            update=alert_updater(client, who.channel_id, ts),
-        )
+        """Acknowledge on an alert posted before owners existed: Assign to me."""
+        who, card_id = invoker_of(context), button_of(context).card_id
+        pressed = pressed_alert(body, context)
+        reply = await service.alerts.assign(who, card_id, pressed=pressed, action="button_ack")
+        await reply_privately(respond, reply)
+
+    @app.action(actions.ALERT_RESOLVE, middleware=gate.button("button_resolve"))
+    async def on_resolve(
+        body: dict[str, Any], context: AsyncBoltContext, respond: AsyncRespond
+    ) -> None:
+        who, card_id = invoker_of(context), button_of(context).card_id
+        reply = await service.alerts.resolve(who, card_id, pressed=pressed_alert(body, context))
+        await reply_privately(respond, reply)
+
+    @app.action(actions.ALERT_REOPEN, middleware=gate.button("button_reopen"))
+    async def on_reopen(
+        body: dict[str, Any], context: AsyncBoltContext, respond: AsyncRespond
+    ) -> None:
+        who, card_id = invoker_of(context), button_of(context).card_id
+        reply = await service.alerts.reopen(who, card_id, pressed=pressed_alert(body, context))
         await reply_privately(respond, reply)
 
     @app.action(actions.ALERT_REFRESH, middleware=gate.button("button_alert_refresh"))

@@ -1,9 +1,10 @@
 """The buttons of the `/card status` view: Subscribe, Refresh (replaces the view) and Share
-(posts the card to the channel without personal data)."""
+(posts the card to the channel without personal data); and Status on `/card find` results."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext, AsyncRespond
 from slack_sdk.errors import SlackApiError
@@ -12,7 +13,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.delivery.slack_errors import NOT_IN_CHANNEL_ERRORS, error_code
 from bot.render import actions, views
 from bot.slack.auditing import Outcome
-from bot.slack.middleware import Gate
+from bot.slack.listeners.card_command import modal_opener
+from bot.slack.middleware import BAD_BUTTON, Gate
 from bot.slack.payloads import button_of, invoker_of, reply_privately
 from bot.slack.services import CardService
 
@@ -50,6 +52,42 @@ def register_status_buttons(app: AsyncApp, service: CardService, gate: Gate) -> 
         card_id = button_of(context).card_id
         reply = await service.cards.refresh(invoker_of(context), card_id, action="button_refresh")
         await reply_privately(respond, reply, replace=True)
+
+    @app.action(actions.STATUS, middleware=gate.button("button_status"))
+    async def on_status(context: AsyncBoltContext, respond: AsyncRespond) -> None:
+        card_id = button_of(context).card_id
+        reply = await service.cards.refresh(invoker_of(context), card_id, action="button_status")
+        await reply_privately(respond, reply)  # a new answer: the list of matches stays
+
+    @app.action(actions.TIMELINE, middleware=gate.button("button_timeline"))
+    async def on_timeline(
+        body: dict[str, Any],
+        context: AsyncBoltContext,
+        respond: AsyncRespond,
+        client: AsyncWebClient,
+    ) -> None:
+        card_id, who = button_of(context).card_id, invoker_of(context)
+        show = modal_opener(client, body.get("trigger_id"))
+        if show is None:
+            await reply_privately(respond, views.error_reply(BAD_BUTTON))
+            return
+        reply = await service.story.timeline_button(who, card_id, show)
+        if reply is not None:
+            await reply_privately(respond, reply)
+
+    @app.action(actions.TIMELINE_PAGE, middleware=gate.button("timeline_page"))
+    async def on_timeline_page(
+        body: dict[str, Any], context: AsyncBoltContext, client: AsyncWebClient
+    ) -> None:
+        value, who = button_of(context), invoker_of(context)
+        view_id = (body.get("view") or {}).get("id")
+        if not view_id or value.event_id is None:
+            return
+
+        async def show(view: dict[str, Any]) -> Any:
+            return await client.views_update(view_id=view_id, view=view)
+
+        await service.story.turn_page(who, value.card_id, value.event_id, show)
 
     @app.action(actions.SHARE, middleware=gate.button("button_share"))
     async def on_share(
