@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from d1.carddata import contains_pan, mask_pans_in
+from d1.carddata import contains_pan, mask_pans_in, redact_pans
 from d1.models import OPERATION_ID_PATTERN, Operation, OperationsEnvelope
 
 FIELD_INVALID_FORMAT = "FIELD_INVALID_FORMAT"
@@ -166,7 +166,8 @@ def _parse_each(raw: bytes, issuer_id: str | None) -> ParsedBody:
                 operation_id=op_id
                 if isinstance(op_id, str) and OPERATION_ID_PATTERN.match(op_id)
                 else None,
-                field=field_path(loc),
+                # a key may hold a card number: masked before the path is written
+                field=field_path(tuple(redact_pans(p) if isinstance(p, str) else p for p in loc)),
                 error_code=code,
                 payload=payload,
             )

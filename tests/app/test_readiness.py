@@ -23,6 +23,7 @@ from bot.runtime import Runtime
 from bot.server import create_app
 from bot.settings import load_settings
 from storage.db import make_engine
+from storage.migrate import head_revision
 from storage.repositories import pauses
 from tests.d1_fixtures import TEST_KEYS
 from tests.delivery.outbox_support import WORKSPACE, follow, produce, record
@@ -72,7 +73,7 @@ async def test_readyz_lists_every_failed_check_until_all_pass(tmp_path: Path) ->
     assert body["failed"] == [
         {
             "check": "database",
-            "reason": "database schema at nothing, not 0004: run `d1bot migrate`",
+            "reason": f"database schema at nothing, not {head_revision()}: run `d1bot migrate`",
         },
         {"check": "slack", "reason": "SLACK_BOT_TOKEN is not set"},
         {

@@ -135,6 +135,8 @@ def test_nul_characters_are_stripped_and_the_operation_accepted() -> None:
         ('"error":"\\ud800"', "error", "FIELD_INVALID_FORMAT"),
         ('"k\\nERROR forged":{"\\ud800":1}', '["k\\nERROR forged"]["\\ud800"]',
          "FIELD_INVALID_FORMAT"),
+        ('"4111\\u00a01111 1111\\t1111":{"x":1e999}', '["************1111"].x',
+         "FIELD_INVALID_VALUE"),
     ],
 )  # fmt: skip
 def test_what_cannot_be_processed_is_refused_by_field(member: str, field: str, code: str) -> None:
