@@ -6,6 +6,12 @@ cards, with duplicate and out-of-order deliveries), the local Slack stand-in, an
 every message the bot posts, as Slack would show it, and a prompt sends what the user types
 (`/card status crd-d2p8`) as a signed slash-command request to the bot's `/slack/events`.
 `--no-input` runs the morning to the end and exits 0; Ctrl-C stops everything cleanly.
+
+The morning goes in rounds: every card takes one step, D1's notifications are delivered and the
+bot's messages are posted before the next round starts, so a seed (`--seed`) always plays the
+same morning with the same totals. `--speed` divides the pause between rounds. Log records go
+to `d1bot-demo.log` in the data directory, never into the view, and the prompt is shown again
+below each burst of messages.
 """
 
 from __future__ import annotations
@@ -48,9 +54,49 @@ from bot.runtime import Runtime
 
 log = logging.getLogger("d1bot.demo")
 
-DEFAULT_ROUND_SECONDS = 1.0  # interactive: one sandbox step per card per second
-NO_INPUT_ROUND_SECONDS = 0.15
+ROUND_PAUSE_SECONDS = 1.0  # interactive, at --speed 1: a second between rounds
+ROUND_TIMEOUT_SECONDS = 60.0  # one round's notifications delivered and messages posted
 MORNING_TIMEOUT_SECONDS = 240.0
+PROMPT = "demo> "
+PROMPT_QUIET_SECONDS = 0.3  # the prompt comes back once the screen is quiet this long
+LOG_FILE = "d1bot-demo.log"
+
+
+class Screen:
+    """The terminal: whole lines of the view, and a prompt kept below the latest of them."""
+
+    def __init__(self, write: Callable[[str], None]) -> None:
+        self._write = write
+        self._at_prompt = False
+        self.printed = asyncio.Event()
+
+    def line(self, text: str) -> None:
+        if self._at_prompt:  # the view continues below the prompt, not on its line
+            self._write("\n")
+            self._at_prompt = False
+        self._write(text + "\n")
+        self.printed.set()
+
+    def prompt(self) -> None:
+        if not self._at_prompt:
+            self._write(PROMPT)
+            self._at_prompt = True
+
+    def typed(self) -> None:
+        """The user pressed Enter: the terminal's cursor is on a fresh line."""
+        self._at_prompt = False
+
+    async def keep_prompt_visible(self) -> None:
+        """Show the prompt again whenever output stopped for a moment."""
+        while True:
+            await self.printed.wait()
+            while True:
+                self.printed.clear()
+                try:
+                    await asyncio.wait_for(self.printed.wait(), PROMPT_QUIET_SECONDS)
+                except TimeoutError:
+                    break
+            self.prompt()
 
 
 class Demo:
@@ -171,9 +217,10 @@ class Demo:
 
     # ------------------------------------------------------------------ the morning
 
-    async def run_morning(self, round_seconds: float) -> None:
+    async def run_morning(self, pause: float) -> None:
         """Staggered orders, then one lifecycle step per card per round, until every card
-        reached the end of its scenario."""
+        reached the end of its scenario. Each round settles (notifications delivered, messages
+        posted) before the next one starts: the same seed gives the same morning."""
         round_no = 0
         while True:
             moving = False
@@ -182,10 +229,13 @@ class Demo:
                 if card.start_round <= round_no and state.can_move:
                     self.sandbox.advance(card.card_id)
                 moving = moving or state.can_move
+            await self.sandbox.flush(timeout=ROUND_TIMEOUT_SECONDS)
+            if not await self.wait_settled(ROUND_TIMEOUT_SECONDS, quiet=0.0):
+                raise TimeoutError("a round of the morning did not settle")
             if not moving:
                 return
             round_no += 1
-            await asyncio.sleep(round_seconds)
+            await asyncio.sleep(pause)
 
     async def settled(self) -> bool:
         """Every notification delivered and acknowledged, and the outbox empty."""
@@ -197,18 +247,18 @@ class Demo:
         backlog = await asyncio.to_thread(outbox_backlog, engine=self.runtime.engine)
         return backlog.pending == 0
 
-    async def wait_settled(self, timeout: float) -> bool:
+    async def wait_settled(self, timeout: float, *, quiet: float = 1.0) -> bool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         quiet_since: float | None = None
         while loop.time() < deadline:
             if await self.settled():
                 quiet_since = quiet_since or loop.time()
-                if loop.time() - quiet_since >= 1.0:  # nothing new for a second
+                if loop.time() - quiet_since >= quiet:  # and nothing new for a while
                     return True
             else:
                 quiet_since = None
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)
         return False
 
     def summary(self) -> str:
@@ -237,15 +287,17 @@ def _start_stdin_reader(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[st
     threading.Thread(target=read, name="demo-stdin", daemon=True).start()
 
 
-async def _prompt(demo: Demo, http: httpx.AsyncClient, stop: asyncio.Event) -> None:
+async def _prompt(demo: Demo, screen: Screen, http: httpx.AsyncClient, stop: asyncio.Event) -> None:
     lines: asyncio.Queue[str | None] = asyncio.Queue()
     _start_stdin_reader(asyncio.get_running_loop(), lines)
     while not stop.is_set():
         line = await lines.get()
+        screen.typed()
         if line is None or line.strip().lower() in {"quit", "exit", "q"}:
             stop.set()
             return
         if not line.strip():
+            screen.prompt()
             continue
         command = parse_prompt_line(line)
         if command is None:
@@ -257,45 +309,66 @@ async def _prompt(demo: Demo, http: httpx.AsyncClient, stop: asyncio.Event) -> N
 # --------------------------------------------------------------------------- entry point
 
 
-async def _demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+def round_pause(args: argparse.Namespace) -> float:
+    """Seconds between rounds: a second at --speed 1 (the interactive default), none when
+    --no-input runs without --speed; --speed 2 is twice as fast."""
+    if args.speed is None:
+        return 0.0 if args.no_input else ROUND_PAUSE_SECONDS
+    return float(ROUND_PAUSE_SECONDS / args.speed)
+
+
+async def _demo(args: argparse.Namespace, write: Callable[[str], None]) -> int:
+    from bot.logs import configure_logging
+
+    screen = Screen(write)
+    out = screen.line
+    if args.speed is not None and not args.speed > 0:
+        out(f"--speed must be a number above 0 (2 is twice as fast), not {args.speed}.")
+        return 2
     data_dir = Path(args.data_dir) if args.data_dir else None
     with contextlib.ExitStack() as cleanup:
         if data_dir is None:
             data_dir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="d1bot-")))
         data_dir.mkdir(parents=True, exist_ok=True)
+        log_file = cleanup.enter_context((data_dir / LOG_FILE).open("a", encoding="utf-8"))
+        configure_logging(level="INFO", fmt="text", stream=log_file)
+        cleanup.callback(configure_logging, level="WARNING", fmt="text")  # before it closes
         demo = Demo(args, out)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         async with demo.running(data_dir), httpx.AsyncClient(timeout=15) as http:
+            # uvicorn gave its loggers handlers of their own: send them to the file too
+            configure_logging(level="INFO", fmt="text", stream=log_file)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
             out(
                 f"d1bot demo: D1 sandbox, local Slack and the bot are running on 127.0.0.1 "
-                f"(bot at {demo.bot_url}, database in {data_dir}).\n"
+                f"(bot at {demo.bot_url}; database and log {LOG_FILE} in {data_dir})."
             )
             await demo.subscribe_channels(http)
             interactive = not args.no_input
             if interactive:
                 out(PROMPT_HELP + "\n")
-            round_seconds = args.speed or (
-                DEFAULT_ROUND_SECONDS if interactive else NO_INPUT_ROUND_SECONDS
-            )
-            morning = asyncio.create_task(demo.run_morning(round_seconds))
-            prompt = asyncio.create_task(_prompt(demo, http, stop)) if interactive else None
-            stopper = asyncio.create_task(stop.wait())
-            await asyncio.wait({morning, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            morning = asyncio.create_task(demo.run_morning(round_pause(args)))
+            tasks = [morning, asyncio.create_task(stop.wait())]
+            if interactive:
+                tasks.append(asyncio.create_task(_prompt(demo, screen, http, stop)))
+                tasks.append(asyncio.create_task(screen.keep_prompt_visible()))
+            await asyncio.wait({morning, tasks[1]}, return_when=asyncio.FIRST_COMPLETED)
             code = 0
             if morning.done() and not stop.is_set():
-                if await demo.wait_settled(MORNING_TIMEOUT_SECONDS):
+                if morning.exception() is None and await demo.wait_settled(
+                    MORNING_TIMEOUT_SECONDS
+                ):
                     out(demo.summary())
                 else:
-                    out("The morning did not settle in time (see the log above).")
+                    out(f"The morning did not settle in time (see {data_dir / LOG_FILE}).")
                     code = 1
                 if interactive:
                     out("The morning is over; keep typing commands, or quit.")
                     await stop.wait()
-            for task in (morning, prompt, stopper):
-                if task is not None and not task.done():
+            for task in tasks:
+                if not task.done():
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
@@ -306,8 +379,9 @@ async def _demo(args: argparse.Namespace, out: Callable[[str], None]) -> int:
         return code
 
 
-def _print(text: str) -> None:
-    print(text, flush=True)
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -315,9 +389,9 @@ def run_demo(args: argparse.Namespace) -> int:
 
     configure_logging(level="WARNING", fmt="text")
     try:
-        return asyncio.run(_demo(args, _print))
+        return asyncio.run(_demo(args, _write))
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         return 130
 
 
-__all__ = ["Demo", "run_demo"]
+__all__ = ["Demo", "Screen", "round_pause", "run_demo"]

@@ -243,6 +243,8 @@ PROMPT_HELP = """\
 Type a slash command as you would in Slack, for example:
   /card status crd-d2p8          /card list
   /card subscribe crd-a1f3       /card unsubscribe crd-a1f3
-  /card track crd-h6t2 return    /card help
+  /card track crd-h6t2 return productionSite=PERSO-CENTER-FR-01
+  /card help
 Prefix with a channel to run it there: #card-exceptions /card list
 Type quit (or press Ctrl-C) to stop."""
+

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import re
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from slack_sdk.signature import SignatureVerifier
 
+from bot.dev.demo import PROMPT, round_pause
 from bot.dev.demo_morning import (
     EXCEPTIONS_CHANNEL,
     MORNING,
     OPS_CHANNEL,
+    PROMPT_HELP,
     TerminalView,
     TypedCommand,
     command_request,
@@ -35,18 +39,40 @@ def _assert_nothing_sensitive(output: str) -> None:
     assert not leaked, f"cardholder data on screen: {leaked}"
 
 
-@pytest.mark.slow
-def test_demo_no_input_runs_the_morning_and_exits_0(tmp_path: Path) -> None:
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO|WARNING|ERROR) ", re.M)
+
+
+def _assert_no_log_lines(output: str, data_dir: Path) -> None:
+    """Log records go to the data dir's log file, never into the view."""
+    assert not LOG_LINE.search(output), LOG_LINE.search(output)
+    log_file = data_dir / "d1bot-demo.log"
+    assert LOG_LINE.search(log_file.read_text()), "nothing was logged to the file"
+
+
+def _run_no_input(data_dir: Path, *extra: str) -> str:
     result = subprocess.run(
-        [*DEMO, "--no-input", "--data-dir", str(tmp_path)],
-        cwd=tmp_path,
+        [*DEMO, "--no-input", "--data-dir", str(data_dir), *extra],
+        cwd=data_dir.parent,
         capture_output=True,
         text=True,
         timeout=240,
     )
     out = result.stdout
     assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
-    assert "Traceback" not in out + result.stderr
+    assert result.stderr == "", result.stderr[-3000:]
+    return out
+
+
+def _summary(out: str) -> str:
+    found = re.search(r"^Morning done: .*$", out, re.M)
+    assert found, out[-3000:]
+    return found.group(0)
+
+
+@pytest.mark.slow
+def test_demo_no_input_runs_the_morning_and_exits_0(tmp_path: Path) -> None:
+    out = _run_no_input(tmp_path / "first")
+    assert "Traceback" not in out
     # a parent message per card, in the subscribed channel
     for card in MORNING:
         assert f"== Card {card.card_id} ==" in out
@@ -65,55 +91,125 @@ def test_demo_no_input_runs_the_morning_and_exits_0(tmp_path: Path) -> None:
     assert "(also sent to the channel)" in out  # exceptions are broadcast from the thread
     assert re.search(r"Morning done: D1 emitted \d+ operations", out)
     assert out.rstrip().endswith("Stopped.")
-    assert (tmp_path / "d1bot-demo.db").is_file()
+    assert (tmp_path / "first" / "d1bot-demo.db").is_file()
+    _assert_no_log_lines(out, tmp_path / "first")
     _assert_nothing_sensitive(out)
+    # the same seed plays the same morning: the same totals, run after run
+    again = _run_no_input(tmp_path / "second", "--seed", "7")
+    assert _summary(again) == _summary(out)
+    assert again.count("── ") == out.count("── ")
 
 
-async def _read_until(stream: asyncio.StreamReader, marker: str, seen: list[str]) -> None:
-    while not any(marker in line for line in seen):
-        line = await stream.readline()
-        if not line:
-            raise AssertionError(f"output ended before {marker!r}:\n{''.join(seen)}")
-        seen.append(line.decode())
+def test_demo_refuses_a_speed_that_is_not_above_0(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*DEMO, "--no-input", "--speed", "0", "--data-dir", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--speed must be a number above 0" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "demo").exists()
+
+
+def test_a_higher_speed_is_faster() -> None:
+    def pause(speed: float | None, *, no_input: bool = False) -> float:
+        return round_pause(argparse.Namespace(speed=speed, no_input=no_input))
+
+    assert pause(None) == 1.0  # interactive: a round a second
+    assert pause(2) == 0.5 and pause(10) == 0.1 and pause(0.5) == 2.0
+    assert pause(None, no_input=True) == 0.0  # --no-input: as fast as it settles
+
+
+class _Terminal:
+    """The demo's stdout as a person sees it: everything printed so far, prompt included."""
+
+    def __init__(self, stream: asyncio.StreamReader) -> None:
+        self.stream = stream
+        self.text = ""
+
+    async def until(self, done: Callable[[str], bool], what: str) -> None:
+        while not done(self.text):
+            chunk = await self.stream.read(65536)
+            if not chunk:
+                raise AssertionError(f"output ended before {what}:\n{self.text[-3000:]}")
+            self.text += chunk.decode()
+
+    async def reply_to(self, proc: asyncio.subprocess.Process, line: str) -> str:
+        """Type a line; the reply the bot sent to it (only visible to the asker)."""
+        marker = "── reply to your command"
+        before = self.text.count(marker)
+        assert proc.stdin is not None
+        proc.stdin.write(line.encode() + b"\n")
+        await proc.stdin.drain()
+
+        def complete(text: str) -> bool:
+            tail = text.split(marker)
+            return len(tail) > before + 1 and "\n\n" in tail[before + 1]
+
+        await self.until(complete, f"the reply to {line!r}")
+        return self.text.split(marker)[before + 1].split("\n\n")[0]
+
+
+def _suggested_commands() -> list[str]:
+    """Every command the demo's help suggests, as typed at the prompt."""
+    return [
+        found
+        for line in PROMPT_HELP.splitlines()
+        for found in re.findall(r"(?:#[\w-]+ )?/card(?: [\w=.-]+)*", line)
+    ]
 
 
 @pytest.mark.slow
 async def test_demo_prompt_answers_commands_and_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
+    suggested = _suggested_commands()
+    assert "/card track crd-h6t2 return productionSite=PERSO-CENTER-FR-01" in suggested
+    assert "#card-exceptions /card list" in suggested and len(suggested) == 7
     proc = await asyncio.create_subprocess_exec(
         *DEMO,
         "--data-dir",
         str(tmp_path),
         "--speed",
-        "0.2",
+        "20",
         cwd=tmp_path,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    seen: list[str] = []
+    screen = _Terminal(proc.stdout)
     try:
-        async with asyncio.timeout(120):
-            await _read_until(proc.stdout, "Type quit", seen)
-            proc.stdin.write(b"/card list\n")
-            await proc.stdin.drain()
-            await _read_until(proc.stdout, "This channel follows 12 cards", seen)
-            proc.stdin.write(b"/card subscribe 4111 1111 1111 1111\n")
-            await proc.stdin.drain()
-            await _read_until(proc.stdout, "full card number", seen)
+        async with asyncio.timeout(180):
+            await screen.until(lambda text: "Type quit" in text, "the prompt's help")
+            assert "This channel follows 12 cards" in await screen.reply_to(proc, "/card list")
+            pan = await screen.reply_to(proc, "/card subscribe 4111 1111 1111 1111")
+            assert "full card number" in pan
+            for command in suggested:  # every command the help suggests works
+                reply = await screen.reply_to(proc, command)
+                assert "(!)" not in reply and "did not answer" not in reply, (command, reply)
+            # once the morning is over, the prompt is the last thing on the screen
+            await screen.until(
+                lambda text: "Morning done" in text and text.endswith(PROMPT), "the prompt"
+            )
+            assert screen.text.split("Morning done")[1].rstrip(" \n").endswith(PROMPT.strip())
             proc.send_signal(signal.SIGINT)
-            rest = await proc.stdout.read()
+            await screen.until(lambda text: text.rstrip().endswith("Stopped."), "Stopped.")
             stderr = (await proc.stderr.read()).decode()
             code = await proc.wait()
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    out = "".join(seen) + rest.decode()
+    out = screen.text
     assert code == 0, out[-3000:] + stderr[-3000:]
-    assert out.rstrip().endswith("Stopped.")
-    assert "Traceback" not in out + stderr
-    _assert_nothing_sensitive(out)
+    assert stderr == ""
+    assert "Traceback" not in out
+    _assert_no_log_lines(out, tmp_path)
+    # the asker's private `/card status` reply may name the cardholder; nothing else may
+    private = "── reply to your command, only visible to you"
+    shared = [part.split("\n\n", 1)[-1] for part in out.split(private)]
+    _assert_nothing_sensitive("\n".join(shared))
 
 
 # --------------------------------------------------------------------------- pure parts
