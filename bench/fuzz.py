@@ -88,6 +88,12 @@ class Tally:
         self.latencies: list[float] = []
         self.statuses: collections.Counter[str] = collections.Counter()
         self.failures: collections.Counter[str] = collections.Counter()
+        self.examples: dict[str, str] = {}  # the first answer of each kind of failure
+
+    def fail(self, key: str, case: Any, response: Any) -> None:
+        self.failures[key] += 1
+        body = json.dumps(case.body, default=repr)[:300]
+        self.examples.setdefault(key, f"{response.status_code} {response.text[:300]} <- {body}")
 
 
 def _fuzz_operation(
@@ -117,9 +123,9 @@ def _fuzz_operation(
             case.validate_response(response, headers=headers)
         except FailureGroup as group:
             for failure in group.exceptions:
-                tally.failures[f"{where}: {failure.title}"] += 1
+                tally.fail(f"{where}: {failure.title}", case, response)
         except AssertionError as exc:
-            tally.failures[f"{where}: {str(exc).splitlines()[0]}"] += 1
+            tally.fail(f"{where}: {str(exc).splitlines()[0]}", case, response)
 
     try:
         run()
@@ -156,6 +162,7 @@ def fuzz(url: str, examples: int, seed: int) -> dict[str, Any]:
         "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2),
         "statuses": dict(sorted(tally.statuses.items())),
         "failures": dict(tally.failures),
+        "failure_examples": tally.examples,
     }
 
 

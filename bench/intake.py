@@ -283,7 +283,9 @@ async def measure(args: argparse.Namespace, workdir: Path) -> dict:
                 idle = []
                 for n in range(args.probes):
                     idle.append(await probe(http, slack, f"probe-{n}", f"CPROBE{n:03d}", base + n))
-                    await asyncio.sleep(0.2)
+                    # Idle: one notification at a time, well within the workspace budget
+                    # (D1BOT_WORKSPACE_RATE_PER_MINUTE, 4 posts a second by default).
+                    await asyncio.sleep(0.5)
                 figures["idle_d1_to_slack"] = quantiles(idle)
                 print(f"idle D1 -> Slack: {_fmt(figures['idle_d1_to_slack'])}", flush=True)
 
