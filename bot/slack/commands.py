@@ -361,6 +361,8 @@ def _unknown(word: str) -> str:
 
 def command_name(command: Command) -> str:
     """A short, bounded name for audit rows and metric labels."""
+    if isinstance(command, SettingsCommand) and command.thread_mode is not None:
+        return "settings_threads"
     return {
         StatusCommand: "status",
         FindCommand: "find",

@@ -75,7 +75,7 @@ async def test_settings_stores_and_shows_the_mode_and_refuses_a_bad_value(
         assert "Threads in this channel: *quiet*" in (await stack.ask("settings"))["text"]
 
         audited = [(a.action, a.outcome) for a in audit_rows(engine) if "settings" in a.action]
-        assert ("settings", "ok") in audited
+        assert ("settings", "ok") in audited and ("settings_threads", "ok") in audited
         assert "/card settings threads on|off|quiet" in json.dumps(await stack.ask("help"))
 
 
