@@ -386,3 +386,14 @@ class QuarantineRecord(SQLModel, table=True):
     field: str = Field(max_length=255)  # the first field that is wrong, as a JSON path
     error_code: str = Field(max_length=32)
     payload: Any = _json()  # the operation as received, made storable
+
+
+class ChannelSettingRecord(SQLModel, table=True):
+    """A channel's thread mode for card updates (on, off, quiet); no row means `on`."""
+
+    __tablename__ = "channel_settings"
+
+    workspace_id: str = Field(max_length=32, primary_key=True)
+    channel_id: str = Field(max_length=32, primary_key=True)
+    thread_mode: str = Field(max_length=8)
+    updated_at: datetime = _ts()

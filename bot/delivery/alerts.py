@@ -1,6 +1,8 @@
 """Exception alerts in Slack: the alert posted for an exception (with its case's owner and age),
 and the alert rewritten in place when its case changes (`alert_update` rows, written by triage
-and by a new failure that reopens a resolved case, which also gets a note in the thread).
+and by a new failure that reopens a resolved case, which also gets a note in the thread, or
+beside the alert in a channel whose thread mode is `off`). An alert is always a message of its
+own, whatever the channel's thread mode.
 `AlertSenders` is a part of `bot.delivery.kinds.MessageKinds` (and so of the OutboxWorker)."""
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from storage.repositories import cards as cards_repo
 from storage.repositories import cases as cases_repo
 from storage.repositories import outbox as repo
 from storage.repositories import threads as threads_repo
+from storage.repositories.channel_settings import THREADS_OFF
 from storage.repositories.claims import ClaimedRow
 from storage.tables import CardRecord, EventRecord, ExceptionCaseRecord
 
@@ -46,6 +49,8 @@ class AlertSenders:
         def _card_of(self, row: ClaimedRow) -> CardRecord | None: ...
 
         async def record_sent(self, write: Callable[..., Any], **values: Any) -> Any: ...
+
+        async def thread_mode(self, row: ClaimedRow) -> str: ...
 
     async def _alert_parts(
         self, row: ClaimedRow
@@ -101,8 +106,11 @@ class AlertSenders:
         if payload.get("note") == cases_repo.NOTE_REOPENED:
             text, blocks = triage.reopened_note(card.card_id)
             note = slacktext.message_payload(text, blocks)
+            # In a channel whose thread mode is `off` the note is a message of its own.
+            flat = await self.thread_mode(row) == THREADS_OFF
+            where = {} if flat else {"thread_ts": ts}
             try:
-                await self.slack.post(row.channel_id, note, thread_ts=ts)
+                await self.slack.post(row.channel_id, note, **where)
             except ParentGone:
                 log.info("a reopened alert is gone from %s: no note", row.channel_id)
         return ts, None

@@ -29,6 +29,7 @@ from bot.delivery.slack_errors import (
 )
 from bot.render import messages, slacktext
 from storage.repositories import cards as cards_repo
+from storage.repositories import channel_settings as settings_repo
 from storage.repositories import claims
 from storage.repositories import outbox as repo
 from storage.repositories import threads as threads_repo
@@ -59,6 +60,7 @@ class _Round:
     threads: dict[tuple[str, str, str], ThreadRef] = field(default_factory=dict)
     rendered: dict[tuple[str, object], dict[str, Any]] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)
+    modes: dict[tuple[str, str], str] = field(default_factory=dict)  # (workspace, channel)
 
     def parent(self, card: CardRecord) -> dict[str, Any]:
         """The card's parent message, rendered once per round (Block Kit models are slow)."""
@@ -77,6 +79,13 @@ class _Round:
         key = ("reply", event.id)
         if key not in self.rendered:
             self.rendered[key] = messages.event_reply_message(event).as_payload()
+        return self.rendered[key]
+
+    def flat(self, event: EventRecord) -> dict[str, Any]:
+        """The event as a top-level message (a channel whose thread mode is `off`)."""
+        key = ("flat", event.id)
+        if key not in self.rendered:
+            self.rendered[key] = messages.flat_event_message(event).as_payload()
         return self.rendered[key]
 
 
@@ -115,6 +124,20 @@ class MessageKinds(AlertSenders):
         return None if name is None else getattr(self, name)
 
     # ------------------------------------------------------------------ card threads
+
+    async def thread_mode(self, row: ClaimedRow) -> str:
+        """The thread mode of the row's channel (`/card settings threads`), as its round
+        prefetched it or read now."""
+        key = (row.workspace_id, row.channel_id)
+        modes = self._ctx(row).modes
+        if key not in modes:
+            modes[key] = await asyncio.to_thread(
+                settings_repo.thread_mode,
+                self.engine,
+                workspace_id=row.workspace_id,
+                channel_id=row.channel_id,
+            )
+        return modes[key]
 
     async def _card_and_thread(self, row: ClaimedRow) -> tuple[CardRecord, str, bool]:
         """The row's card and its parent's ts in the row's channel, posting the parent (from
@@ -259,16 +282,26 @@ class MessageKinds(AlertSenders):
         )
         if event is None:
             raise MessageRejected("missing_event")
+        mode = await self.thread_mode(row)
+        if mode == settings_repo.THREADS_OFF:  # one message per update, no parent to keep
+            return await self.slack.post(row.channel_id, self._ctx(row).flat(event)), None
         card, parent_ts, created = await self._card_and_thread(row)
         reply = self._ctx(row).reply(event)
-        ts, renewed = await self._post_in_thread(
-            row, reply, parent_ts, broadcast=event.is_exception
-        )
+        broadcast = event.is_exception and mode == settings_repo.THREADS_ON
+        ts, renewed = await self._post_in_thread(row, reply, parent_ts, broadcast=broadcast)
         return ts, None if created or renewed else self._parent_update(row, card, parent_ts)
 
     async def _send_card_notice(self, row: ClaimedRow) -> tuple[str, Followup | None]:
+        """A notice in the card's thread, also shown in the channel unless its mode is `quiet`
+        (and on its own in a channel whose mode is `off`)."""
+        mode = await self.thread_mode(row)
+        if mode == settings_repo.THREADS_OFF:
+            return await self.slack.post(row.channel_id, row.payload or {}), None
         _card, parent_ts, _created = await self._card_and_thread(row)
-        ts, _renewed = await self._post_in_thread(row, row.payload or {}, parent_ts, broadcast=True)
+        broadcast = mode == settings_repo.THREADS_ON
+        ts, _renewed = await self._post_in_thread(
+            row, row.payload or {}, parent_ts, broadcast=broadcast
+        )
         return ts, None
 
     async def _send_message(self, row: ClaimedRow) -> tuple[str, Followup | None]:

@@ -37,7 +37,7 @@ from bot.delivery.outcomes import AUTH_CHECK_SECONDS, DATABASE_AWAY, Outcomes
 from bot.delivery.slack_calls import SlackCalls
 from bot.metrics import OUTBOX_DEPTH, OUTBOX_OLDEST_AGE
 from bot.runtime import BackgroundTask, Runtime, slack_client_from
-from storage.repositories import bursts, claims, health
+from storage.repositories import bursts, channel_settings, claims, health
 from storage.repositories import cards as cards_repo
 from storage.repositories import fanout as fanout_repo
 from storage.repositories import outbox as repo
@@ -333,6 +333,9 @@ class OutboxWorker(MessageKinds, Outcomes):
             threads=threads_repo.threads_of_keys(
                 self.engine,
                 keys=[(r.workspace_id, r.channel_id, r.card_id) for r in rows if r.card_id],
+            ),
+            modes=channel_settings.thread_modes(
+                self.engine, keys=[(r.workspace_id, r.channel_id) for r in rows if r.card_id]
             ),
         )
 

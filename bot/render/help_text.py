@@ -67,6 +67,13 @@ HELP: tuple[tuple[str, str, str], ...] = (
         "/card digest schedule 08:30 Europe/Paris",
     ),
     ("digest off", "Stop this channel's daily digest.", "/card digest off"),
+    ("settings", "This channel's settings: how card updates are posted here.", "/card settings"),
+    (
+        "settings threads on|off|quiet",
+        "Card updates here: in each card's thread with exceptions also shown in the channel "
+        "(`on`), as separate messages without threads (`off`), or in threads only (`quiet`).",
+        "/card settings threads quiet",
+    ),
     ("help", "This help.", "/card help"),
 )
 HELP_ENTRIES: tuple[tuple[str, str], ...] = tuple((usage, what) for usage, what, _ in HELP)

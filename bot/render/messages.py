@@ -188,6 +188,14 @@ def event_reply_message(event: EventRecord) -> ChannelMessage:
     return ChannelMessage(text=f"{alert}Card {card_label(event.card_id)}: {plain}", blocks=blocks)
 
 
+def flat_event_message(event: EventRecord) -> ChannelMessage:
+    """One event as its own message, for a channel that keeps no threads: the reply, headed by
+    the card it is about."""
+    reply = event_reply_message(event)
+    heading = section(f"*Card {card_label(event.card_id)}*")
+    return ChannelMessage(text=reply.text, blocks=[heading, *reply.blocks])
+
+
 def card_notice_message(card_id: str, text: str) -> ChannelMessage:
     """A plain notice in a card's thread (stuck cards and other scheduled findings)."""
     return ChannelMessage(

@@ -20,6 +20,7 @@ from bot.slack.command_errors import CommandError
 from bot.slack.track_arguments import TRACKING_TYPES, parse_track_arguments
 from d1.carddata import contains_pan
 from d1.models import CARD_ID_PATTERN
+from storage.repositories.channel_settings import THREAD_MODES
 from storage.tables import FILTER_ALL, FILTER_EXCEPTIONS
 
 PAN_WARNING = (
@@ -124,6 +125,13 @@ class DigestOffCommand:
     pass
 
 
+@dataclass(frozen=True)
+class SettingsCommand:
+    """`settings` shows the channel's settings; `settings threads on|off|quiet` sets its mode."""
+
+    thread_mode: str | None = None
+
+
 DigestCommand = DigestShowCommand | DigestPostCommand | DigestScheduleCommand | DigestOffCommand
 
 
@@ -137,6 +145,7 @@ Command = (
     | ListCommand
     | ExceptionsCommand
     | HelpCommand
+    | SettingsCommand
     | DigestCommand
 )
 
@@ -247,6 +256,20 @@ def _help(words: list[str]) -> Command:
     return HelpCommand()
 
 
+def _settings(words: list[str]) -> Command:
+    _no_more(words, "settings")
+    return SettingsCommand()
+
+
+def _settings_threads(words: list[str]) -> Command:
+    modes = ", ".join(f"`{mode}`" for mode in THREAD_MODES)
+    if len(words) != 1 or words[0].lower() not in THREAD_MODES:
+        raise CommandError(
+            f"`settings threads` takes one of {modes}, like `/card settings threads quiet`."
+        )
+    return SettingsCommand(thread_mode=words[0].lower())
+
+
 def _digest(words: list[str]) -> Command:
     _no_more(words, "digest")
     return DigestShowCommand()
@@ -296,6 +319,8 @@ SUBCOMMANDS: tuple[tuple[tuple[str, ...], Any], ...] = tuple(
             (("list",), _list),
             (("exceptions",), _exceptions),
             (("help",), _help),
+            (("settings",), _settings),
+            (("settings", "threads"), _settings_threads),
             (("digest",), _digest),
             (("digest", "post"), _digest_post),
             (("digest", "schedule"), _digest_schedule),
@@ -336,6 +361,8 @@ def _unknown(word: str) -> str:
 
 def command_name(command: Command) -> str:
     """A short, bounded name for audit rows and metric labels."""
+    if isinstance(command, SettingsCommand) and command.thread_mode is not None:
+        return "settings_threads"
     return {
         StatusCommand: "status",
         FindCommand: "find",
@@ -346,6 +373,7 @@ def command_name(command: Command) -> str:
         ListCommand: "list",
         ExceptionsCommand: "exceptions",
         HelpCommand: "help",
+        SettingsCommand: "settings",
         DigestShowCommand: "digest",
         DigestPostCommand: "digest_post",
         DigestScheduleCommand: "digest_schedule",

@@ -3,7 +3,7 @@ run it through the part that owns it, audit it, and answer with a `views.Reply`.
 request handling here (that is bot/slack/listeners/).
 
 The parts: `CardLookups` (D1 status and tracking), `CardSearch` (find), `ChannelSubscriptions`,
-`AlertTriage` (exception owners), and
+`AlertTriage` (exception owners), `ChannelSettings` (thread mode), and
 the digest (bot/scheduled/digest.py). None raises for a user's mistake or D1's trouble.
 """
 
@@ -20,6 +20,7 @@ from bot.slack.auditing import ERROR, INVALID, REFUSED_PAN, Auditor, Invoker, Ou
 from bot.slack.card_lookups import CardLookups
 from bot.slack.card_search import CardSearch
 from bot.slack.card_story import CardStory, Show
+from bot.slack.channel_settings import ChannelSettings
 from bot.slack.channel_subscriptions import ChannelSubscriptions
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class CardService:
         self.alerts = AlertTriage(runtime, self.auditor)
         self.search = CardSearch(runtime, self.auditor, self.cards)
         self.story = CardStory(runtime, self.auditor)
+        self.settings = ChannelSettings(runtime)
 
     async def run_command(self, who: Invoker, text: str, show: Show | None = None) -> views.Reply:
         """Parse and run one `/card ...`; the reply is meant for the asking agent only. `show`
@@ -81,6 +83,10 @@ class CardService:
                 return await self.alerts.list_open(who, mine=mine)
             case cmd.HelpCommand():
                 return views.help_reply()
+            case cmd.SettingsCommand(thread_mode=mode):
+                if mode is None:
+                    return await self.settings.show(who)
+                return await self.settings.set_threads(who, mode)
             case _:
                 return await self._digest(who, command)
 
