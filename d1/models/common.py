@@ -220,7 +220,10 @@ class Shipment(D1Model):
     @field_validator("failed_delivery_attempts", mode="before")
     @classmethod
     def _attempts_as_text(cls, value: Any) -> Any:
-        # The schema says string; carriers' feeds sometimes send a (64-bit) number.
+        # The schema says string; carriers' feeds sometimes send a (64-bit) number, which
+        # JSON may write as `3.0`.
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         if isinstance(value, int) and not isinstance(value, bool):
             if not -(2**63) <= value < 2**63:
                 raise PydanticCustomError("int_out_of_range", "an integer beyond 64 bits")
