@@ -30,6 +30,8 @@ _DATE = _YEAR + r"-(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])"
 _TIME = r"T(?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d{1,6})?)?(?:Z|[+-](?:0\d|1[0-3]):[0-5]\d)?"
 TIME_PATTERN = f"^{_DATE}(?:{_TIME})?$"
 
+# NUL characters are removed before validation: a required text needs another character.
+_NOT_ONLY_NUL = "[^\\u0000]"
 _INT64 = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
 
 
@@ -127,12 +129,14 @@ def _schemas(issuer_id: str) -> dict[str, Any]:
                     "type": "string",
                     "minLength": 1,
                     "maxLength": 64,
+                    "pattern": _NOT_ONLY_NUL,
                     "description": "PRODUCE, STANDALONE_TRACKING, UPDATE_ORDER, or a new one.",
                 },
                 "status": {
                     "type": "string",
                     "minLength": 1,
                     "maxLength": 32,
+                    "pattern": _NOT_ONLY_NUL,
                     "description": "PENDING, SUCCESSFUL or FAILED (or a new value).",
                 },
                 "cardId": identifier,
