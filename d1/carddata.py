@@ -67,6 +67,13 @@ def is_pan(digits: str) -> bool:
     )
 
 
+# A UUID (`op-6f3e29a3-5278-471c-bf65-495871231324`, as D1 writes operation ids): about one in
+# 500 has leading groups of digits only that would otherwise read as a 16-digit card number.
+_UUID = re.compile(
+    r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+    r"(?![0-9A-Fa-f])"
+)
+
 # A quick look before the full search, for plain ASCII text without `%` (most of what intake
 # sees): digits become `9`, the ASCII separators vanish, everything else becomes `x`. A PAN then
 # leaves at least 13 `9`s in a row, so text without them holds none.
@@ -91,7 +98,10 @@ def pan_spans(text: str) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     if _cannot_hold_pan(text):
         return spans
+    uuids = [m.span() for m in _UUID.finditer(text)] if "-" in text else []
     for run in _DIGIT_GROUPS.finditer(text):
+        if any(start <= run.start() and run.end() <= end for start, end in uuids):
+            continue  # digit groups of a UUID (D1's operation ids): not a card number
         if run.end() - run.start() < MIN_DIGITS:
             continue  # too short to hold 13 digits
         groups = [

@@ -137,3 +137,13 @@ def test_masking_any_text_leaves_no_pan(text: str) -> None:
     masked = redact_pans(text)
     assert not contains_pan(masked)
     assert len(masked) <= len(text)
+
+
+def test_a_uuid_is_not_a_card_number_but_a_card_number_beside_one_is() -> None:
+    """D1's operation ids are UUIDs; about one in 500 has leading digit-only groups that read as
+    16 digits passing Luhn. Refusing those would lose real notifications (D1 does not resend)."""
+    operation_id = "op-6f3e29a3-5278-471c-bf65-495871231324"
+    assert not contains_pan(operation_id)
+    assert redact_pans(operation_id) == operation_id
+    assert find_pans(f"{operation_id} card 4111 1111 1111 1111") == ["4111 1111 1111 1111"]
+    assert contains_pan("4111-1111-1111-1111") and contains_pan("REQ-4111111111111111")
