@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -151,28 +152,23 @@ def open_cases(
     where = [col(ExceptionCaseRecord.state) == CASE_OPEN]
     if owner is not None:
         where.append(col(ExceptionCaseRecord.owner) == owner)
-    query = (
-        select(ExceptionCaseRecord, CardRecord)
-        .join(CardRecord, col(CardRecord.card_id) == col(ExceptionCaseRecord.card_id), isouter=True)
-        .where(*where)
-        .order_by(col(ExceptionCaseRecord.opened_at), col(ExceptionCaseRecord.id))
-        .limit(limit)
-    )
-    count = select(sa.func.count()).select_from(ExceptionCaseRecord).where(*where)
-    with Session(engine, expire_on_commit=False) as session:
-        rows = [OpenCase(case, card) for case, card in session.exec(query).all()]
-        return rows, int(session.exec(count).one())
+    return _oldest_cases(engine, where, limit)
 
 
 def stale_unowned(
     engine: Engine, *, opened_before: datetime, limit: int = 10
 ) -> tuple[list[OpenCase], int]:
     """Open cases nobody owns that opened before `opened_before`, oldest first; and how many."""
-    where = (
+    where = [
         col(ExceptionCaseRecord.state) == CASE_OPEN,
         col(ExceptionCaseRecord.owner).is_(None),
         col(ExceptionCaseRecord.opened_at) < opened_before,
-    )
+    ]
+    return _oldest_cases(engine, where, limit)
+
+
+def _oldest_cases(engine: Engine, where: list[Any], limit: int) -> tuple[list[OpenCase], int]:
+    """The cases matching `where`, oldest first, with their cards; and how many match."""
     query = (
         select(ExceptionCaseRecord, CardRecord)
         .join(CardRecord, col(CardRecord.card_id) == col(ExceptionCaseRecord.card_id), isouter=True)
