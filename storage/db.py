@@ -16,6 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from storage.tables import json_for_column
+
 DEFAULT_DATABASE_URL = "sqlite:///./d1bot.db"
 SQLITE_BUSY_TIMEOUT_MS = 5000
 # libpq options (defaults; the URL's own query wins): a connection attempt gives up after 5 s,
@@ -55,7 +57,7 @@ def make_engine(
 ) -> Engine:
     """An engine for `url`, with the SQLite pragmas this product relies on."""
     url = normalise_url(url)
-    kwargs: dict[str, Any] = {"echo": echo, "future": True}
+    kwargs: dict[str, Any] = {"echo": echo, "future": True, "json_serializer": json_for_column}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {
             "check_same_thread": False,

@@ -6,6 +6,7 @@ as `timestamptz` on PostgreSQL). JSON columns hold D1 payloads with nothing sens
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from typing import Any
 
@@ -67,6 +68,16 @@ def _ts(*, nullable: bool = False, index: bool = False) -> Any:
     if nullable:
         return Field(default=None, sa_column=column)
     return Field(default_factory=utcnow, sa_column=column)
+
+
+class JSONText(str):
+    """JSON already serialised (a payload as pydantic wrote it): a JSON column stores it as it
+    is, instead of it being parsed and serialised again (intake writes two a notification)."""
+
+
+def json_for_column(value: Any) -> str:
+    """The engines' JSON serializer (`storage.db.make_engine`): `JSONText` as it is."""
+    return str(value) if isinstance(value, JSONText) else json.dumps(value)
 
 
 def _json(*, nullable: bool = True) -> Any:

@@ -39,7 +39,7 @@ from storage.repositories.projection import (
     new_card_row,
     project_onto,
 )
-from storage.tables import FILTER_ALL, FILTER_EXCEPTIONS, SOURCE_D1
+from storage.tables import FILTER_ALL, FILTER_EXCEPTIONS, SOURCE_D1, JSONText
 
 # How long a PostgreSQL intake transaction waits for a row lock.
 LOCK_TIMEOUT = "5s"
@@ -296,8 +296,12 @@ def _lock_cards(conn: Connection, card_ids: list[str]) -> dict[str, SimpleNamesp
     sql = statements(conn.dialect.name)
     if conn.dialect.name != "sqlite":
         conn.execute(sql.lock_cards, {"card_ids": card_ids}).all()
-    rows = conn.execute(sql.read_cards, {"card_ids": card_ids})
-    return {row.card_id: SimpleNamespace(**row._mapping, since_known=True) for row in rows}
+    cards = {}
+    for row in conn.execute(sql.read_cards, {"card_ids": card_ids}):
+        card = cards[row.card_id] = SimpleNamespace(**row._mapping, since_known=True)
+        if card.shipment is not None:  # JSON text, written back as it is
+            card.shipment = JSONText(card.shipment)
+    return cards
 
 
 def _state_since(conn: Connection, card: SimpleNamespace) -> datetime | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cached_property
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,6 +20,7 @@ from d1.semantics import (
     operation_json_for_storage,
 )
 from storage.repositories.intake_sql import CARD_COLUMNS, EVENT_COLUMNS
+from storage.tables import JSONText
 
 
 @dataclass
@@ -35,14 +35,9 @@ class OperationFacts:
     status: str | None  # details.status as the column holds it
     shipment_status: str | None  # details.shipment.status as the column holds it
     # The stored operation as JSON text.
-    payload_json: str
+    payload_json: JSONText
     # The shipment snapshot as the card stores it (wire names), as JSON text.
-    shipment_json: str | None
-
-    @cached_property
-    def shipment(self) -> dict[str, Any] | None:
-        """`shipment_json` as a dict."""
-        return None if self.shipment_json is None else json.loads(self.shipment_json)
+    shipment_json: JSONText | None
 
 
 def event_values(
@@ -66,7 +61,7 @@ def event_values(
         f.is_exception,
         becomes_current,
         source,
-        json.loads(f.payload_json),
+        f.payload_json,
     )
     return dict(zip(EVENT_COLUMNS, row, strict=True))
 
@@ -89,23 +84,29 @@ def facts_of(op: Operation, extra_exception_statuses: frozenset[str]) -> Operati
         ),
         status=cut(op.details.status, 64),
         shipment_status=cut(ship_status, 64),
-        payload_json=operation_json_for_storage(op),
+        payload_json=JSONText(operation_json_for_storage(op)),
         shipment_json=None
         if ship is None
-        else ship.model_dump_json(by_alias=True, exclude_none=True),
+        else JSONText(ship.model_dump_json(by_alias=True, exclude_none=True)),
     )
 
 
 def newer_snapshot(f: OperationFacts, card: Any) -> bool:
     """Whether the operation's shipment replaces the card's snapshot: the latest update wins,
     ties broken by content so that arrival order never matters."""
-    if f.shipment is None:
+    if f.shipment_json is None:
         return False
     if card.shipment is None or card.last_shipment_update_at is None:
         return True
     if f.event_time != card.last_shipment_update_at:
         return bool(f.event_time > card.last_shipment_update_at)
-    return json.dumps(f.shipment, sort_keys=True) > json.dumps(card.shipment, sort_keys=True)
+    return _canonical(f.shipment_json) > _canonical(card.shipment)
+
+
+def _canonical(shipment: str) -> str:
+    """The snapshot's JSON with sorted keys: the same content compares the same whatever
+    wrote it."""
+    return json.dumps(json.loads(shipment), sort_keys=True)
 
 
 def snapshot_columns(f: OperationFacts) -> dict[str, Any]:
@@ -115,7 +116,7 @@ def snapshot_columns(f: OperationFacts) -> dict[str, Any]:
     if delivered is None and ship.status == "DELIVERED":
         delivered = f.event_time
     return {
-        "shipment": f.shipment,
+        "shipment": f.shipment_json,
         "shipment_status": cut(ship.status, 64),
         "shipment_message": cut(ship.message, 255),
         "carrier": cut(ship.carrier, 64),
