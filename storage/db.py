@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from storage.tables import json_for_column
+from storage.columns import json_for_column
 
 DEFAULT_DATABASE_URL = "sqlite:///./d1bot.db"
 SQLITE_BUSY_TIMEOUT_MS = 5000

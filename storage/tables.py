@@ -1,89 +1,18 @@
 """SQLModel tables: the product's whole persistent state.
 
-Every timestamp is timezone-aware UTC in Python (`UTCDateTime` stores it naive-UTC on SQLite and
-as `timestamptz` on PostgreSQL). JSON columns hold D1 payloads with nothing sensitive in them.
+Every timestamp is timezone-aware UTC in Python (`storage.columns`). JSON columns hold D1
+payloads with nothing sensitive in them.
 """
 
 from __future__ import annotations
 
-import json
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """A datetime column that always gives back aware UTC datetimes, on SQLite too."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        if value is None:
-            return None
-        value = _utc(value)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def bind_processor(self, dialect: sa.Dialect) -> Any:
-        """On SQLite, straight to the text SQLAlchemy's `DateTime` stores there, in one step
-        (intake binds a dozen timestamps a notification)."""
-        if dialect.name != "sqlite":
-            return super().bind_processor(dialect)
-
-        def process(value: datetime | None) -> str | None:
-            if value is None:
-                return None
-            return _utc(value).isoformat(sep=" ", timespec="microseconds")[:26]
-
-        return process
-
-    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
-
-
-def _utc(value: datetime) -> datetime:
-    """`value` in UTC; a naive value is taken as UTC. (Most values are UTC already.)"""
-    if value.tzinfo is timezone.utc:
-        return value
-    return (
-        value.replace(tzinfo=timezone.utc)
-        if value.tzinfo is None
-        else value.astimezone(timezone.utc)
-    )
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _ts(*, nullable: bool = False, index: bool = False) -> Any:
-    column: sa.Column[datetime] = sa.Column(UTCDateTime(), nullable=nullable, index=index)
-    if nullable:
-        return Field(default=None, sa_column=column)
-    return Field(default_factory=utcnow, sa_column=column)
-
-
-class JSONText(str):
-    """JSON already serialised (a payload as pydantic wrote it): a JSON column stores it as it
-    is, instead of it being parsed and serialised again (intake writes two a notification)."""
-
-
-def json_for_column(value: Any) -> str:
-    """The engines' JSON serializer (`storage.db.make_engine`): `JSONText` as it is."""
-    return str(value) if isinstance(value, JSONText) else json.dumps(value)
-
-
-def _json(*, nullable: bool = True) -> Any:
-    # None is SQL NULL, not the JSON text 'null' (intake writes every column of a card back).
-    return Field(default=None, sa_column=sa.Column(sa.JSON(none_as_null=True), nullable=nullable))
-
+from storage.columns import json_field, ts_field
 
 # Filters a subscription may have.
 FILTER_ALL = "all"
@@ -127,19 +56,19 @@ class CardRecord(SQLModel, table=True):
     shipment_message: str | None = Field(default=None, max_length=255)
     carrier: str | None = Field(default=None, max_length=64)
     tracking_number: str | None = Field(default=None, max_length=64)
-    estimated_delivery_at: datetime | None = _ts(nullable=True)
-    delivered_at: datetime | None = _ts(nullable=True)
-    shipment: dict[str, Any] | None = _json()  # last shipment snapshot, wire names
+    estimated_delivery_at: datetime | None = ts_field(nullable=True)
+    delivered_at: datetime | None = ts_field(nullable=True)
+    shipment: dict[str, Any] | None = json_field()  # last shipment snapshot, wire names
     production_site: str | None = Field(default=None, max_length=64)
     reason: str | None = Field(default=None, max_length=255)
     state_rank: int = 0  # d1.semantics.lifecycle_rank of the current state
-    state_event_time: datetime | None = _ts(nullable=True)  # event time of the current state
-    state_since: datetime | None = _ts(nullable=True)  # when the card entered this status
-    last_shipment_update_at: datetime | None = _ts(nullable=True)
+    state_event_time: datetime | None = ts_field(nullable=True)  # event time of the current state
+    state_since: datetime | None = ts_field(nullable=True)  # when the card entered this status
+    last_shipment_update_at: datetime | None = ts_field(nullable=True)
     last_event_id: int | None = None
     is_exception: bool = False
-    first_seen_at: datetime = _ts()
-    last_seen_at: datetime = _ts()  # received time of the latest event, in or out of order
+    first_seen_at: datetime = ts_field()
+    last_seen_at: datetime = ts_field()  # received time of the latest event, in or out of order
 
 
 class EventRecord(SQLModel, table=True):
@@ -162,12 +91,12 @@ class EventRecord(SQLModel, table=True):
     tracking_type: str | None = Field(default=None, max_length=32)
     shipment_status: str | None = Field(default=None, max_length=64)
     shipment_message: str | None = Field(default=None, max_length=255)
-    event_time: datetime = _ts()
-    received_at: datetime = _ts()
+    event_time: datetime = ts_field()
+    received_at: datetime = ts_field()
     is_exception: bool = False
     became_current: bool = False  # False for a late, older event kept only in history
     source: str = Field(default=SOURCE_D1, max_length=32)
-    payload: dict[str, Any] | None = _json()  # d1.semantics.operation_for_storage
+    payload: dict[str, Any] | None = json_field()  # d1.semantics.operation_for_storage
 
 
 class SubscriptionRecord(SQLModel, table=True):
@@ -186,7 +115,7 @@ class SubscriptionRecord(SQLModel, table=True):
     card_id: str = Field(max_length=64)
     filter: str = Field(default=FILTER_ALL, max_length=16)
     created_by: str = Field(max_length=32)
-    created_at: datetime = _ts()
+    created_at: datetime = ts_field()
 
 
 class SubscriptionRemovalRecord(SQLModel, table=True):
@@ -200,9 +129,9 @@ class SubscriptionRemovalRecord(SQLModel, table=True):
     card_id: str = Field(max_length=64)
     filter: str = Field(max_length=16)
     created_by: str = Field(max_length=32)
-    created_at: datetime = _ts()
+    created_at: datetime = ts_field()
     removed_by: str = Field(max_length=32)  # a user id, or "system"
-    removed_at: datetime = _ts()
+    removed_at: datetime = ts_field()
     reason: str = Field(max_length=255)
 
 
@@ -219,8 +148,8 @@ class ThreadRecord(SQLModel, table=True):
     channel_id: str = Field(max_length=32)
     card_id: str = Field(max_length=64)
     parent_ts: str = Field(max_length=32)
-    created_at: datetime = _ts()
-    updated_at: datetime = _ts()
+    created_at: datetime = ts_field()
+    updated_at: datetime = ts_field()
 
 
 class OutboxRecord(SQLModel, table=True):
@@ -241,15 +170,15 @@ class OutboxRecord(SQLModel, table=True):
     event_id: int | None = None
     subscription_id: int | None = None
     thread_key: str | None = Field(default=None, max_length=160)  # workspace:channel:card
-    payload: dict[str, Any] | None = _json()
+    payload: dict[str, Any] | None = json_field()
     state: str = Field(default=OUTBOX_PENDING, max_length=16)
     attempts: int = 0
-    next_attempt_at: datetime = _ts()
+    next_attempt_at: datetime = ts_field()
     claimed_by: str | None = Field(default=None, max_length=64)
-    claimed_until: datetime | None = _ts(nullable=True)
+    claimed_until: datetime | None = ts_field(nullable=True)
     last_error: str | None = Field(default=None, max_length=255)
-    created_at: datetime = _ts()
-    sent_at: datetime | None = _ts(nullable=True)
+    created_at: datetime = ts_field()
+    sent_at: datetime | None = ts_field(nullable=True)
     slack_ts: str | None = Field(default=None, max_length=32)
 
 
@@ -267,7 +196,7 @@ class FanoutRecord(SQLModel, table=True):
     is_exception: bool = False
     workspace_id: str = Field(default="", max_length=32)  # of the alert
     alert_channel: str | None = Field(default=None, max_length=32)  # exceptions channel, if owed
-    received_at: datetime = _ts()
+    received_at: datetime = ts_field()
 
 
 class AuditRecord(SQLModel, table=True):
@@ -280,7 +209,7 @@ class AuditRecord(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    at: datetime = _ts()
+    at: datetime = ts_field()
     workspace_id: str | None = Field(default=None, max_length=32)
     channel_id: str | None = Field(default=None, max_length=32)
     user_id: str | None = Field(default=None, max_length=32)
@@ -311,14 +240,14 @@ class ExceptionCaseRecord(SQLModel, table=True):
     workspace_id: str = Field(default="", max_length=32)
     state: str = Field(default=CASE_OPEN, max_length=16)
     owner: str | None = Field(default=None, max_length=32)
-    assigned_at: datetime | None = _ts(nullable=True)
-    opened_at: datetime = _ts()  # the first failure of this episode
-    last_failure_at: datetime = _ts()
+    assigned_at: datetime | None = ts_field(nullable=True)
+    opened_at: datetime = ts_field()  # the first failure of this episode
+    last_failure_at: datetime = ts_field()
     last_event_id: int | None = None
     failures: int = 1  # in this episode
     reopened: int = 0  # times a new failure (or an agent) reopened it
     resolved_by: str | None = Field(default=None, max_length=32)
-    resolved_at: datetime | None = _ts(nullable=True)
+    resolved_at: datetime | None = ts_field(nullable=True)
     alert_channel: str | None = Field(default=None, max_length=32)  # its latest alert
     alert_ts: str | None = Field(default=None, max_length=32)
     alert_event_id: int | None = None
@@ -333,10 +262,10 @@ class JobRunRecord(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     job_name: str = Field(max_length=128)
-    scheduled_for: datetime = _ts()
+    scheduled_for: datetime = ts_field()
     claimed_by: str = Field(max_length=64)
-    claimed_at: datetime = _ts()
-    finished_at: datetime | None = _ts(nullable=True)
+    claimed_at: datetime = ts_field()
+    finished_at: datetime | None = ts_field(nullable=True)
     outcome: str | None = Field(default=None, max_length=32)
     detail: str | None = Field(default=None, max_length=255)
 
@@ -354,7 +283,7 @@ class DigestScheduleRecord(SQLModel, table=True):
     timezone: str = Field(max_length=64)
     enabled: bool = True
     updated_by: str = Field(max_length=32)
-    updated_at: datetime = _ts()
+    updated_at: datetime = ts_field()
 
 
 class StuckAlertRecord(SQLModel, table=True):
@@ -367,7 +296,7 @@ class StuckAlertRecord(SQLModel, table=True):
     card_id: str = Field(max_length=64)
     rule: str = Field(max_length=64)
     state_key: str = Field(max_length=160)  # status|shipment status|state event time
-    raised_at: datetime = _ts()
+    raised_at: datetime = ts_field()
 
 
 class ChannelPauseRecord(SQLModel, table=True):
@@ -381,7 +310,7 @@ class ChannelPauseRecord(SQLModel, table=True):
     workspace_id: str = Field(max_length=32)
     channel_id: str = Field(max_length=32)
     reason: str = Field(max_length=64)  # Slack's error code, e.g. not_in_channel
-    paused_at: datetime = _ts()
+    paused_at: datetime = ts_field()
 
 
 class QuarantineRecord(SQLModel, table=True):
@@ -391,12 +320,12 @@ class QuarantineRecord(SQLModel, table=True):
     __tablename__ = "quarantine"
 
     id: int | None = Field(default=None, primary_key=True)
-    received_at: datetime = _ts(index=True)
+    received_at: datetime = ts_field(index=True)
     operation_index: int  # its place in the request's `operations` (0 for a single one)
     operation_id: str | None = Field(default=None, max_length=64)  # when it follows D1's pattern
     field: str = Field(max_length=255)  # the first field that is wrong, as a JSON path
     error_code: str = Field(max_length=32)
-    payload: Any = _json()  # the operation as received, made storable
+    payload: Any = json_field()  # the operation as received, made storable
 
 
 class ChannelSettingRecord(SQLModel, table=True):
@@ -407,4 +336,4 @@ class ChannelSettingRecord(SQLModel, table=True):
     workspace_id: str = Field(max_length=32, primary_key=True)
     channel_id: str = Field(max_length=32, primary_key=True)
     thread_mode: str = Field(max_length=8)
-    updated_at: datetime = _ts()
+    updated_at: datetime = ts_field()

@@ -14,7 +14,7 @@ from alembic.autogenerate.api import AutogenContext
 from sqlmodel import SQLModel
 
 import storage.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
-from storage.tables import UTCDateTime
+from storage.columns import UTCDateTime
 
 config = context.config
 target_metadata = SQLModel.metadata

@@ -7,7 +7,8 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from storage.tables import AuditRecord, utcnow
+from storage.columns import utcnow
+from storage.tables import AuditRecord
 
 
 def record(

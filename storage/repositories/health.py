@@ -15,7 +15,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from storage.tables import OUTBOX_PENDING, FanoutRecord, OutboxRecord, UTCDateTime
+from storage.columns import UTCDateTime
+from storage.tables import OUTBOX_PENDING, FanoutRecord, OutboxRecord
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from d1.models import Operation
+from storage.columns import JSONText
 from storage.repositories.intake_sql import (
     KIND_CARD_EVENT,
     KIND_EXCEPTION_ALERT,
@@ -39,7 +40,7 @@ from storage.repositories.projection import (
     new_card_row,
     project_onto,
 )
-from storage.tables import FILTER_ALL, FILTER_EXCEPTIONS, SOURCE_D1, JSONText
+from storage.tables import FILTER_ALL, FILTER_EXCEPTIONS, SOURCE_D1
 
 # How long a PostgreSQL intake transaction waits for a row lock.
 LOCK_TIMEOUT = "5s"

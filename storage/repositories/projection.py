@@ -19,8 +19,8 @@ from d1.semantics import (
     operation_event_time,
     operation_json_for_storage,
 )
+from storage.columns import JSONText
 from storage.repositories.intake_sql import CARD_COLUMNS, EVENT_COLUMNS
-from storage.tables import JSONText
 
 
 @dataclass

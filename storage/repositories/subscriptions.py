@@ -10,13 +10,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from storage.columns import utcnow
 from storage.tables import (
     FILTER_ALL,
     FILTER_EXCEPTIONS,
     CardRecord,
     SubscriptionRecord,
     SubscriptionRemovalRecord,
-    utcnow,
 )
 
 FILTERS = (FILTER_ALL, FILTER_EXCEPTIONS)
