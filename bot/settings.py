@@ -127,6 +127,8 @@ class Settings(BaseSettings):
     d1bot_channel_rate_per_second: Positive = 1.0
     # chat.postMessage + chat.update of the whole app, in any 60 s (spread: rate/12 + 3 per 5 s)
     d1bot_workspace_rate_per_minute: Count = 240
+    # chat.update of the whole app in any 60 s: Slack's Tier 3 (about 50), with a margin
+    d1bot_update_rate_per_minute: Count = 45
     d1bot_outbox_max_attempts: Count = 12
     d1bot_outbox_lease_seconds: Positive = 8.0  # renewed while held: a dead worker's rows, after
     d1bot_burst_threshold: Count = 10  # more distinct cards than this at once -> one summary

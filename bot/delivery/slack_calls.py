@@ -15,7 +15,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.delivery.budget import WorkspaceBudget
+from bot.delivery.budget import CHAT_UPDATE_PER_MINUTE, WorkspaceBudget
 from bot.delivery.pacing import ChannelPacer
 from bot.delivery.slack_errors import (
     RateLimited,
@@ -44,10 +44,15 @@ class SlackCalls:
         max_pacing_wait: float,
         concurrency: int,
         workspace_rate_per_minute: int = 0,
+        update_rate_per_minute: int = CHAT_UPDATE_PER_MINUTE,
     ) -> None:
         self._client = client
         self.pacer = ChannelPacer(rate_per_second, max_wait=max_pacing_wait)
-        self.budget = WorkspaceBudget(workspace_rate_per_minute, max_wait=max_pacing_wait)
+        self.budget = WorkspaceBudget(
+            workspace_rate_per_minute,
+            max_wait=max_pacing_wait,
+            update_per_minute=update_rate_per_minute,
+        )
         # The bound is on requests in flight, not on rows: a row waiting for its channel's
         # turn must not hold a slot that another channel could use.
         self._slots = asyncio.Semaphore(concurrency)

@@ -87,6 +87,7 @@ class OutboxWorker(MessageKinds, Outcomes):
             max_pacing_wait=max_pacing_wait,
             concurrency=concurrency,
             workspace_rate_per_minute=self.settings.d1bot_workspace_rate_per_minute,
+            update_rate_per_minute=self.settings.d1bot_update_rate_per_minute,
         )
         self.max_pacing_wait = max_pacing_wait
         self.batch_size = batch_size

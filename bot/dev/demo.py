@@ -3,9 +3,12 @@
 One event loop runs three real HTTP servers: the D1 sandbox (a scripted morning of a dozen
 cards, with duplicate and out-of-order deliveries), the local Slack stand-in, and the bot
 (`bot.server.create_app`, the same app `d1bot serve` runs) on a SQLite file. The terminal shows
-every message the bot posts, as Slack would show it, and a prompt sends what the user types
-(`/card status crd-d2p8`) as a signed slash-command request to the bot's `/slack/events`.
-`--no-input` runs the morning to the end and exits 0; Ctrl-C stops everything cleanly.
+every message and modal the bot sends, as Slack would show it, and a prompt sends what the user
+types to the bot's `/slack/events` as Slack would: `/card status crd-d2p8` as a signed
+slash-command request, `click Resolve crd-f8r6` as a signed button press (`block_actions`).
+Once the morning is over, a short tour (`bot.dev.demo_tour`) finds a card by its tracking
+number, opens its story, takes an exception and quiets a channel, as an agent would.
+`--no-input` runs the morning and the tour, then exits 0; Ctrl-C stops everything cleanly.
 
 The morning goes in rounds: every card takes one step, D1's notifications are delivered and the
 bot's messages are posted before the next round starts, so a seed (`--seed`) always plays the
@@ -19,13 +22,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import signal
 import sys
 import tempfile
-import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +43,17 @@ from bot.dev.demo_morning import (
     TypedCommand,
     ack_call,
     command_request,
-    parse_prompt_line,
 )
-from bot.dev.demo_servers import (
-    NOTIFY_CLIENT_ID,
-    bound_socket,
-    demo_sandbox,
-    demo_settings,
-    serving,
+from bot.dev.demo_prompt import Screen, prompt_loop
+from bot.dev.demo_servers import all_servers
+from bot.dev.demo_tour import (
+    TOUR_CARD,
+    Click,
+    Shown,
+    action_request,
+    caption_line,
+    find_button,
+    tour_steps,
 )
 from bot.dev.localslack import Call, LocalSlack
 from bot.runtime import Runtime
@@ -57,46 +63,11 @@ log = logging.getLogger("d1bot.demo")
 ROUND_PAUSE_SECONDS = 1.0  # interactive, at --speed 1: a second between rounds
 ROUND_TIMEOUT_SECONDS = 60.0  # one round's notifications delivered and messages posted
 MORNING_TIMEOUT_SECONDS = 240.0
-PROMPT = "demo> "
-PROMPT_QUIET_SECONDS = 0.3  # the prompt comes back once the screen is quiet this long
 LOG_FILE = "d1bot-demo.log"
-
-
-class Screen:
-    """The terminal: whole lines of the view, and a prompt kept below the latest of them."""
-
-    def __init__(self, write: Callable[[str], None]) -> None:
-        self._write = write
-        self._at_prompt = False
-        self.printed = asyncio.Event()
-
-    def line(self, text: str) -> None:
-        if self._at_prompt:  # the view continues below the prompt, not on its line
-            self._write("\n")
-            self._at_prompt = False
-        self._write(text + "\n")
-        self.printed.set()
-
-    def prompt(self) -> None:
-        if not self._at_prompt:
-            self._write(PROMPT)
-            self._at_prompt = True
-
-    def typed(self) -> None:
-        """The user pressed Enter: the terminal's cursor is on a fresh line."""
-        self._at_prompt = False
-
-    async def keep_prompt_visible(self) -> None:
-        """Show the prompt again whenever output stopped for a moment."""
-        while True:
-            await self.printed.wait()
-            while True:
-                self.printed.clear()
-                try:
-                    await asyncio.wait_for(self.printed.wait(), PROMPT_QUIET_SECONDS)
-                except TimeoutError:
-                    break
-            self.prompt()
+# What only the agent who typed or pressed sees: shown before a step's channel messages.
+AGENT_ONLY = frozenset(
+    {"ack", "response_url", "chat.postEphemeral", "views.open", "views.push", "views.update"}
+)
 
 
 class Demo:
@@ -111,6 +82,7 @@ class Demo:
         self.slack = LocalSlack(on_call=self._on_slack_call)
         self.quiet = False  # True while the demo itself subscribes the channels
         self.reply_arrived = asyncio.Event()
+        self.held: list[Call] | None = None  # a tour step's calls, shown once it is over
         self.bot_url = ""
         self.runtime: Runtime | None = None
         self.sandbox: Any = None
@@ -122,58 +94,86 @@ class Demo:
             self.reply_arrived.set()
         if self.quiet and call.method in {"response_url", "ack"}:
             return
+        if self.held is not None:
+            self.held.append(call)
+        else:
+            self._show(call)
+
+    def _show(self, call: Call) -> None:
         text = self.view.render(call)
         if text:
             self.out(text)
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """Show a step's calls once it is over, what only the agent sees first, each kind in
+        arrival order: the bot answers the agent and rewrites the alert concurrently, and the
+        same seed must print the same lines in the same order."""
+        self.held = []
+        try:
+            yield
+        finally:
+            held, self.held = self.held, None
+            for call in sorted(held, key=lambda c: c.method not in AGENT_ONLY):
+                self._show(call)
 
     # ------------------------------------------------------------------ setup
 
     @contextlib.asynccontextmanager
     async def running(self, data_dir: Path) -> AsyncIterator[None]:
         """All three servers up and wired; everything stopped (bot first) on exit."""
-        from bot.logs import protect_handlers
-        from bot.main import build_runtime
-        from bot.server import create_app
-        from storage.migrate import upgrade
-
-        self.sandbox = demo_sandbox(self.args.seed)
         for channel_id, name in CHANNEL_NAMES.items():
             self.slack.add_channel(channel_id, name=name, members=["U0AGENT"])
-        async with contextlib.AsyncExitStack() as stack:
-            await stack.enter_async_context(self.slack)
-            sandbox_url = await stack.enter_async_context(serving(self.sandbox.app, bound_socket()))
-            settings = demo_settings(
-                data_dir=data_dir,
-                sandbox=self.sandbox,
-                sandbox_url=sandbox_url,
-                slack_api_url=self.slack.base_url,
-                signing_secret=self.signing_secret,
-                notify_secret=self.notify_secret,
-            )
-            runtime = build_runtime(settings)
-            await asyncio.to_thread(upgrade, runtime.engine)
-            self.runtime = runtime
-            bot_socket = bound_socket()
-            bot_url = f"http://127.0.0.1:{bot_socket.getsockname()[1]}"
-            self.sandbox.set_callback(
-                f"{bot_url}/notifications/d1/v2/issuers/{settings.d1_issuer_id}/cards",
-                client_id=NOTIFY_CLIENT_ID,
-                client_secret=self.notify_secret,
-            )
-            self.bot_url = await stack.enter_async_context(serving(create_app(runtime), bot_socket))
-            stack.callback(runtime.engine.dispose)
-            protect_handlers()  # LocalSlack's uvicorn configured handlers of its own
+        async with all_servers(
+            self.slack,
+            seed=self.args.seed,
+            data_dir=data_dir,
+            signing_secret=self.signing_secret,
+            notify_secret=self.notify_secret,
+        ) as servers:
+            self.sandbox, self.runtime = servers.sandbox, servers.runtime
+            self.bot_url = servers.bot_url
             yield
 
     # ------------------------------------------------------------------ commands
 
+    async def send(self, typed: TypedCommand | Click, http: httpx.AsyncClient) -> str:
+        """A typed `/card` command, or a button press, sent to the bot as Slack sends it."""
+        if isinstance(typed, Click):
+            return await self.press(typed, http)
+        return await self.send_command(typed, http)
+
     async def send_command(self, command: TypedCommand, http: httpx.AsyncClient) -> str:
-        """Send a signed `/card` request to the bot and show its synchronous answer; a
-        deferred answer arrives through LocalSlack's response_url (shown by `on_call`).
-        Returns "ack" (answered at once), "deferred" (answer to come) or "failed"."""
+        """Send a signed `/card` request to the bot; see `_post` for what it returns."""
         body, headers = command_request(
             command, response_url=self.slack.response_url(), signing_secret=self.signing_secret
         )
+        return await self._post(body, headers, http)
+
+    def shown(self) -> list[Shown]:
+        """What the agent has seen, oldest first: the replies, then the channels' messages."""
+        replies = [Shown(OPS_CHANNEL, r.get("blocks") or []) for r in self.slack.responses]
+        posted = sorted(self.slack.messages(), key=lambda m: float(m["ts"]))
+        return replies + [
+            Shown(m["channel"], m.get("blocks") or [], m["ts"], m.get("text") or "")
+            for m in posted
+        ]
+
+    async def press(self, click: Click, http: httpx.AsyncClient) -> str:
+        """Press a button the agent sees (a signed `block_actions` payload, as Slack sends)."""
+        found = find_button(self.shown(), click)
+        if found is None:
+            self.out(f"(no [{click.label}] button for {click.card_id} on the screen)")
+            return "failed"
+        body, headers = action_request(
+            found, response_url=self.slack.response_url(), signing_secret=self.signing_secret
+        )
+        return await self._post(body, headers, http)
+
+    async def _post(self, body: str, headers: dict[str, str], http: httpx.AsyncClient) -> str:
+        """POST a signed request to the bot's `/slack/events` and show a synchronous answer; a
+        deferred one arrives through LocalSlack's response_url (shown by `on_call`). Returns
+        "ack" (answered at once), "deferred" (answer to come) or "failed"."""
         try:
             response = await http.post(
                 f"{self.bot_url}/slack/events", content=body, headers=headers
@@ -203,17 +203,44 @@ class Demo:
             for card in MORNING:
                 command = TypedCommand(OPS_CHANNEL, f"subscribe {card.card_id}")
                 deferred += await self.send_command(command, http) == "deferred"
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(10):
-                    while len(self.slack.responses) - before < deferred:
-                        self.reply_arrived.clear()
-                        await self.reply_arrived.wait()
+            await self.wait_replies(before + deferred, timeout=10)
         finally:
             self.quiet = False
         self.out(
             f"#card-ops follows the {len(MORNING)} cards of the morning; exception alerts also go"
             " to #card-exceptions.\n"
         )
+
+    async def wait_replies(self, count: int, *, timeout: float) -> bool:
+        """Until `count` replies arrived through response_urls in all (False: timed out)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while len(self.slack.responses) < count:
+                    self.reply_arrived.clear()
+                    await self.reply_arrived.wait()
+                return True
+        return False
+
+    # ------------------------------------------------------------------ the tour
+
+    async def tour(self, http: httpx.AsyncClient) -> bool:
+        """Each step's caption, then what Slack shows once the bot answered and its messages
+        went out (False: a step failed or was not answered in time)."""
+        tracking = self.sandbox.cards[TOUR_CARD].tracking_number
+        self.out("\nWhat an agent does next, as Slack would show it:\n")
+        for step in tour_steps(tracking):
+            self.out(caption_line(step))
+            with self.holding():
+                before = len(self.slack.responses)
+                sent = await self.send(step.action, http)
+                answered = sent == "ack" or (
+                    sent == "deferred"
+                    and await self.wait_replies(before + 1, timeout=ROUND_TIMEOUT_SECONDS)
+                )
+                settled = await self.wait_settled(ROUND_TIMEOUT_SECONDS, quiet=0.0)
+            if not (answered and settled):
+                return False
+        return True
 
     # ------------------------------------------------------------------ the morning
 
@@ -273,39 +300,6 @@ class Demo:
         )
 
 
-# --------------------------------------------------------------------------- input
-
-
-def _start_stdin_reader(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[str | None]) -> None:
-    """Read stdin in a daemon thread (it never blocks the exit), one line at a time."""
-
-    def read() -> None:
-        for line in sys.stdin:
-            loop.call_soon_threadsafe(lines.put_nowait, line)
-        loop.call_soon_threadsafe(lines.put_nowait, None)
-
-    threading.Thread(target=read, name="demo-stdin", daemon=True).start()
-
-
-async def _prompt(demo: Demo, screen: Screen, http: httpx.AsyncClient, stop: asyncio.Event) -> None:
-    lines: asyncio.Queue[str | None] = asyncio.Queue()
-    _start_stdin_reader(asyncio.get_running_loop(), lines)
-    while not stop.is_set():
-        line = await lines.get()
-        screen.typed()
-        if line is None or line.strip().lower() in {"quit", "exit", "q"}:
-            stop.set()
-            return
-        if not line.strip():
-            screen.prompt()
-            continue
-        command = parse_prompt_line(line)
-        if command is None:
-            demo.out(PROMPT_HELP)
-            continue
-        await demo.send_command(command, http)
-
-
 # --------------------------------------------------------------------------- entry point
 
 
@@ -352,7 +346,8 @@ async def _demo(args: argparse.Namespace, write: Callable[[str], None]) -> int:
             morning = asyncio.create_task(demo.run_morning(round_pause(args)))
             tasks = [morning, asyncio.create_task(stop.wait())]
             if interactive:
-                tasks.append(asyncio.create_task(_prompt(demo, screen, http, stop)))
+                send = functools.partial(demo.send, http=http)
+                tasks.append(asyncio.create_task(prompt_loop(screen, send, stop)))
                 tasks.append(asyncio.create_task(screen.keep_prompt_visible()))
             await asyncio.wait({morning, tasks[1]}, return_when=asyncio.FIRST_COMPLETED)
             code = 0
@@ -361,6 +356,9 @@ async def _demo(args: argparse.Namespace, write: Callable[[str], None]) -> int:
                     MORNING_TIMEOUT_SECONDS
                 ):
                     out(demo.summary())
+                    if not await demo.tour(http):
+                        out(f"The tour stopped early (see {data_dir / LOG_FILE}).")
+                        code = 1
                 else:
                     out(f"The morning did not settle in time (see {data_dir / LOG_FILE}).")
                     code = 1
@@ -394,4 +392,4 @@ def run_demo(args: argparse.Namespace) -> int:
         return 130
 
 
-__all__ = ["Demo", "Screen", "round_pause", "run_demo"]
+__all__ = ["Demo", "round_pause", "run_demo"]

@@ -129,16 +129,20 @@ def command_request(
             "trigger_id": "demo.trigger",
         }
     )
+    return body, signed_headers(body, signing_secret=signing_secret, now=now)
+
+
+def signed_headers(body: str, *, signing_secret: str, now: float | None = None) -> dict[str, str]:
+    """The headers of a form request signed as Slack signs them (v0 HMAC of the body)."""
     stamp = str(int(time.time() if now is None else now))
     signature = SignatureVerifier(signing_secret).generate_signature(timestamp=stamp, body=body)
     if signature is None:  # slack_sdk returns None only for a missing timestamp
-        raise ValueError("the command request could not be signed")
-    headers = {
+        raise ValueError("the request could not be signed")
+    return {
         "X-Slack-Request-Timestamp": stamp,
         "X-Slack-Signature": signature,
         "Content-Type": "application/x-www-form-urlencoded",
     }
-    return body, headers
 
 
 # --------------------------------------------------------------------------- terminal output
@@ -146,6 +150,12 @@ def command_request(
 SHOWN_METHODS = frozenset(
     {"chat.postMessage", "chat.update", "chat.postEphemeral", "response_url", "ack"}
 )
+# Modals: only the agent who typed or pressed sees them.
+MODAL_HEADS = {
+    "views.open": 'modal "{title}" opened, only visible to you',
+    "views.push": 'modal "{title}" opened over the previous one, only visible to you',
+    "views.update": 'modal "{title}" updated in place',
+}
 
 
 @dataclass
@@ -161,7 +171,7 @@ class TerminalView:
 
     def render(self, call: Call) -> str | None:
         """The text for `call`, or None for calls Slack users would not see."""
-        if call.method not in SHOWN_METHODS:
+        if call.method not in SHOWN_METHODS and call.method not in MODAL_HEADS:
             return None
         body_lines = [terminal_text(line) for line in render_message_text(call).splitlines()[1:]]
         title = _first_text(body_lines)
@@ -186,6 +196,11 @@ class TerminalView:
             head = f'{self.channel_name(call.channel)} > "{parent}" updated in place'
             if title:
                 self.thread_titles[str(call.body.get("ts"))] = title
+        elif call.method in MODAL_HEADS:
+            view = call.body.get("view")
+            named = view.get("title") if isinstance(view, dict) else None
+            title = (named.get("text") if isinstance(named, dict) else None) or "modal"
+            head = MODAL_HEADS[call.method].format(title=terminal_text(str(title)))
         elif call.method == "chat.postEphemeral":
             head = f"{self.channel_name(call.channel)} > only visible to you"
         else:  # a slash command's reply (ack body or response_url)
@@ -204,10 +219,17 @@ _LINK = re.compile(r"<(?:https?|mailto):[^|>]*\|([^>]*)>")
 _BARE_LINK = re.compile(r"<((?:https?|mailto):[^|>]*)>")
 _USER = re.compile(r"<@(\w+)>")
 _BOLD = re.compile(r"(?<![\w*])\*([^*\n]+)\*(?![\w*])")
+_ITALIC = re.compile(r"(?<![\w_])_([^_\n]+)_(?![\w_])")
 _EMOJI = {
     ":warning:": "(!)",
     ":rotating_light:": "(!!)",
     ":white_check_mark:": "(ok)",
+    ":grey_question:": "(?)",
+    ":bust_in_silhouette: ": "",
+    ":mag: ": "",
+    ":lock: ": "",
+    ":book: ": "",
+    ":eyes: ": "",
     " :thread:": "",
     ":thread:": "",
 }
@@ -215,12 +237,13 @@ _EMOJI = {
 
 def terminal_text(line: str) -> str:
     """Slack mrkdwn as plain terminal text: dates and links show their fallback text, bold
-    loses its asterisks, a few emoji become ASCII marks."""
+    and italics lose their marks, a few emoji become ASCII marks."""
     line = _DATE.sub(r"\1", line)
     line = _LINK.sub(r"\1", line)
     line = _BARE_LINK.sub(r"\1", line)
     line = _USER.sub(lambda m: "@" + (AGENT_NAME if m.group(1) == AGENT_ID else m.group(1)), line)
     line = _BOLD.sub(r"\1", line)
+    line = _ITALIC.sub(r"\1", line)
     for code, mark in _EMOJI.items():
         line = line.replace(code, mark)
     return line.rstrip()
@@ -244,7 +267,10 @@ Type a slash command as you would in Slack, for example:
   /card status crd-d2p8          /card list
   /card subscribe crd-a1f3       /card unsubscribe crd-a1f3
   /card track crd-h6t2 return productionSite=PERSO-CENTER-FR-01
+  /card find crd-f8              (or a tracking number from a card's thread)
+  /card history crd-f8r6         /card exceptions mine
+  /card settings threads quiet   /card settings
   /card help
-Prefix with a channel to run it there: #card-exceptions /card list
+Prefix with a channel to run it there: #card-exceptions /card exceptions open
+Press a button with: click Assign to me crd-b7k2 (or Resolve, Reopen, Timeline ...)
 Type quit (or press Ctrl-C) to stop."""
-

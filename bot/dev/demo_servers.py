@@ -1,5 +1,6 @@
 """How `d1bot demo` builds its servers: the D1 sandbox's morning, the bot's settings pointing
-at the sandbox and the Slack stand-in, and serving an app on loopback in the demo's loop.
+at the sandbox and the Slack stand-in, serving an app on loopback in the demo's loop, and all
+three started and wired to each other.
 
 Kept apart from `bot.dev.demo`, which drives the running demo (the morning, the prompt,
 Ctrl-C), so that the wiring reads as one piece.
@@ -12,12 +13,16 @@ import contextlib
 import secrets
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 from bot.dev.demo_morning import DEMO_TEAM, EXCEPTIONS_CHANNEL, MORNING
+from bot.dev.localslack import LocalSlack
+from bot.runtime import Runtime
 
 NOTIFY_CLIENT_ID = "d1-demo"
 
@@ -60,6 +65,12 @@ def bound_socket() -> socket.socket:
     return sock
 
 
+def _a_second_ahead() -> datetime:
+    """The sandbox's clock. D1's event times are whole seconds: a second ahead, the morning's
+    events come after the agent's subscriptions in each card's story, run after run."""
+    return datetime.now(UTC) + timedelta(seconds=1)
+
+
 def demo_sandbox(seed: int) -> Any:
     """The D1 sandbox with the morning's cards: duplicates, shuffling and batches included,
     as a real D1 delivers them."""
@@ -73,6 +84,7 @@ def demo_sandbox(seed: int) -> Any:
             duplicate_rate=0.2,
             shuffle=True,
             batch_size=4,
+            clock=_a_second_ahead,
         )
     )
     for card in MORNING:
@@ -125,5 +137,53 @@ def demo_settings(
         d1bot_workspace_id=DEMO_TEAM,
         d1bot_channel_rate_per_second=20.0,
         d1bot_workspace_rate_per_minute=6000,  # the stand-in: a morning in seconds
+        d1bot_update_rate_per_minute=6000,  # and every parent kept current as it happens
         d1bot_burst_threshold=50,
     )
+
+
+@dataclass(frozen=True)
+class Servers:
+    """The running demo's D1 sandbox, the bot's runtime, and where the bot listens."""
+
+    sandbox: Any
+    runtime: Runtime
+    bot_url: str
+
+
+@contextlib.asynccontextmanager
+async def all_servers(
+    slack: LocalSlack, *, seed: int, data_dir: Path, signing_secret: str, notify_secret: str
+) -> AsyncIterator[Servers]:
+    """The Slack stand-in, the sandbox and the bot up and wired to each other; everything
+    stopped (bot first) on exit."""
+    from bot.logs import protect_handlers
+    from bot.main import build_runtime
+    from bot.server import create_app
+    from storage.migrate import upgrade
+
+    sandbox = demo_sandbox(seed)
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(slack)
+        sandbox_url = await stack.enter_async_context(serving(sandbox.app, bound_socket()))
+        settings = demo_settings(
+            data_dir=data_dir,
+            sandbox=sandbox,
+            sandbox_url=sandbox_url,
+            slack_api_url=slack.base_url,
+            signing_secret=signing_secret,
+            notify_secret=notify_secret,
+        )
+        runtime = build_runtime(settings)
+        await asyncio.to_thread(upgrade, runtime.engine)
+        bot_socket = bound_socket()
+        bot_url = f"http://127.0.0.1:{bot_socket.getsockname()[1]}"
+        sandbox.set_callback(
+            f"{bot_url}/notifications/d1/v2/issuers/{settings.d1_issuer_id}/cards",
+            client_id=NOTIFY_CLIENT_ID,
+            client_secret=notify_secret,
+        )
+        bot_url = await stack.enter_async_context(serving(create_app(runtime), bot_socket))
+        stack.callback(runtime.engine.dispose)
+        protect_handlers()  # LocalSlack's uvicorn configured handlers of its own
+        yield Servers(sandbox=sandbox, runtime=runtime, bot_url=bot_url)
