@@ -102,12 +102,12 @@ def exceptions_reply(
     cases: Sequence[ListedCase], *, total: int, mine: bool, now: datetime
 ) -> tuple[str, list[Block]]:
     """Open exceptions, oldest first, each with its owner, age and the alert's buttons."""
-    scope = "your open exceptions" if mine else "open exceptions"
     if not cases:
         text = "You own no open exception." if mine else "No open exception. :tada:"
         return text, [section(text)]
-    text = f"{total} {scope}" if total != 1 else f"1 {scope.removesuffix('s')}"
-    blocks: list[Block] = [section(f"*{text.capitalize()}*, oldest first")]
+    counted = f"{total} open exception{'' if total == 1 else 's'}"
+    text = f"You own {counted}" if mine else counted.capitalize()
+    blocks: list[Block] = [section(f"*{text}*, oldest first")]
     for case in cases:
         status = mrkdwn.plain_status(case.status, case.shipment_status)
         blocks.append(section(f"*{escape(case.card_id)}*: {status}\n{state_line(case.state, now)}"))

@@ -68,7 +68,8 @@ async def test_assign_resolve_and_reopen_update_the_alert_in_place(engine: Engin
         await _deliver(stack)
         (alert,) = _alerts(stack)
         assert "Owner <@U4>" in json.dumps(alert) and "open for" in json.dumps(alert)
-        assert "card-x" in json.dumps(await stack.ask("exceptions mine", user_id="U4"))
+        owned = await stack.ask("exceptions mine", user_id="U4")
+        assert owned["text"] == "You own 1 open exception" and "card-x" in json.dumps(owned)
         assert (
             "You own no open exception"
             in (await stack.ask("exceptions mine", user_id="U5"))["text"]
