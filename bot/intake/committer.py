@@ -1,11 +1,9 @@
 """Notifications recorded in shared commits, so that every 204 is durable without an fsync each.
 
-Requests queue here; a writer thread of its own records everything queued in one transaction
-(`storage.repositories.intake.record_requests`) and only after the commit answers each request.
-What arrives while a commit runs forms the next batch: the busier it gets, the more requests
-share one fsync, and an idle bot waits for nothing but its own commit. The thread takes the next
-batch as soon as it has committed one, without waiting for the event loop to hand it over: the
-loop is then busy answering the batch just committed.
+Requests queue here; one writer records everything queued in one transaction
+(`storage.repositories.intake.record_requests`) in a thread of its own, and only after the commit
+answers each request. What arrives while a commit runs forms the next batch: the busier it gets,
+the more requests share one fsync, and an idle bot waits for nothing but its own commit.
 """
 
 from __future__ import annotations
@@ -13,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import threading
-from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
@@ -34,7 +31,6 @@ MAX_BATCH = 128
 MAX_BATCH_OPERATIONS = 4096
 
 _Waiting = tuple[IntakeRequest, asyncio.Future[IntakeResult]]
-_Outcome = IntakeResult | BaseException
 
 
 class IntakeCommitter:
@@ -57,11 +53,10 @@ class IntakeCommitter:
             extra_exception_statuses=extra_exception_statuses,
         )
         self.max_batch = max_batch
-        self._waiting: deque[_Waiting] = deque()
-        self._changed = threading.Condition()
-        self._stopping = False
+        self._waiting: list[_Waiting] = []
+        self._writer: asyncio.Task[None] | None = None
         # One thread: one write transaction at a time, off the event loop.
-        self._thread: threading.Thread | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intake")
 
     async def record(
         self,
@@ -70,68 +65,56 @@ class IntakeCommitter:
         received_at: datetime,
         quarantined: Sequence[QuarantinedOperation] = (),
     ) -> IntakeResult:
-        future: asyncio.Future[IntakeResult] = asyncio.get_running_loop().create_future()
-        with self._changed:
-            if self._stopping:
-                raise RuntimeError("intake stopped")
-            self._waiting.append((IntakeRequest(operations, received_at, quarantined), future))
-            self._changed.notify()
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._write, name="intake", daemon=True)
-                self._thread.start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[IntakeResult] = loop.create_future()
+        self._waiting.append((IntakeRequest(operations, received_at, quarantined), future))
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._write(), name="intake-writer")
         return await future
 
-    def _write(self) -> None:
-        """The writer thread: batch after batch until stopped and nothing is left."""
-        while True:
-            with self._changed:
-                while not self._waiting and not self._stopping:
-                    self._changed.wait()
-                if not self._waiting:
-                    return
-                batch = self._next_batch()
-            outcomes: Sequence[_Outcome]
+    async def _write(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._waiting:
+            batch = self._next_batch()
+            requests = [request for request, _ in batch]
+            outcomes: Sequence[IntakeResult | BaseException]
             try:
-                outcomes = self._record([request for request, _ in batch])
+                outcomes = await loop.run_in_executor(self._thread, self._record, requests)
             except Exception as exc:  # every waiter learns, none hangs
                 outcomes = [exc] * len(batch)
-            loop = batch[0][1].get_loop()
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                loop.call_soon_threadsafe(_answer, batch, outcomes)
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if future.done():  # its caller went away; the data is stored all the same
+                    continue
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
 
     def _next_batch(self) -> list[_Waiting]:
         """The oldest waiting requests, within both bounds (always at least one)."""
-        batch: list[_Waiting] = []
-        operations = 0
-        while self._waiting and len(batch) < self.max_batch:
-            request = self._waiting[0][0]
+        count, operations = 0, 0
+        for request, _ in self._waiting[: self.max_batch]:
             operations += len(request.operations) + len(request.quarantined)
-            if batch and operations > MAX_BATCH_OPERATIONS:
+            if count and operations > MAX_BATCH_OPERATIONS:
                 break
-            batch.append(self._waiting.popleft())
+            count += 1
+        batch = self._waiting[:count]
+        del self._waiting[:count]
         return batch
 
     async def stop(self) -> None:
-        """Answer what is queued, then end the thread."""
-        with self._changed:
-            self._stopping = True
-            self._changed.notify()
-            thread = self._thread
-        if thread is not None:  # its last answers are delivered before this returns
-            await asyncio.to_thread(thread.join)
+        """Answer what is queued, then release the thread."""
+        if self._writer is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._writer
+        for _, future in self._waiting:  # only when the writer was cancelled
+            if not future.done():
+                future.set_exception(RuntimeError("intake stopped"))
+        self._waiting.clear()
+        self._thread.shutdown(wait=True)
 
     def is_healthy(self) -> bool:
-        return self._thread is None or self._thread.is_alive() or self._stopping
-
-
-def _answer(batch: list[_Waiting], outcomes: Sequence[_Outcome]) -> None:
-    for (_, future), outcome in zip(batch, outcomes, strict=True):
-        if future.done():  # its caller went away; the data is stored all the same
-            continue
-        if isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome)
+        return self._writer is None or not self._writer.cancelled()
 
 
 __all__ = ["MAX_BATCH", "MAX_BATCH_OPERATIONS", "IntakeCommitter"]
