@@ -141,6 +141,7 @@ class ThreadRecord(SQLModel, table=True):
     __tablename__ = "threads"
     __table_args__ = (
         sa.UniqueConstraint("workspace_id", "channel_id", "card_id", name="uq_thread"),
+        sa.Index("ix_threads_parent_owed_since", "parent_owed_since"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -150,6 +151,9 @@ class ThreadRecord(SQLModel, table=True):
     parent_ts: str = Field(max_length=32)
     created_at: datetime = ts_field()
     updated_at: datetime = ts_field()
+    # Set while the parent shows an older state than the card's and the workspace budget
+    # postponed its update: kept here so that a restart still brings it up to date.
+    parent_owed_since: datetime | None = ts_field(nullable=True)
 
 
 class OutboxRecord(SQLModel, table=True):

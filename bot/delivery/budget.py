@@ -83,15 +83,24 @@ class WorkspaceBudget:
             count += 1
         return count
 
-    async def acquire(self, method: str) -> None:
-        """Wait for a slot for one call of `method`, or raise `Deferred` when it is further
-        away than `max_wait`."""
+    def wait_for(self, method: str) -> float:
+        """Seconds until one call of `method` could go, without taking its slot."""
         now = self.now()
+        return self._earliest(method, now) - now
+
+    def _earliest(self, method: str, now: float) -> float:
         at = now + self.paused_for(method)
         if method in BUDGETED_METHODS:
             at = max(at, earliest_slot(self._slots, self.windows, now))
             if method == "chat.update":
                 at = max(at, earliest_slot(self._updates, self.update_windows, now))
+        return at
+
+    async def acquire(self, method: str) -> None:
+        """Wait for a slot for one call of `method`, or raise `Deferred` when it is further
+        away than `max_wait`."""
+        now = self.now()
+        at = self._earliest(method, now)
         if at - now > self.max_wait:
             raise Deferred(at - now, "budget" if method in BUDGETED_METHODS else "ratelimited")
         if method in BUDGETED_METHODS:

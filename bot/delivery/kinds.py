@@ -12,7 +12,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
@@ -98,9 +98,6 @@ class MessageKinds(AlertSenders):
     name: str
     alert_link_wait: timedelta
     _parent_shown: OrderedDict[tuple[str, str], str]
-    # Parent updates the budget postponed, by (workspace, channel, card): the row that owed
-    # it (for its card and thread) and the parent's ts.
-    _owed_parents: OrderedDict[tuple[str, str, str], tuple[ClaimedRow, str]]
 
     slack: SlackCalls
 
@@ -230,11 +227,14 @@ class MessageKinds(AlertSenders):
                 await self._card_and_thread(row)
                 return
             except (Deferred, RateLimited):  # owed: later, one update carries the latest
-                self._owed_parents[_parent_key(row)] = (row, parent_ts)
-                while len(self._owed_parents) > PARENT_MEMORY:
-                    self._owed_parents.popitem(last=False)
+                await self.record_sent(
+                    threads_repo.owe_parent_update,
+                    workspace_id=row.workspace_id,
+                    channel_id=row.channel_id,
+                    card_id=row.card_id or "",
+                    now=self.runtime.clock(),
+                )
                 return
-            self._owed_parents.pop(_parent_key(row), None)
             # Only a parent just posted is remembered: after an update the next event of the
             # card updates it again (rows of one channel can be claimed by other replicas).
             self._parent_shown.pop((row.channel_id, parent_ts), None)
@@ -242,24 +242,29 @@ class MessageKinds(AlertSenders):
         return update
 
     async def update_owed_parents(self) -> None:
-        """The parent updates the budget postponed, oldest first, each rendered from the
-        card's state now: many events of one card while the budget was short cost one
-        `chat.update`. Stops at the first one the budget postpones again."""
-        while self._owed_parents:
-            key, (row, parent_ts) = next(iter(self._owed_parents.items()))
-            del self._owed_parents[key]
-            card = await asyncio.to_thread(
-                cards_repo.get_card, self.engine, card_id=row.card_id or ""
+        """The parent updates the budget postponed (stored, so a restart still makes them),
+        longest owed first, each rendered from the card's state now: many events of one card
+        while the budget was short cost one `chat.update`. Stops when the budget postpones
+        one again (it is owed again)."""
+        budget = self.slack.budget
+        while budget.wait_for("chat.update") <= budget.max_wait:
+            owed = await asyncio.to_thread(
+                threads_repo.take_owed_parents, self.engine, limit=1
             )
-            update = None if card is None else self._parent_update(row, card, parent_ts)
+            if not owed:
+                return
+            thread = owed[0]
+            row = _owed_row(thread, self.runtime.clock())
+            card = await asyncio.to_thread(
+                cards_repo.get_card, self.engine, card_id=thread.card_id
+            )
+            update = None if card is None else self._parent_update(row, card, thread.parent_ts)
             if update is None:
                 continue
             try:
                 await update()
             except DeliveryError as failure:  # best effort: the card's next event corrects it
                 log.info("a postponed parent update failed: %s", failure.error)
-            if key in self._owed_parents:
-                return
 
     # ------------------------------------------------------------------ kinds
 
@@ -363,8 +368,16 @@ def _id(row: ClaimedRow) -> int:
     return row.id
 
 
-def _parent_key(row: ClaimedRow) -> tuple[str, str, str]:
-    return (row.workspace_id, row.channel_id, row.card_id or "")
+def _owed_row(thread: ThreadRecord, now: datetime) -> ClaimedRow:
+    """A row standing for the parent update a thread is owed (it has no outbox row of its
+    own): its card, in its channel."""
+    return ClaimedRow(
+        id=0, workspace_id=thread.workspace_id, channel_id=thread.channel_id,
+        kind=repo.KIND_CARD_EVENT, card_id=thread.card_id, event_id=None, subscription_id=None,
+        thread_key=None, payload=None, state="pending", attempts=0, next_attempt_at=now,
+        claimed_by=None, claimed_until=None, last_error=None, created_at=now, sent_at=None,
+        slack_ts=None,
+    )  # fmt: skip
 
 
 def _digest(message: dict[str, Any]) -> str:

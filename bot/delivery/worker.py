@@ -110,9 +110,6 @@ class OutboxWorker(MessageKinds, Outcomes):
         # What each parent message shows, as far as this worker knows: a parent already
         # showing the card's current state is not updated again (see `_parent_update`).
         self._parent_shown: OrderedDict[tuple[str, str], str] = OrderedDict()
-        self._owed_parents: OrderedDict[tuple[str, str, str], tuple[ClaimedRow, str]] = (
-            OrderedDict()
-        )
         self.owed_settlements = OrderedDict()
 
     # ------------------------------------------------------------------ lifecycle

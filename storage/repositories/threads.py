@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -155,6 +156,56 @@ def touch_thread(engine: Engine, *, thread_id: int, now: datetime) -> None:
         conn.execute(sa.update(threads).where(threads.c.id == thread_id).values(updated_at=now))
 
 
+def owe_parent_update(
+    engine: Engine, *, workspace_id: str, channel_id: str, card_id: str, now: datetime
+) -> None:
+    """The parent's update was postponed (workspace budget, rate limit): owed from `now`, or
+    from when it was first owed."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(threads)
+            .where(*_key(workspace_id, channel_id, card_id), threads.c.parent_owed_since.is_(None))
+            .values(parent_owed_since=now)
+        )
+
+
+def take_owed_parents(engine: Engine, *, limit: int) -> list[ThreadRecord]:
+    """Up to `limit` parents owed an update, longest owed first, each taken (no longer owed)
+    by this caller only: with several replicas, each parent is updated once. The caller owes
+    it again (`owe_parent_update`) when the update is postponed again."""
+    with Session(engine) as session:
+        candidates = list(
+            session.exec(
+                select(ThreadRecord)
+                .where(ThreadRecord.parent_owed_since.is_not(None))  # type: ignore[union-attr]
+                .order_by(ThreadRecord.parent_owed_since, ThreadRecord.id)  # type: ignore[arg-type]
+                .limit(limit)
+            )
+        )
+    taken = []
+    with engine.begin() as conn:
+        for thread in candidates:
+            cleared = conn.execute(
+                sa.update(threads)
+                .where(
+                    threads.c.id == thread.id,
+                    threads.c.parent_owed_since == thread.parent_owed_since,
+                )
+                .values(parent_owed_since=None)
+            ).rowcount
+            if cleared:
+                taken.append(thread)
+    return taken
+
+
+def _key(workspace_id: str, channel_id: str, card_id: str) -> tuple[Any, ...]:
+    return (
+        threads.c.workspace_id == workspace_id,
+        threads.c.channel_id == channel_id,
+        threads.c.card_id == card_id,
+    )
+
+
 def forget_thread(engine: Engine, *, workspace_id: str, channel_id: str, card_id: str) -> None:
     """The parent is gone from Slack (deleted): the next update posts a new one."""
     with engine.begin() as conn:
@@ -170,7 +221,9 @@ def forget_thread(engine: Engine, *, workspace_id: str, channel_id: str, card_id
 __all__ = [
     "forget_thread",
     "get_thread",
+    "owe_parent_update",
     "save_thread",
+    "take_owed_parents",
     "threads_of_card",
     "threads_of_cards",
     "threads_of_keys",

@@ -162,6 +162,35 @@ async def test_chat_update_stays_under_tier_3_and_postponed_updates_coalesce(
         assert slack.rate_limited == 0
 
 
+async def test_a_postponed_parent_update_survives_a_restart(any_engine: Engine) -> None:
+    """The budget postpones the parent's update, the worker stops (a deploy): the next worker
+    brings the parent to the card's last state, once, though no new event comes."""
+    engine = any_engine
+    follow(engine, "C1", "card-1")
+    async with delivery(engine) as (slack, runtime, _worker):
+        first = make_worker(runtime, slack, max_pacing_wait=0.2)
+        first.slack.budget.update_windows = ((60.0, 1),)  # one update a minute
+        record(engine, produce("card-1", "CARD_PROD_REQUESTED", 0))
+        await drain(first, engine)
+        for update in (
+            produce("card-1", "CARD_SHIPPED", 1, op_id="op-2"),
+            shipment("card-1", "DELIVERED", 2),
+        ):
+            record(engine, update)
+            await drain(first, engine)
+        assert len(slack.calls_to("chat.update")) == 1  # the second was postponed
+        assert "Delivered" not in slack.messages(channel="C1")[0]["text"]
+
+        restarted = make_worker(make_runtime(engine, slack), slack)
+        await restarted.start()
+        try:
+            await wait_for(lambda: len(slack.calls_to("chat.update")) == 2, timeout=10)
+        finally:
+            await restarted.stop()
+        assert "Delivered" in slack.messages(channel="C1")[0]["text"]
+        assert len(slack.calls_to("chat.update")) == 2 and slack.rate_limited == 0
+
+
 async def test_posts_never_unfurl_links(engine: Engine) -> None:
     follow(engine, "C1", "card-1")
     async with delivery(engine) as (slack, _runtime, worker):
