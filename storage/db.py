@@ -113,7 +113,12 @@ def _configure_sqlite(engine: Engine, *, synchronous: str, busy_timeout_ms: int)
         if mode == "IMMEDIATE" and gate.acquire(timeout=gate_timeout):
             connection.info["d1bot_gate"] = True
         try:
-            connection.exec_driver_sql(f"BEGIN {mode}")
+            # Straight to the driver: every transaction of the app begins here, and the
+            # statement machinery costs more than the BEGIN itself.
+            connection.connection.driver_connection.execute(f"BEGIN {mode}")  # type: ignore[union-attr]
+        except sqlite3.Error as exc:
+            _release(connection)
+            raise sa.exc.OperationalError(f"BEGIN {mode}", None, exc) from exc
         except BaseException:
             _release(connection)
             raise

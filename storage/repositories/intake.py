@@ -285,6 +285,7 @@ def record_batch(
         conn,
         [p for p in pending if p.becomes_current],
         results,
+        cards,
         workspace_id=workspace_id,
         exceptions_channel=exceptions_channel,
     )
@@ -338,20 +339,30 @@ def _fan_out(
     conn: Connection,
     current: list[_Pending],
     results: list[IntakeResult],
+    cards: dict[str, SimpleNamespace],
     *,
     workspace_id: str,
     exceptions_channel: str | None,
 ) -> None:
     """For each event that became its card's current state: count the subscriptions that want
-    it and write its fan-out marker (`fanouts`), which the delivery worker expands into their
-    outbox rows, plus the exceptions-channel alert (`storage.repositories.fanout`)."""
+    it (read with the card, or now for a card new to the batch) and write its fan-out marker
+    (`fanouts`), which the delivery worker expands into their outbox rows, plus the
+    exceptions-channel alert (`storage.repositories.fanout`)."""
     if not current:
         return
     sql = statements(conn.dialect.name)
     counts: dict[tuple[str, str], int] = {}
-    card_ids = sorted({p.facts.op.card_id for p in current})
-    for card_id, filter_, count in conn.execute(sql.subscriber_counts, {"card_ids": card_ids}):
-        counts[(card_id, filter_)] = int(count)
+    unread = []
+    for card_id in sorted({p.facts.op.card_id for p in current}):
+        card = cards[card_id]
+        if card.followers_all is None:
+            unread.append(card_id)
+        else:
+            counts[(card_id, FILTER_ALL)] = card.followers_all
+            counts[(card_id, FILTER_EXCEPTIONS)] = card.followers_exceptions
+    if unread:
+        for card_id, filter_, count in conn.execute(sql.subscriber_counts, {"card_ids": unread}):
+            counts[(card_id, filter_)] = int(count)
     markers = []
     for p in current:
         card_id, exception = p.facts.op.card_id, p.facts.is_exception

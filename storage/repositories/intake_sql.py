@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from storage.tables import (
+    FILTER_ALL,
+    FILTER_EXCEPTIONS,
     CardRecord,
     EventRecord,
     FanoutRecord,
@@ -76,7 +79,7 @@ class IntakeStatements:
     update_cards: Any  # executemany: every projected column of a card
     state_since: Any
     earlier_produce: Any
-    subscriber_counts: Any  # per card and filter, for the batch's cards
+    subscriber_counts: Any  # per card and filter, for cards not read with `read_cards`
     fanout_markers: Any  # executemany
     quarantine: Any  # executemany: the operations refused
 
@@ -93,6 +96,25 @@ def _insert_ignoring_conflict(table: sa.Table, columns: tuple[str, ...], unique:
     return sa.text(sql).bindparams(*(_bind(table, c) for c in columns))
 
 
+def _followers(filter_: str) -> Any:
+    """How many subscriptions with `filter_` the card of the row has."""
+    return (
+        sa.select(sa.func.count())
+        .where(subscriptions.c.card_id == cards.c.card_id, subscriptions.c.filter == filter_)
+        .scalar_subquery()
+    )
+
+
+def _one_of(column: sa.Column[Any], name: str, dialect: str) -> sa.ColumnElement[bool]:
+    """`column IN (the list bound as name)` with one parameter whatever the list's length: the
+    statement's text never changes, so it is not rendered again for each batch as an expanding
+    `IN` is (a JSON array on SQLite, an array on PostgreSQL)."""
+    if dialect == "postgresql":
+        return column == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(column.type)))
+    listed = sa.func.json_each(sa.bindparam(name, type_=sa.JSON)).table_valued("value")
+    return column.in_(sa.select(listed.c.value))
+
+
 @functools.cache
 def statements(dialect: str) -> IntakeStatements:
     """The statements for `dialect` ("sqlite" or "postgresql")."""
@@ -103,7 +125,7 @@ def statements(dialect: str) -> IntakeStatements:
         tie.c.event_time == cards.c.state_event_time,
         tie.c.id != cards.c.last_event_id,
     )
-    in_batch = cards.c.card_id.in_(sa.bindparam("card_ids", expanding=True))
+    in_batch = _one_of(cards.c.card_id, "card_ids", dialect)
     # The lock first, in its own statement: on PostgreSQL a statement that waited for a row
     # lock sees the row as committed but the rest of the database as it was when it began,
     # so the card's current event is read by the next statement, after the wait.
@@ -122,13 +144,14 @@ def statements(dialect: str) -> IntakeStatements:
             current.c.details_status.label("current_status"),
             current.c.shipment_status.label("current_shipment_status"),
             tied.label("tied"),  # another event shares the current event's time
+            # Who follows the card (intake owes them its events), read with it.
+            _followers(FILTER_ALL).label("followers_all"),
+            _followers(FILTER_EXCEPTIONS).label("followers_exceptions"),
         )
         .outerjoin(current, current.c.id == cards.c.last_event_id)
         .where(in_batch)
     )
-    known_keys = sa.select(events.c.dedup_key).where(
-        events.c.dedup_key.in_(sa.bindparam("keys", expanding=True))
-    )
+    known_keys = sa.select(events.c.dedup_key).where(_one_of(events.c.dedup_key, "keys", dialect))
     # Rows come back in any order (asking for parameter order makes SQLite insert row by row):
     # each id is matched to its event by the unique dedup key.
     insert_events = sa.insert(events).returning(events.c.dedup_key, events.c.id)
@@ -169,7 +192,7 @@ def statements(dialect: str) -> IntakeStatements:
     )
     subscriber_counts = (
         sa.select(subscriptions.c.card_id, subscriptions.c.filter, sa.func.count())
-        .where(subscriptions.c.card_id.in_(sa.bindparam("card_ids", expanding=True)))
+        .where(_one_of(subscriptions.c.card_id, "card_ids", dialect))
         .group_by(subscriptions.c.card_id, subscriptions.c.filter)
     )
     fanout_markers = sa.insert(fanouts).values(

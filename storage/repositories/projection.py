@@ -136,6 +136,8 @@ def fresh_card(new_card: dict[str, Any]) -> SimpleNamespace:
         current_status=None,
         current_shipment_status=None,
         tied=False,
+        followers_all=None,  # not read: asked for when its events are fanned out
+        followers_exceptions=None,
         since_known=True,
     )
 
