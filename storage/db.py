@@ -116,9 +116,11 @@ def _configure_sqlite(engine: Engine, *, synchronous: str, busy_timeout_ms: int)
             # Straight to the driver: every transaction of the app begins here, and the
             # statement machinery costs more than the BEGIN itself.
             connection.connection.driver_connection.execute(f"BEGIN {mode}")  # type: ignore[union-attr]
-        except sqlite3.Error as exc:
+        except sqlite3.Error as exc:  # as SQLAlchemy raises it (locked: OperationalError)
             _release(connection)
-            raise sa.exc.OperationalError(f"BEGIN {mode}", None, exc) from exc
+            raise sa.exc.DBAPIError.instance(
+                f"BEGIN {mode}", None, exc, sqlite3.Error
+            ) from exc
         except BaseException:
             _release(connection)
             raise

@@ -141,7 +141,7 @@ class ThreadRecord(SQLModel, table=True):
     __tablename__ = "threads"
     __table_args__ = (
         sa.UniqueConstraint("workspace_id", "channel_id", "card_id", name="uq_thread"),
-        sa.Index("ix_threads_parent_owed_since", "parent_owed_since"),
+        sa.Index("ix_threads_parent_update_due_at", "parent_update_due_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -151,9 +151,10 @@ class ThreadRecord(SQLModel, table=True):
     parent_ts: str = Field(max_length=32)
     created_at: datetime = ts_field()
     updated_at: datetime = ts_field()
-    # Set while the parent shows an older state than the card's and the workspace budget
-    # postponed its update: kept here so that a restart still brings it up to date.
-    parent_owed_since: datetime | None = ts_field(nullable=True)
+    # Set while the parent shows an older state than the card's because the workspace budget
+    # postponed its update: when the update is due (a worker taking it moves this to the end
+    # of its lease). Stored so that a restart or another replica still makes it.
+    parent_update_due_at: datetime | None = ts_field(nullable=True)
 
 
 class OutboxRecord(SQLModel, table=True):

@@ -12,16 +12,16 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
 from bot.delivery.alerts import AlertSenders
+from bot.delivery.owed_parents import OwedParents
 from bot.delivery.slack_calls import SlackCalls
 from bot.delivery.slack_errors import (
     Deferred,
-    DeliveryError,
     MessageRejected,
     ParentGone,
     RateLimited,
@@ -89,7 +89,7 @@ class _Round:
         return self.rendered[key]
 
 
-class MessageKinds(AlertSenders):
+class MessageKinds(AlertSenders, OwedParents):
     """The senders of each kind of row; each returns the `ts` to store and an optional
     follow-up (a parent update) to run once the row is marked sent."""
 
@@ -227,44 +227,23 @@ class MessageKinds(AlertSenders):
                 await self._card_and_thread(row)
                 return
             except (Deferred, RateLimited):  # owed: later, one update carries the latest
-                await self.record_sent(
-                    threads_repo.owe_parent_update,
-                    workspace_id=row.workspace_id,
-                    channel_id=row.channel_id,
-                    card_id=row.card_id or "",
-                    now=self.runtime.clock(),
-                )
+                try:
+                    await self.record_sent(
+                        threads_repo.owe_parent_update,
+                        workspace_id=row.workspace_id,
+                        channel_id=row.channel_id,
+                        card_id=row.card_id or "",
+                        now=self.runtime.clock(),
+                    )
+                except Exception:  # the row itself was delivered: its settling goes on
+                    log.warning("a postponed parent update could not be recorded (the card's"
+                                " next event updates the parent)", exc_info=True)  # fmt: skip
                 return
             # Only a parent just posted is remembered: after an update the next event of the
             # card updates it again (rows of one channel can be claimed by other replicas).
             self._parent_shown.pop((row.channel_id, parent_ts), None)
 
         return update
-
-    async def update_owed_parents(self) -> None:
-        """The parent updates the budget postponed (stored, so a restart still makes them),
-        longest owed first, each rendered from the card's state now: many events of one card
-        while the budget was short cost one `chat.update`. Stops when the budget postpones
-        one again (it is owed again)."""
-        budget = self.slack.budget
-        while budget.wait_for("chat.update") <= budget.max_wait:
-            owed = await asyncio.to_thread(
-                threads_repo.take_owed_parents, self.engine, limit=1
-            )
-            if not owed:
-                return
-            thread = owed[0]
-            row = _owed_row(thread, self.runtime.clock())
-            card = await asyncio.to_thread(
-                cards_repo.get_card, self.engine, card_id=thread.card_id
-            )
-            update = None if card is None else self._parent_update(row, card, thread.parent_ts)
-            if update is None:
-                continue
-            try:
-                await update()
-            except DeliveryError as failure:  # best effort: the card's next event corrects it
-                log.info("a postponed parent update failed: %s", failure.error)
 
     # ------------------------------------------------------------------ kinds
 
@@ -366,18 +345,6 @@ class MessageKinds(AlertSenders):
 def _id(row: ClaimedRow) -> int:
     assert row.id is not None
     return row.id
-
-
-def _owed_row(thread: ThreadRecord, now: datetime) -> ClaimedRow:
-    """A row standing for the parent update a thread is owed (it has no outbox row of its
-    own): its card, in its channel."""
-    return ClaimedRow(
-        id=0, workspace_id=thread.workspace_id, channel_id=thread.channel_id,
-        kind=repo.KIND_CARD_EVENT, card_id=thread.card_id, event_id=None, subscription_id=None,
-        thread_key=None, payload=None, state="pending", attempts=0, next_attempt_at=now,
-        claimed_by=None, claimed_until=None, last_error=None, created_at=now, sent_at=None,
-        slack_ts=None,
-    )  # fmt: skip
 
 
 def _digest(message: dict[str, Any]) -> str:

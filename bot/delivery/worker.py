@@ -187,12 +187,17 @@ class OutboxWorker(MessageKinds, Outcomes):
 
     async def _owed_parents_loop(self) -> None:
         """Each second, the parent updates the budget postponed (`update_owed_parents`)."""
+        failing = False
         while True:
             await asyncio.sleep(self.poll_seconds)
             try:
                 await self.update_owed_parents()
-            except Exception:
-                log.warning("outbox: postponed parent updates failed", exc_info=True)
+            except Exception as exc:  # a database outage is told once, not every second
+                if not (failing and isinstance(exc, DATABASE_AWAY)):
+                    log.warning("outbox: postponed parent updates failed", exc_info=True)
+                failing = True
+            else:
+                failing = False
 
     async def _run(self) -> None:
         """Claim and deliver continuously: new heads are claimed while earlier rows are still

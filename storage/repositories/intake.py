@@ -301,8 +301,8 @@ def _lock_cards(conn: Connection, card_ids: list[str]) -> dict[str, SimpleNamesp
     cards = {}
     for row in conn.execute(sql.read_cards, {"card_ids": card_ids}):
         card = cards[row.card_id] = SimpleNamespace(**row._mapping, since_known=True)
-        if card.shipment is not None:  # JSON text, written back as it is
-            card.shipment = JSONText(card.shipment)
+        if card.shipment is not None:  # JSON text, written back as it is ('null': none)
+            card.shipment = None if card.shipment == "null" else JSONText(card.shipment)
     return cards
 
 

@@ -159,43 +159,56 @@ def touch_thread(engine: Engine, *, thread_id: int, now: datetime) -> None:
 def owe_parent_update(
     engine: Engine, *, workspace_id: str, channel_id: str, card_id: str, now: datetime
 ) -> None:
-    """The parent's update was postponed (workspace budget, rate limit): owed from `now`, or
-    from when it was first owed."""
+    """The parent's update was postponed (workspace budget, rate limit): due from `now`, or
+    from earlier when it was due already."""
+    due = threads.c.parent_update_due_at
     with engine.begin() as conn:
         conn.execute(
             sa.update(threads)
-            .where(*_key(workspace_id, channel_id, card_id), threads.c.parent_owed_since.is_(None))
-            .values(parent_owed_since=now)
+            .where(*_key(workspace_id, channel_id, card_id), sa.or_(due.is_(None), due > now))
+            .values(parent_update_due_at=now)
         )
 
 
-def take_owed_parents(engine: Engine, *, limit: int) -> list[ThreadRecord]:
-    """Up to `limit` parents owed an update, longest owed first, each taken (no longer owed)
-    by this caller only: with several replicas, each parent is updated once. The caller owes
-    it again (`owe_parent_update`) when the update is postponed again."""
-    with Session(engine) as session:
-        candidates = list(
-            session.exec(
-                select(ThreadRecord)
-                .where(ThreadRecord.parent_owed_since.is_not(None))  # type: ignore[union-attr]
-                .order_by(ThreadRecord.parent_owed_since, ThreadRecord.id)  # type: ignore[arg-type]
-                .limit(limit)
-            )
-        )
+def take_owed_parents(
+    engine: Engine, *, now: datetime, lease_until: datetime, limit: int
+) -> list[ThreadRecord]:
+    """Up to `limit` parents whose update is due, longest due first, each leased to this
+    caller until `lease_until` (its due time moves there): other replicas skip it meanwhile,
+    and if this caller stops before updating it, it is due again then. `parent_update_made`
+    ends the lease."""
+    due = threads.c.parent_update_due_at
+    # Read without the write lock: every worker asks each second, and most often nothing is due.
+    with engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
+        candidates = conn.execute(
+            sa.select(threads).where(due <= now).order_by(due, threads.c.id).limit(limit)
+        ).all()
     taken = []
-    with engine.begin() as conn:
-        for thread in candidates:
-            cleared = conn.execute(
-                sa.update(threads)
-                .where(
-                    threads.c.id == thread.id,
-                    threads.c.parent_owed_since == thread.parent_owed_since,
-                )
-                .values(parent_owed_since=None)
-            ).rowcount
-            if cleared:
-                taken.append(thread)
+    if candidates:
+        with engine.begin() as conn:
+            for row in candidates:
+                leased = conn.execute(
+                    sa.update(threads)
+                    .where(threads.c.id == row.id, due == row.parent_update_due_at)
+                    .values(parent_update_due_at=lease_until)
+                ).rowcount
+                if leased:
+                    record = ThreadRecord(**row._mapping)
+                    record.parent_update_due_at = lease_until
+                    taken.append(record)
     return taken
+
+
+def parent_update_made(engine: Engine, *, thread_id: int, leased_until: datetime) -> None:
+    """The leased parent was updated (or its update given up): nothing is owed any more,
+    unless it was owed again meanwhile."""
+    due = threads.c.parent_update_due_at
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(threads)
+            .where(threads.c.id == thread_id, due == leased_until)
+            .values(parent_update_due_at=None)
+        )
 
 
 def _key(workspace_id: str, channel_id: str, card_id: str) -> tuple[Any, ...]:
@@ -222,6 +235,7 @@ __all__ = [
     "forget_thread",
     "get_thread",
     "owe_parent_update",
+    "parent_update_made",
     "save_thread",
     "take_owed_parents",
     "threads_of_card",

@@ -8,13 +8,13 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import deque
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Engine
 
 from bot.delivery.budget import CHAT_UPDATE_PER_MINUTE, earliest_slot, windows_for
 from bot.settings import load_settings
-from storage.repositories import claims
+from storage.repositories import claims, threads
 from storage.repositories import outbox as repo
 from storage.tables import OUTBOX_SENT
 from tests.delivery.outbox_support import (
@@ -189,6 +189,53 @@ async def test_a_postponed_parent_update_survives_a_restart(any_engine: Engine) 
             await restarted.stop()
         assert "Delivered" in slack.messages(channel="C1")[0]["text"]
         assert len(slack.calls_to("chat.update")) == 2 and slack.rate_limited == 0
+
+
+async def test_a_parent_update_cut_short_by_a_stop_is_made_after_its_lease(
+    any_engine: Engine,
+) -> None:
+    """A worker takes the owed update, waits for its slot and is stopped: the update stays
+    owed, and another worker makes it once the first one's lease has run out."""
+    engine = any_engine
+    follow(engine, "C1", "card-1")
+    async with delivery(engine) as (slack, runtime, _worker):
+        first = make_worker(runtime, slack, max_pacing_wait=0.2)
+        first.slack.budget.update_windows = ((60.0, 1),)
+        record(engine, produce("card-1", "CARD_PROD_REQUESTED", 0))
+        await drain(first, engine)
+        for update in (
+            produce("card-1", "CARD_SHIPPED", 1, op_id="op-2"),
+            shipment("card-1", "DELIVERED", 2),
+        ):
+            record(engine, update)
+            await drain(first, engine)
+        updates = len(slack.calls_to("chat.update"))  # one made, one owed
+
+        def due() -> datetime | None:
+            thread = threads.get_thread(
+                engine, workspace_id="T1", channel_id="C1", card_id="card-1"
+            )
+            assert thread is not None
+            return thread.parent_update_due_at
+
+        stopped = make_worker(
+            make_runtime(engine, slack), slack, max_pacing_wait=5.0, lease_seconds=0.5
+        )
+        stopped.slack.budget.update_windows = ((3.0, 1),)
+        await stopped.slack.budget.acquire("chat.update")  # a slot just used: the next in 3 s
+        await stopped.start()
+        await wait_for(lambda: (at := due()) is not None and at > runtime.clock(), timeout=10)
+        await stopped.stop()  # while the taken update waits for its slot
+        assert due() is not None and len(slack.calls_to("chat.update")) == updates
+
+        later = make_worker(make_runtime(engine, slack), slack)
+        await later.start()
+        try:
+            await wait_for(lambda: due() is None, timeout=10)
+        finally:
+            await later.stop()
+        assert len(slack.calls_to("chat.update")) == updates + 1
+        assert "Delivered" in slack.messages(channel="C1")[0]["text"]
 
 
 async def test_posts_never_unfurl_links(engine: Engine) -> None:

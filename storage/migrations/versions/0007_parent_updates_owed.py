@@ -1,4 +1,5 @@
-"""threads.parent_owed_since: parent updates the workspace budget postponed, kept across restarts
+"""threads.parent_update_due_at: parent updates the workspace budget postponed, kept across
+restarts
 
 Revision ID: 0007
 Revises: 0006
@@ -19,11 +20,13 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     with op.batch_alter_table("threads") as batch:
-        batch.add_column(sa.Column("parent_owed_since", sa.DateTime(timezone=True), nullable=True))
-        batch.create_index("ix_threads_parent_owed_since", ["parent_owed_since"])
+        batch.add_column(
+            sa.Column("parent_update_due_at", sa.DateTime(timezone=True), nullable=True)
+        )
+        batch.create_index("ix_threads_parent_update_due_at", ["parent_update_due_at"])
 
 
 def downgrade() -> None:
     with op.batch_alter_table("threads") as batch:
-        batch.drop_index("ix_threads_parent_owed_since")
-        batch.drop_column("parent_owed_since")
+        batch.drop_index("ix_threads_parent_update_due_at")
+        batch.drop_column("parent_update_due_at")
