@@ -55,9 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--no-migrate", action="store_true", help="do not apply database migrations at start"
     )
-    tls = serve.add_argument_group(
-        "TLS (when no proxy terminates it; default: the SSL_* settings)"
-    )
+    tls = serve.add_argument_group("TLS (when no proxy terminates it; default: the SSL_* settings)")
     tls.add_argument("--ssl-certfile", default=None, help="server certificate (PEM)")
     tls.add_argument("--ssl-keyfile", default=None, help="server private key (PEM)")
     tls.add_argument("--ssl-ca-certs", default=None, help="CA bundle for client certificates")

@@ -118,9 +118,7 @@ def _configure_sqlite(engine: Engine, *, synchronous: str, busy_timeout_ms: int)
             connection.connection.driver_connection.execute(f"BEGIN {mode}")  # type: ignore[union-attr]
         except sqlite3.Error as exc:  # as SQLAlchemy raises it (locked: OperationalError)
             _release(connection)
-            raise sa.exc.DBAPIError.instance(
-                f"BEGIN {mode}", None, exc, sqlite3.Error
-            ) from exc
+            raise sa.exc.DBAPIError.instance(f"BEGIN {mode}", None, exc, sqlite3.Error) from exc
         except BaseException:
             _release(connection)
             raise

@@ -60,9 +60,7 @@ class OwedParents:
             if not owed:
                 return
             thread = owed[0]
-            card = await asyncio.to_thread(
-                cards_repo.get_card, self.engine, card_id=thread.card_id
-            )
+            card = await asyncio.to_thread(cards_repo.get_card, self.engine, card_id=thread.card_id)
             update = None
             if card is not None:
                 row = _owed_row(thread, now)

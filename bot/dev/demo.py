@@ -155,8 +155,7 @@ class Demo:
         replies = [Shown(OPS_CHANNEL, r.get("blocks") or []) for r in self.slack.responses]
         posted = sorted(self.slack.messages(), key=lambda m: float(m["ts"]))
         return replies + [
-            Shown(m["channel"], m.get("blocks") or [], m["ts"], m.get("text") or "")
-            for m in posted
+            Shown(m["channel"], m.get("blocks") or [], m["ts"], m.get("text") or "") for m in posted
         ]
 
     async def press(self, click: Click, http: httpx.AsyncClient) -> str:
@@ -352,9 +351,7 @@ async def _demo(args: argparse.Namespace, write: Callable[[str], None]) -> int:
             await asyncio.wait({morning, tasks[1]}, return_when=asyncio.FIRST_COMPLETED)
             code = 0
             if morning.done() and not stop.is_set():
-                if morning.exception() is None and await demo.wait_settled(
-                    MORNING_TIMEOUT_SECONDS
-                ):
+                if morning.exception() is None and await demo.wait_settled(MORNING_TIMEOUT_SECONDS):
                     out(demo.summary())
                     if not await demo.tour(http):
                         out(f"The tour stopped early (see {data_dir / LOG_FILE}).")

@@ -59,8 +59,9 @@ def callback_credentials(path: Path, env: Mapping[str, str]) -> CallbackCredenti
         if env.get("D1_NOTIFY_TOKEN") and env["D1_NOTIFY_TOKEN"] != found.static_token:
             found.mismatch = "SANDBOX_CALLBACK_TOKEN differs from D1_NOTIFY_TOKEN"
         return found
-    client_id, secret = env.get("SANDBOX_CALLBACK_CLIENT_ID"), env.get(
-        "SANDBOX_CALLBACK_CLIENT_SECRET"
+    client_id, secret = (
+        env.get("SANDBOX_CALLBACK_CLIENT_ID"),
+        env.get("SANDBOX_CALLBACK_CLIENT_SECRET"),
     )
     bot_id, bot_secret = env.get("D1_NOTIFY_CLIENT_ID"), env.get("D1_NOTIFY_CLIENT_SECRET")
     if client_id and secret:

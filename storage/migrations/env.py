@@ -20,9 +20,7 @@ config = context.config
 target_metadata = SQLModel.metadata
 
 
-def render_item(
-    type_: str, obj: Any, autogen_context: AutogenContext
-) -> str | Literal[False]:
+def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
     """Render our column types as plain SQLAlchemy types, so revisions do not import them."""
     if type_ == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"

@@ -283,9 +283,7 @@ def test_from_settings_builds_or_says_what_is_missing(tmp_path: Path) -> None:
     with pytest.raises(D1NotConfigured):
         d1_client_from(Settings(d1_issuer_id="issuer-001"))
     with pytest.raises(D1NotConfigured):
-        d1_client_from(
-            Settings(**{**sandbox_env("http://x"), "d1_private_key": "not a key"})
-        )
+        d1_client_from(Settings(**{**sandbox_env("http://x"), "d1_private_key": "not a key"}))
 
 
 # ---------------------------------------------------------------------- mTLS
