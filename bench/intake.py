@@ -3,9 +3,10 @@
     .venv/bin/python bench/intake.py [--rate 1000] [--seconds 10] [--wrk-seconds 8]
 
 One `d1bot serve`-like server process (the real composition: intake, outbox worker, Slack
-routes; SQLite with `synchronous=FULL`, so every 204 is durable) with one extra route,
-`POST /bare`, answering 204 through the same middleware. A Slack stand-in (`LocalSlack`) in
-this process receives what the outbox posts. Measured, in order:
+routes; SQLite with `synchronous=FULL`, so every 204 is durable) with two extra routes:
+`POST /bare`, answering 204 through the same middleware, and `POST /parse`, which reads and
+parses a notification as intake does and answers 204 without recording it. A Slack stand-in
+(`LocalSlack`) in this process receives what the outbox posts. Measured, in order:
 1. idle: D1 -> Slack latency, from a notification's 204 to its card's first post arriving at
    the stand-in, for `--probes` subscribed cards (each in a channel of its own, so that the
    one-post-a-second channel pacing never waits);
@@ -13,7 +14,8 @@ this process receives what the outbox posts. Measured, in order:
    counted from each request's scheduled time, so overload cannot hide) to `/bare`, then to the
    notification endpoint with distinct, unsubscribed cards, while probe notifications for
    subscribed cards measure D1 -> Slack under that load;
-3. closed loop: wrk at a fixed concurrency against `/bare`, then the notification endpoint; the
+3. closed loop: wrk at a fixed concurrency against `/bare`, `/parse` (what the recording leaves
+   of intake's cost: the rest is the recording), then the notification endpoint; the
    ratio of the two rates;
 4. the server's RSS idle (after start) and after the load.
 Prints the machine, the figures and a last JSON line; asserts nothing. Needs `wrk`.
@@ -100,6 +102,7 @@ def serve(db: str, port: int, slack_url: str, probes: int) -> None:
     from bot.main import GIL_SWITCH_INTERVAL_SECONDS, build_runtime, migrate_in_child
     from bot.server import create_app
     from bot.settings import load_settings
+    from d1.notifications import parse_body
     from storage.repositories.subscriptions import subscribe
 
     settings = load_settings(
@@ -129,7 +132,12 @@ def serve(db: str, port: int, slack_url: str, probes: int) -> None:
     async def bare(_request: Request) -> Response:
         return Response(status_code=204)
 
+    async def parse(request: Request) -> Response:
+        parse_body(await request.body(), issuer_id=ISSUER)
+        return Response(status_code=204)
+
     app.add_route("/bare", bare, methods=["POST"])
+    app.add_route("/parse", parse, methods=["POST"])
     sys.setswitchinterval(float(os.environ.get("SWITCH", GIL_SWITCH_INTERVAL_SECONDS)))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
@@ -311,17 +319,22 @@ async def measure(args: argparse.Namespace, workdir: Path) -> dict:
                         figures["busy_d1_to_slack"] = quantiles(busy)
                         print(f"D1 -> Slack under load: {_fmt(quantiles(busy))}", flush=True)
                 figures["rss_after_load_mb"] = rss_mb(server.pid)
-                for path, name in (("/bare", "bare"), (PATH, "intake")):
+                for path, name in (("/bare", "bare"), ("/parse", "parse"), (PATH, "intake")):
                     base += 10_000_000
                     figures[f"closed_{name}_rps"] = await asyncio.to_thread(
                         run_wrk, port, path, args.wrk_seconds, base, workdir
                     )
                 figures["closed_ratio"] = figures["closed_intake_rps"] / figures["closed_bare_rps"]
+                figures["closed_parse_ratio"] = (
+                    figures["closed_parse_rps"] / figures["closed_bare_rps"]
+                )
                 figures["rss_peak_mb"] = max(rss_mb(server.pid), figures["rss_after_load_mb"])
                 print(
                     f"closed loop (wrk, 32 connections): bare {figures['closed_bare_rps']:.0f}, "
+                    f"parsing alone {figures['closed_parse_rps']:.0f}, "
                     f"intake {figures['closed_intake_rps']:.0f} req/s, "
-                    f"ratio {figures['closed_ratio']:.2f}",
+                    f"ratio {figures['closed_ratio']:.2f} (parsing alone "
+                    f"{figures['closed_parse_ratio']:.2f})",
                     flush=True,
                 )
         finally:

@@ -68,7 +68,8 @@ ROWS: list[Row] = [
         ">= 0.25x",
         lambda r: (
             f"{median(r, 'closed_ratio'):.2f}x ({median(r, 'closed_intake_rps'):.0f} vs "
-            f"{median(r, 'closed_bare_rps'):.0f} req/s)"
+            f"{median(r, 'closed_bare_rps'):.0f} req/s; parsing a notification without "
+            f"recording it: {median(r, 'closed_parse_ratio'):.2f}x)"
         ),
         lambda r: median(r, "closed_ratio") >= 0.25,
     ),
