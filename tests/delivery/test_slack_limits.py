@@ -9,6 +9,7 @@ import asyncio
 import sys
 from collections import deque
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
@@ -29,6 +30,10 @@ from tests.delivery.outbox_support import (
     shipment,
 )
 from tests.servers import wait_for
+
+if TYPE_CHECKING:
+    from bot.dev.localslack import LocalSlack
+    from bot.runtime import Runtime
 
 
 def _most_in_any_window(times: list[float], seconds: float) -> int:
@@ -162,25 +167,30 @@ async def test_chat_update_stays_under_tier_3_and_postponed_updates_coalesce(
         assert slack.rate_limited == 0
 
 
+async def _owe_a_parent_update(engine: Engine, slack: LocalSlack, runtime: Runtime) -> None:
+    """card-1 followed in C1 by a worker allowed one update a minute: its parent is posted,
+    updated once, and its second update (to Delivered) is postponed, owed."""
+    follow(engine, "C1", "card-1")
+    first = make_worker(runtime, slack, max_pacing_wait=0.2)
+    first.slack.budget.update_windows = ((60.0, 1),)  # one update a minute
+    record(engine, produce("card-1", "CARD_PROD_REQUESTED", 0))
+    await drain(first, engine)
+    for update in (
+        produce("card-1", "CARD_SHIPPED", 1, op_id="op-2"),
+        shipment("card-1", "DELIVERED", 2),
+    ):
+        record(engine, update)
+        await drain(first, engine)
+    assert len(slack.calls_to("chat.update")) == 1  # the second was postponed
+    assert "Delivered" not in slack.messages(channel="C1")[0]["text"]
+
+
 async def test_a_postponed_parent_update_survives_a_restart(any_engine: Engine) -> None:
     """The budget postpones the parent's update, the worker stops (a deploy): the next worker
     brings the parent to the card's last state, once, though no new event comes."""
     engine = any_engine
-    follow(engine, "C1", "card-1")
     async with delivery(engine) as (slack, runtime, _worker):
-        first = make_worker(runtime, slack, max_pacing_wait=0.2)
-        first.slack.budget.update_windows = ((60.0, 1),)  # one update a minute
-        record(engine, produce("card-1", "CARD_PROD_REQUESTED", 0))
-        await drain(first, engine)
-        for update in (
-            produce("card-1", "CARD_SHIPPED", 1, op_id="op-2"),
-            shipment("card-1", "DELIVERED", 2),
-        ):
-            record(engine, update)
-            await drain(first, engine)
-        assert len(slack.calls_to("chat.update")) == 1  # the second was postponed
-        assert "Delivered" not in slack.messages(channel="C1")[0]["text"]
-
+        await _owe_a_parent_update(engine, slack, runtime)
         restarted = make_worker(make_runtime(engine, slack), slack)
         await restarted.start()
         try:
@@ -197,18 +207,8 @@ async def test_a_parent_update_cut_short_by_a_stop_is_made_after_its_lease(
     """A worker takes the owed update, waits for its slot and is stopped: the update stays
     owed, and another worker makes it once the first one's lease has run out."""
     engine = any_engine
-    follow(engine, "C1", "card-1")
     async with delivery(engine) as (slack, runtime, _worker):
-        first = make_worker(runtime, slack, max_pacing_wait=0.2)
-        first.slack.budget.update_windows = ((60.0, 1),)
-        record(engine, produce("card-1", "CARD_PROD_REQUESTED", 0))
-        await drain(first, engine)
-        for update in (
-            produce("card-1", "CARD_SHIPPED", 1, op_id="op-2"),
-            shipment("card-1", "DELIVERED", 2),
-        ):
-            record(engine, update)
-            await drain(first, engine)
+        await _owe_a_parent_update(engine, slack, runtime)
         updates = len(slack.calls_to("chat.update"))  # one made, one owed
 
         def due() -> datetime | None:
