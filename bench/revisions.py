@@ -5,14 +5,16 @@
 The ratio to a bare endpoint (`bench/intake.py`) moves with the bare endpoint as much as with
 intake: when the middleware gets cheaper, the ratio falls although intake is as fast as it was.
 This compares intake itself across revisions. The base revision is checked out in a temporary
-git worktree and run with this checkout's virtual environment (its code first on the path);
+git worktree and run with this checkout's virtual environment, its code first on the path (the
+same packages for both: an old install may lack `httptools` and parse HTTP with h11);
 the default base is the last revision before the intake machinery was deleted, with its
 in-process intake (`D1BOT_INTAKE_WRITER=inline`). Each server is the revision's own
 composition (`bot.main.build_runtime`, `bot.server.create_app`) plus `POST /bare`, on SQLite
 with `synchronous=FULL`, logging configured as `d1bot serve` does (INFO: `/bare` writes an
-access line, a notification answered 204 does not). Rounds alternate between the servers: wrk, 32
-connections, to `/bare` then to the notification endpoint (`bench.intake.run_wrk`, distinct
-new events). Prints each round, the medians and the per-round ratio of the two intakes.
+access line; a notification answered 204 writes none here, and one in `bf90345^`). Rounds
+alternate between the servers: wrk, 32 connections, to `/bare` then to the notification
+endpoint (`bench.intake.run_wrk`, distinct new events). Prints each round, the medians and
+the per-round ratio of the two intakes.
 """
 
 from __future__ import annotations
