@@ -236,8 +236,11 @@ class MessageKinds(AlertSenders, OwedParents):
                         now=self.runtime.clock(),
                     )
                 except Exception:  # the row itself was delivered: its settling goes on
-                    log.warning("a postponed parent update could not be recorded (the card's"
-                                " next event updates the parent)", exc_info=True)  # fmt: skip
+                    log.warning(
+                        "a postponed parent update could not be recorded"
+                        " (the card's next event updates the parent)",
+                        exc_info=True,
+                    )
                 return
             # Only a parent just posted is remembered: after an update the next event of the
             # card updates it again (rows of one channel can be claimed by other replicas).
